@@ -1,0 +1,407 @@
+"""The adapter contract: one abstract base class every queue engine implements.
+
+Public methods (``enqueue_task_sync``, ``get_task_status_sync``, ...) are
+defined here once, with argument checks, capability checks and lifecycle
+hooks; each has an ``..._async`` twin. An adapter implements the protected
+primitives below them (``_enqueue``, ``_get_status``, ``_cancel``,
+``_start_consumer``, ...). Consumers run delivered tasks through
+:class:`~taskserve.execution.TaskRunner`, so retries, dead letters,
+cancellation and status rules are the same for every adapter.
+
+Optional features are declared in ``capabilities``; calling one that is not
+declared raises :class:`~taskserve.errors.UnsupportedCapability`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from taskserve.capabilities import Capability
+from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.errors import ConfigError, UnsupportedCapability
+from taskserve.execution import Handler, TaskRunner
+from taskserve.hooks import TaskEvent
+from taskserve.models import (
+    AdapterMetrics,
+    CancelOutcome,
+    DeadLetter,
+    DeadLetterKind,
+    HealthReport,
+    TaskID,
+    TaskResult,
+)
+from taskserve.plugins import emit
+from taskserve.serialization import TaskMessage, build_message
+from taskserve.states import TaskState
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONSUMER_CONCURRENCY = 5
+"""Matches Ray Serve's default ``max_ongoing_requests``."""
+
+DEFAULT_GRACEFUL_TIMEOUT_S = 20.0
+"""Matches Ray Serve's default ``graceful_shutdown_timeout_s``."""
+
+_R = TypeVar("_R")
+
+TaskIdLike = str | TaskID | TaskResult
+
+
+def _async_twin(sync_method: Callable[..., _R]) -> Callable[..., Awaitable[_R]]:
+    """The ``..._async`` version of a ``..._sync`` method, run in a thread.
+
+    It calls the sync method by name, so an adapter that overrides the sync
+    method gets a matching async one; an adapter with a native async client
+    may override the async method itself.
+    """
+
+    async def run_in_thread(self: TaskProcessorAdapter, /, *args: Any, **kwargs: Any) -> _R:
+        bound: Callable[..., _R] = getattr(self, sync_method.__name__)
+        return await asyncio.to_thread(bound, *args, **kwargs)
+
+    run_in_thread.__name__ = sync_method.__name__.removesuffix("_sync") + "_async"
+    run_in_thread.__qualname__ = run_in_thread.__name__
+    run_in_thread.__doc__ = f"Async version of :meth:`{sync_method.__name__}`."
+    return run_in_thread
+
+
+def task_id_of(task: TaskIdLike) -> str:
+    """The id string of a task given as str, :class:`TaskID` or :class:`TaskResult`."""
+    if isinstance(task, str):
+        return task
+    return task.id
+
+
+class TaskProcessorAdapter(ABC):
+    """Base class of every queue adapter.
+
+    Class attributes, readable without a broker: ``alias`` (entry-point name),
+    ``config_model`` (the typed ``adapter_config``), ``capabilities``.
+    """
+
+    alias: ClassVar[str] = ""
+    config_model: ClassVar[type[AdapterConfig]] = AdapterConfig
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init__(self, config: TaskProcessorConfig) -> None:
+        if not isinstance(config, TaskProcessorConfig):
+            raise ConfigError(
+                f"{type(self).__name__} needs a TaskProcessorConfig, got {type(config).__name__}"
+            )
+        self.config = config
+        self.adapter_config: AdapterConfig = config.adapter_config
+        self.consumer_concurrency: int = config.consumer_concurrency or DEFAULT_CONSUMER_CONCURRENCY
+        self._handlers: dict[str, Handler] = {}
+        self._runner: TaskRunner | None = None
+
+    # -- capabilities ----------------------------------------------------
+    @classmethod
+    def supports(cls, capability: Capability | str) -> bool:
+        """Whether this adapter declares ``capability``."""
+        return capability in cls.capabilities
+
+    def require(self, capability: Capability) -> None:
+        """Raise UnsupportedCapability unless ``capability`` is declared."""
+        if not self.supports(capability):
+            raise UnsupportedCapability(self.alias or type(self).__name__, capability.value)
+
+    # -- lifecycle -------------------------------------------------------
+    def initialize(self, consumer_concurrency: int | None = None) -> None:
+        """Prepare the adapter (connect, create tables); safe to call twice."""
+        if consumer_concurrency is not None:
+            if consumer_concurrency < 1:
+                raise ConfigError("consumer_concurrency must be at least 1")
+            self.consumer_concurrency = consumer_concurrency
+        self._connect()
+
+    def register_task_handle(self, func: Handler, name: str | None = None) -> None:
+        """Route tasks called ``name`` (default: the function's name) to ``func``."""
+        task_name = name or getattr(func, "__name__", None)
+        if not task_name:
+            raise ConfigError(f"cannot infer a task name for {func!r}; pass name=")
+        if self._runner is not None:
+            raise RuntimeError("register handlers before start_consumer()")
+        self._handlers[task_name] = func
+
+    @property
+    def registered_task_names(self) -> list[str]:
+        """Names of the registered handlers."""
+        return sorted(self._handlers)
+
+    def start_consumer(self, **kwargs: Any) -> None:
+        """Start consuming ``queue_name`` in background threads of this process."""
+        if self._runner is not None:
+            return
+        self._connect()
+        self._runner = TaskRunner(self.config, self.alias or type(self).__name__, self._handlers)
+        self._start_consumer(self._runner, self.consumer_concurrency, **kwargs)
+
+    def stop_consumer(self, timeout: float | None = None) -> None:
+        """Stop fetching, hand back fetched-but-unstarted tasks at once, and let
+        running tasks finish for up to ``timeout`` seconds (then their leases are
+        released so another consumer runs them again)."""
+        runner = self._runner
+        if runner is None:
+            return
+        try:
+            self._stop_consumer(DEFAULT_GRACEFUL_TIMEOUT_S if timeout is None else timeout)
+        finally:
+            runner.close()
+            self._runner = None
+
+    @property
+    def consumer_started(self) -> bool:
+        """True between start_consumer() and stop_consumer()."""
+        return self._runner is not None
+
+    def shutdown(self) -> None:
+        """Stop the consumer (graceful) and release connections."""
+        self.stop_consumer()
+        self._close()
+
+    # -- producer side ---------------------------------------------------
+    def enqueue_task_sync(
+        self,
+        task_name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        retried_from: str | None = None,
+        **options: Any,
+    ) -> TaskResult:
+        """Enqueue a task; return its PENDING :class:`TaskResult`.
+
+        Arguments must be JSON values; a value that is not, or a payload over
+        ``max_payload_bytes``, raises :class:`PayloadError` and nothing is sent.
+        With ``idempotency_key``, a second call with the same key returns the
+        first task instead of enqueuing another.
+        """
+        if options:
+            raise ConfigError(f"unknown enqueue options: {', '.join(sorted(options))}")
+        if idempotency_key is not None:
+            self.require(Capability.IDEMPOTENCY_KEYS)
+        message = build_message(
+            task_name=task_name,
+            args=args,
+            kwargs=kwargs,
+            queue_name=self.config.queue_name,
+            max_payload_bytes=self.config.max_payload_bytes,
+            task_id=task_id,
+            retried_from=retried_from,
+        )
+        result = self._enqueue(message, idempotency_key)
+        if result.id == message.id:
+            emit("enqueued", self._event(result))
+        return result
+
+    def get_task_status_sync(self, task_id: TaskIdLike) -> TaskResult:
+        """The task's current :class:`TaskResult`.
+
+        Raises :class:`TaskNotFound` for an id never enqueued or expired.
+        """
+        return self._get_status(task_id_of(task_id))
+
+    def cancel_task_sync(self, task_id: TaskIdLike) -> CancelOutcome:
+        """Cancel a task.
+
+        A queued task becomes CANCELLED at once and never runs, with or without
+        a consumer online. A running one is interrupted (if the adapter declares
+        ``cancel_running``) and becomes CANCELLED when its handler stops. A
+        finished one is left as it is, and the outcome says so.
+        """
+        self.require(Capability.CANCEL_PENDING)
+        outcome = self._cancel(task_id_of(task_id))
+        if outcome.cancelled and outcome.status is TaskState.CANCELLED:
+            emit(
+                "cancelled",
+                TaskEvent(
+                    task_id=outcome.id,
+                    task_name=None,
+                    queue_name=self.config.queue_name,
+                    adapter=self.alias,
+                ),
+            )
+        return outcome
+
+    def retry_task_sync(self, task_id: TaskIdLike) -> TaskResult:
+        """Enqueue a finished task's original payload again under a new id
+        linked to the old one (``retried_from``)."""
+        original = self._get_message(task_id_of(task_id))
+        return self.enqueue_task_sync(
+            original.name, original.args, original.kwargs, retried_from=original.id
+        )
+
+    # -- operations ------------------------------------------------------
+    def health_check_sync(self) -> HealthReport:
+        """Whether the broker answers and, if started, the consumer is alive."""
+        try:
+            self._ping()
+            broker_ok, detail = True, ""
+        except Exception as e:
+            broker_ok, detail = False, f"broker unreachable: {type(e).__name__}: {e}"
+        consumer: bool | None = None
+        if self._runner is not None:
+            consumer = self._consumer_alive()
+            if not consumer:
+                detail = (detail + "; " if detail else "") + "consumer is not running"
+        return HealthReport(
+            healthy=broker_ok and consumer is not False,
+            broker_reachable=broker_ok,
+            consumer_running=consumer,
+            detail=detail,
+        )
+
+    def get_metrics_sync(self) -> AdapterMetrics:
+        """Queue depth, in-flight count and dead-letter counts of this queue."""
+        self.require(Capability.QUEUE_METRICS)
+        metrics = self._metrics()
+        return metrics.model_copy(
+            update={
+                "consumer_concurrency": self.consumer_concurrency if self._runner else None,
+                "local_in_flight": self._runner.in_flight if self._runner else None,
+            }
+        )
+
+    def list_dead_letters_sync(
+        self, kind: DeadLetterKind | str = DeadLetterKind.FAILED, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead-letter records of ``kind``, oldest first."""
+        self.require(Capability.DEAD_LETTERS)
+        kind = DeadLetterKind(kind)
+        return self._list_dead_letters(self._dead_letter_queue(kind), limit, None)
+
+    def redrive_dead_letters_sync(
+        self,
+        ids: Sequence[str] | None = None,
+        kind: DeadLetterKind | str = DeadLetterKind.FAILED,
+    ) -> list[TaskResult]:
+        """Enqueue dead-lettered tasks again, exactly as first enqueued, under new
+        ids linked to the original ones; the records are removed. ``ids=None``
+        redrives the whole queue. Undecodable records cannot be redriven."""
+        self.require(Capability.DEAD_LETTERS)
+        kind = DeadLetterKind(kind)
+        queue = self._dead_letter_queue(kind)
+        records = self._list_dead_letters(queue, None, list(ids) if ids is not None else None)
+        redriven: list[TaskResult] = []
+        for record in records:
+            if record.task_name is None or record.args is None or record.kwargs is None:
+                raise ConfigError(
+                    f"dead letter {record.id} holds an undecodable message and cannot be "
+                    "redriven; inspect its raw bytes and purge it"
+                )
+            redriven.append(
+                self.enqueue_task_sync(
+                    record.task_name, record.args, record.kwargs, retried_from=record.task_id
+                )
+            )
+            self._delete_dead_letters(queue, [record.id])
+        return redriven
+
+    def purge_dead_letters_sync(
+        self,
+        kind: DeadLetterKind | str = DeadLetterKind.FAILED,
+        ids: Sequence[str] | None = None,
+    ) -> int:
+        """Delete dead-letter records (all of ``kind`` when ``ids`` is None)."""
+        self.require(Capability.DEAD_LETTERS)
+        queue = self._dead_letter_queue(DeadLetterKind(kind))
+        return self._delete_dead_letters(queue, list(ids) if ids is not None else None)
+
+    def _dead_letter_queue(self, kind: DeadLetterKind) -> str:
+        queue = (
+            self.config.failed_task_queue_name
+            if kind is DeadLetterKind.FAILED
+            else self.config.unprocessable_task_queue_name
+        )
+        if queue is None:
+            field = "failed" if kind is DeadLetterKind.FAILED else "unprocessable"
+            raise ConfigError(
+                f"no {field} dead-letter queue: set {field}_task_queue_name in TaskProcessorConfig"
+            )
+        return queue
+
+    def _event(self, result: TaskResult) -> TaskEvent:
+        return TaskEvent(
+            task_id=result.id,
+            task_name=result.name,
+            queue_name=self.config.queue_name,
+            adapter=self.alias,
+        )
+
+    # -- async twins -----------------------------------------------------
+    enqueue_task_async = _async_twin(enqueue_task_sync)
+    get_task_status_async = _async_twin(get_task_status_sync)
+    cancel_task_async = _async_twin(cancel_task_sync)
+    retry_task_async = _async_twin(retry_task_sync)
+    health_check_async = _async_twin(health_check_sync)
+    get_metrics_async = _async_twin(get_metrics_sync)
+    list_dead_letters_async = _async_twin(list_dead_letters_sync)
+    redrive_dead_letters_async = _async_twin(redrive_dead_letters_sync)
+    purge_dead_letters_async = _async_twin(purge_dead_letters_sync)
+    # Names used by Ray Serve's PDF template.
+    enqueue_task = enqueue_task_async
+    get_task_status = get_task_status_async
+
+    # -- primitives an adapter implements ---------------------------------
+    def _connect(self) -> None:
+        """Open connections and create what the adapter needs; idempotent."""
+
+    def _close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    def _ping(self) -> None:
+        """Raise if the broker cannot be reached."""
+
+    @abstractmethod
+    def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
+        """Store the PENDING record and publish the message, atomically where the
+        broker allows; with a known idempotency key return the existing task."""
+
+    @abstractmethod
+    def _get_status(self, task_id: str) -> TaskResult:
+        """The task's record; raise TaskNotFound if unknown or expired."""
+
+    @abstractmethod
+    def _get_message(self, task_id: str) -> TaskMessage:
+        """The task as first enqueued; raise TaskNotFound if unknown or expired."""
+
+    @abstractmethod
+    def _cancel(self, task_id: str) -> CancelOutcome:
+        """Cancel durably as :meth:`cancel_task_sync` describes."""
+
+    @abstractmethod
+    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> None:
+        """Start fetching with at most ``concurrency`` tasks fetched at once and
+        hand each to ``runner.process`` with a DeliveryRecorder."""
+
+    @abstractmethod
+    def _stop_consumer(self, timeout: float) -> None:
+        """Stop as :meth:`stop_consumer` describes; return once done."""
+
+    @abstractmethod
+    def _consumer_alive(self) -> bool:
+        """Whether the started consumer's threads are alive."""
+
+    def _metrics(self) -> AdapterMetrics:
+        """Queue depth and in-flight count (QUEUE_METRICS)."""
+        raise UnsupportedCapability(self.alias, Capability.QUEUE_METRICS.value)
+
+    def _list_dead_letters(
+        self, queue: str, limit: int | None, ids: list[str] | None
+    ) -> list[DeadLetter]:
+        """Records of a dead-letter queue, oldest first (DEAD_LETTERS)."""
+        raise UnsupportedCapability(self.alias, Capability.DEAD_LETTERS.value)
+
+    def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
+        """Delete records (all when ``ids`` is None); return how many (DEAD_LETTERS)."""
+        raise UnsupportedCapability(self.alias, Capability.DEAD_LETTERS.value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} queue={self.config.queue_name!r} config={self.adapter_config!r}>"

@@ -1,0 +1,1 @@
+"""Adapters shipped with the core (the embedded ``sqlite`` adapter)."""

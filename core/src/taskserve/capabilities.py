@@ -1,0 +1,58 @@
+"""Optional features an adapter may declare.
+
+Each adapter class lists what it offers in ``capabilities``; the list is data
+on the class, readable without connecting to a broker. Calling a feature the
+adapter does not declare raises :class:`~taskserve.errors.UnsupportedCapability`,
+and the conformance suite skips that feature's tests, naming it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Capability(enum.StrEnum):
+    """One optional feature; ``question`` says what declaring it promises."""
+
+    question: str
+
+    def __new__(cls, value: str, question: str) -> Capability:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.question = question
+        return member
+
+    CANCEL_PENDING = (
+        "cancel_pending",
+        "Can a queued task be cancelled durably, even with no consumer online?",
+    )
+    CANCEL_RUNNING = (
+        "cancel_running",
+        "Can a running task be cancelled (async handlers interrupted, sync ones flagged)?",
+    )
+    CRASH_REDELIVERY = (
+        "crash_redelivery",
+        "Is a task whose consumer died delivered again within the lease?",
+    )
+    LEASE_EXTENSION = (
+        "lease_extension",
+        "Is a running task's lease extended, so a long task is not run twice?",
+    )
+    RETRY_BACKOFF = ("retry_backoff", "Are retries delayed by the configured backoff?")
+    DEAD_LETTERS = (
+        "dead_letters",
+        "Are failed and unprocessable tasks kept, listable, redrivable and purgeable?",
+    )
+    RESULT_TTL = ("result_ttl", "Are results removed once the result TTL has passed?")
+    IDEMPOTENCY_KEYS = (
+        "idempotency_keys",
+        "Does enqueue with the same idempotency key return the first task?",
+    )
+    QUEUE_METRICS = (
+        "queue_metrics",
+        "Does get_metrics_sync report queue depth and in-flight count?",
+    )
+    GRACEFUL_STOP = (
+        "graceful_stop",
+        "Does stop_consumer drain running tasks and hand back unstarted ones at once?",
+    )

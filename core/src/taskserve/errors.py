@@ -1,0 +1,77 @@
+"""Exceptions raised by taskserve.
+
+Every error says what was wrong, what was expected and, where it helps, what
+to do. All of them derive from :class:`TaskserveError`.
+"""
+
+from __future__ import annotations
+
+
+class TaskserveError(Exception):
+    """Base class of every error raised by taskserve."""
+
+
+class ConfigError(TaskserveError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class AdapterNotFound(TaskserveError, LookupError):
+    """No installed adapter matches the requested alias, path or class."""
+
+
+class UnsupportedCapability(TaskserveError, NotImplementedError):
+    """The adapter does not declare the capability a call needs."""
+
+    def __init__(self, adapter: str, capability: str) -> None:
+        self.adapter = adapter
+        self.capability = capability
+        super().__init__(
+            f"Adapter '{adapter}' does not support '{capability}': it does not "
+            f"declare the capability '{capability}' in its `capabilities`."
+        )
+
+
+class TaskNotFound(TaskserveError, KeyError):
+    """The task id was never enqueued, or its result has expired."""
+
+    def __init__(self, task_id: str, detail: str = "") -> None:
+        self.task_id = task_id
+        message = f"No task with id '{task_id}'"
+        message += f" {detail}" if detail else " (never enqueued, or its result expired)"
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError quotes its argument otherwise
+        return str(self.args[0])
+
+
+class PayloadError(TaskserveError, ValueError):
+    """Task arguments or a result cannot be serialized as JSON, or are too large."""
+
+
+class BrokerUnavailable(TaskserveError, ConnectionError):
+    """The adapter's broker or store cannot be reached."""
+
+
+class NonRetryableError(TaskserveError):
+    """Raise from a handler to fail the task at once, without further retries."""
+
+
+class TaskCancelled(TaskserveError):
+    """Raised inside a handler (or by :func:`taskserve.current_task` checks) once
+    the task has been cancelled."""
+
+
+class ArgumentBindingError(NonRetryableError, TypeError):
+    """The task's args and kwargs do not fit the handler's signature."""
+
+
+class UnknownTask(TaskserveError):
+    """No handler is registered for the task's name (it is unprocessable)."""
+
+
+class UndecodableMessage(TaskserveError):
+    """A message could not be decoded as a task (it is unprocessable)."""
+
+
+class ConsumerLost(TaskserveError):
+    """The task's consumer died during every allowed attempt."""

@@ -1,0 +1,76 @@
+"""Lifecycle hooks (pluggy).
+
+A plugin implements any of the ``taskserve_task_*`` functions below, marked
+with :data:`hookimpl`, and is registered through the entry-point group
+``taskserve.hooks``::
+
+    [project.entry-points."taskserve.hooks"]
+    my_metrics = "my_package.taskserve_hooks"
+
+Every hook receives one :class:`TaskEvent`. Hooks run in the thread that
+produced the event; an exception in a hook is logged and never fails a task.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pluggy
+
+from taskserve.models import TaskError
+
+PROJECT_NAME = "taskserve"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marker for hook implementations: ``@hookimpl def taskserve_task_started(event): ...``."""
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One step in a task's life, as passed to every hook."""
+
+    task_id: str
+    task_name: str | None
+    queue_name: str
+    adapter: str
+    attempt: int = 0
+    error: TaskError | None = None
+    run_time_s: float | None = None
+    queue_wait_s: float | None = None
+    retry_delay_s: float | None = None
+    dead_letter_queue: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+class TaskLifecycleSpec:
+    """The hook specifications. Each is called once per event."""
+
+    @hookspec
+    def taskserve_task_enqueued(self, event: TaskEvent) -> None:
+        """A task was accepted by the broker."""
+
+    @hookspec
+    def taskserve_task_started(self, event: TaskEvent) -> None:
+        """A consumer started an attempt; ``queue_wait_s`` is set."""
+
+    @hookspec
+    def taskserve_task_retried(self, event: TaskEvent) -> None:
+        """An attempt failed and another is scheduled after ``retry_delay_s``."""
+
+    @hookspec
+    def taskserve_task_succeeded(self, event: TaskEvent) -> None:
+        """The handler returned and its result is stored; ``run_time_s`` is set."""
+
+    @hookspec
+    def taskserve_task_failed(self, event: TaskEvent) -> None:
+        """The task failed for good (last attempt, or a non-retryable error)."""
+
+    @hookspec
+    def taskserve_task_dead_lettered(self, event: TaskEvent) -> None:
+        """A record was written to ``dead_letter_queue``."""
+
+    @hookspec
+    def taskserve_task_cancelled(self, event: TaskEvent) -> None:
+        """The task's status became CANCELLED."""

@@ -1,0 +1,90 @@
+"""Running a consumer as its own process, outside Ray Serve.
+
+``python -m taskserve.worker --config config.yaml --handlers pkg.mod:HANDLERS``
+consumes the configured queue until SIGTERM or SIGINT, then stops gracefully
+(running tasks finish within ``--graceful-timeout``). ``HANDLERS`` is a
+mapping of task name to function, or a list of functions (named after
+themselves). The line ``taskserve-worker ready`` is printed once consuming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from taskserve.adapter import DEFAULT_GRACEFUL_TIMEOUT_S, TaskProcessorAdapter
+from taskserve.config import TaskProcessorConfig
+from taskserve.errors import ConfigError
+from taskserve.factory import instantiate_adapter_from_config
+
+READY_LINE = "taskserve-worker ready"
+
+
+def load_handlers(spec: str) -> dict[str, Callable[..., Any]]:
+    """Import ``module:attribute`` and return it as name -> handler."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        raise ConfigError(f"--handlers must look like 'package.module:NAME', got '{spec}'")
+    target = getattr(importlib.import_module(module_name), attr)
+    if isinstance(target, Mapping):
+        return dict(target)
+    if isinstance(target, Iterable):
+        return {fn.__name__: fn for fn in target}
+    raise ConfigError(f"{spec} must be a mapping of name to function or a list of functions")
+
+
+def load_config(source: str) -> TaskProcessorConfig:
+    """A config from a YAML file path, or from JSON text starting with '{'."""
+    if source.lstrip().startswith("{"):
+        return TaskProcessorConfig.from_dict(json.loads(source))
+    return TaskProcessorConfig.from_yaml(source)
+
+
+def run_worker(
+    config: TaskProcessorConfig,
+    handlers: Mapping[str, Callable[..., Any]],
+    concurrency: int | None = None,
+    graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S,
+) -> None:
+    """Consume until SIGTERM/SIGINT (main thread only), then stop gracefully."""
+    adapter: TaskProcessorAdapter = instantiate_adapter_from_config(config)
+    adapter.initialize(consumer_concurrency=concurrency)
+    for name, handler in handlers.items():
+        adapter.register_task_handle(handler, name)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    adapter.start_consumer()
+    print(READY_LINE, flush=True)
+    while not stop.wait(0.5):
+        if not adapter.health_check_sync().consumer_running:
+            print("taskserve-worker: consumer died", file=sys.stderr, flush=True)
+            break
+    adapter.stop_consumer(timeout=graceful_timeout_s)
+    adapter.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m taskserve.worker", description=__doc__)
+    parser.add_argument("--config", required=True, help="YAML file, or JSON text")
+    parser.add_argument("--handlers", required=True, help="package.module:NAME")
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S)
+    args = parser.parse_args(argv)
+    run_worker(
+        load_config(args.config),
+        load_handlers(args.handlers),
+        concurrency=args.concurrency,
+        graceful_timeout_s=args.graceful_timeout,
+    )
+
+
+if __name__ == "__main__":
+    main()
