@@ -100,8 +100,11 @@ class DeadLetter(BaseModel):  # type: ignore[no-redef,unused-ignore]
     """One dead-lettered task, kept exactly as it was enqueued.
 
     ``args`` and ``kwargs`` are the original values (a JSON round-trip); for an
-    undecodable message they are ``None`` and ``raw`` holds the original bytes.
+    undecodable message they are ``None`` and ``raw`` holds the original bytes
+    (base64 in JSON).
     """
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
     id: str = Field(description="Id of this dead-letter record.")
     kind: DeadLetterKind

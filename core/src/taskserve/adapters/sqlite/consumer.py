@@ -18,13 +18,13 @@ from typing import Any
 from taskserve.adapters.sqlite.store import Claimed, SqliteStore
 from taskserve.config import TaskProcessorConfig
 from taskserve.execution import DeliveryRecorder, TaskRunner
+from taskserve.leases import LeaseKeeper
 from taskserve.models import DeadLetter, TaskError
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
 
 logger = logging.getLogger(__name__)
 
-_PURGE_EVERY_S = 30.0
 _REDELIVERY_DELAY_S = 1.0
 """Pause before a delivery whose outcome could not be recorded is tried again."""
 
@@ -91,8 +91,13 @@ class SqliteConsumer:
         self._fetcher = threading.Thread(
             target=self._fetch_loop, name="taskserve-sqlite-fetch", daemon=True
         )
-        self._keeper = threading.Thread(
-            target=self._keep_leases, name="taskserve-sqlite-leases", daemon=True
+        self._keeper = LeaseKeeper(
+            runner,
+            config.lease_s,
+            extend=lambda ids: store.extend_leases(ids, self.owner, config.lease_s),
+            cancel_requested=store.cancel_requested,
+            housekeeping=store.purge_expired,
+            name="taskserve-sqlite-leases",
         )
 
     def start(self) -> None:
@@ -102,7 +107,7 @@ class SqliteConsumer:
 
     def alive(self) -> bool:
         """Whether the fetch and lease threads are running."""
-        return self._fetcher.is_alive() and self._keeper.is_alive() and not self._stopping.is_set()
+        return self._fetcher.is_alive() and self._keeper.alive() and not self._stopping.is_set()
 
     def stop(self, timeout: float) -> None:
         """Stop fetching, wait up to ``timeout`` s for running tasks, then hand
@@ -123,7 +128,7 @@ class SqliteConsumer:
                 self._config.queue_name,
             )
             self._store.release(leftover, self.owner, 0.0, uncount=False)
-        self._keeper.join(timeout=5)
+        self._keeper.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- threads -----------------------------------------------------------
@@ -168,23 +173,3 @@ class SqliteConsumer:
             with self._idle:
                 self._active -= 1
                 self._idle.notify_all()
-
-    def _keep_leases(self) -> None:
-        tick = min(self._config.lease_s / 3, 0.25)
-        extend_every = self._config.lease_s / 3
-        last_extend = last_purge = time.monotonic()
-        while not (self._stopping.is_set() and self._active == 0):
-            time.sleep(tick)
-            try:
-                running = self._runner.running_task_ids()
-                for task_id in self._store.cancel_requested(running):
-                    self._runner.cancel_running(task_id)
-                now = time.monotonic()
-                if now - last_extend >= extend_every:
-                    self._store.extend_leases(running, self.owner, self._config.lease_s)
-                    last_extend = now
-                if now - last_purge >= _PURGE_EVERY_S:
-                    self._store.purge_expired()
-                    last_purge = now
-            except Exception:
-                logger.exception("taskserve: lease keeping on '%s' failed", self._config.queue_name)
