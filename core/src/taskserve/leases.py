@@ -32,7 +32,7 @@ class LeaseKeeper:
         *,
         extend: Callable[[list[str]], None],
         cancel_requested: Callable[[list[str]], list[str]],
-        housekeeping: Callable[[], None] | None = None,
+        housekeeping: Callable[[], object] | None = None,
         housekeeping_every_s: float = 30.0,
         name: str = "taskserve-leases",
     ) -> None:
