@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, type check, then every test (core unit tests,
+# the conformance suite on every adapter and broker, Serve integration).
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh
+scripts/ensure_brokers.sh
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy core/src
+
+.venv/bin/pytest "$@"
