@@ -1,0 +1,417 @@
+"""Dramatiq brokers owned by one adapter instance.
+
+Each adapter builds its own broker (never Dramatiq's global one) with:
+
+* one generic actor for its queue; every actor name resolves to it, so a task
+  name no handler knows reaches the runner (and its unprocessable dead-letter
+  queue) instead of Dramatiq's "actor not found" path;
+* consumers that screen what they fetch: bytes that are not a Dramatiq
+  message become a placeholder carrying them (see :mod:`taskserve_dramatiq.wire`);
+* *hand back*: a delivery marked with :func:`hand_back` is returned to its
+  queue when Dramatiq would acknowledge it (Redis: requeued; RabbitMQ:
+  nacked with requeue), which is how a message whose outcome could not be
+  recorded, or that arrived while the consumer stops, is never lost;
+* a *stopping* mode in which consumers fetch nothing more and hand back what
+  they had buffered;
+* on Redis, heartbeats and queue maintenance on a timer derived from the
+  lease, so a crashed consumer's messages are delivered again within it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pika.exceptions
+import redis
+from dramatiq.actor import Actor
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import dq_name
+from dramatiq.errors import ConnectionClosed
+from dramatiq.middleware import Middleware, TimeLimit
+
+from taskserve.config import TaskProcessorConfig
+from taskserve_dramatiq.config import DramatiqAdapterConfig
+from taskserve_dramatiq.wire import as_bytes, decode_checked, placeholder
+
+logger = logging.getLogger(__name__)
+
+_HAND_BACK = "_taskserve_hand_back"
+
+Deliver = Callable[[MessageProxy], None]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def hand_back(message: MessageProxy) -> None:
+    """Return ``message`` to its queue instead of acknowledging it."""
+    message.__dict__[_HAND_BACK] = True
+
+
+def _handed_back(message: MessageProxy) -> bool:
+    return bool(message.__dict__.get(_HAND_BACK, False))
+
+
+class CurrentDelivery(Middleware):
+    """Keeps the message each worker thread is processing."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def message(self) -> MessageProxy | None:
+        """The message of the calling worker thread, if any."""
+        message: MessageProxy | None = getattr(self._local, "message", None)
+        return message
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._local.message = message
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self._local.message = None
+
+    after_skip_message = after_process_message
+
+
+class TaskBroker(Broker):
+    """What the adapter adds to Dramatiq's brokers (mixed in before them)."""
+
+    queue_name: str
+    stopping: threading.Event
+    current: CurrentDelivery
+    actor: Actor[..., None]
+    _deliver: Deliver | None
+
+    def _init_routing(self, queue_name: str, current: CurrentDelivery) -> None:
+        self.queue_name = queue_name
+        self.stopping = threading.Event()
+        self.current = current
+        self._deliver = None
+        self.actor = Actor(
+            self._receive,
+            broker=self,
+            actor_name=f"taskserve:{queue_name}",
+            queue_name=queue_name,
+            priority=0,
+            options={},
+        )
+
+    def get_actor(self, actor_name: str) -> Actor[..., None]:
+        """Every actor name is served by the queue's generic actor."""
+        return self.actor
+
+    def route_to(self, deliver: Deliver | None) -> None:
+        """Send the messages the worker threads process to ``deliver``."""
+        self._deliver = deliver
+
+    def _receive(self, *args: Any, **kwargs: Any) -> None:
+        message = self.current.message()
+        deliver = self._deliver
+        if message is None or deliver is None:
+            raise RuntimeError("a taskserve message was processed outside a started consumer")
+        deliver(message)
+
+    def boot(self) -> None:
+        """Tell the middleware the process booted (starts TimeLimit's timer), once."""
+        if not getattr(self, "_booted", False):
+            self._booted = True
+            self.emit_after("process_boot")
+
+    def keep_alive(self) -> None:
+        """Periodic upkeep while consuming (nothing by default)."""
+
+    @property
+    def heartbeat_every_s(self) -> float | None:
+        """How often :meth:`keep_alive` must run; None if never."""
+        return None
+
+    def ping(self) -> None:
+        """Raise if the broker cannot be reached."""
+        raise NotImplementedError
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the queue and its delay queue."""
+        raise NotImplementedError
+
+
+# -- Redis -------------------------------------------------------------------
+
+
+class TaskRedisBroker(TaskBroker, RedisBroker):
+    """Dramatiq's Redis broker with heartbeats and maintenance on a timer.
+
+    A consumer whose process died stops heartbeating; after ``lease_s`` the
+    maintenance of any live consumer of the queue moves its unacknowledged
+    messages back to the queue. Live consumers heartbeat every quarter lease.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_name: str,
+        url: str,
+        lease_s: float,
+        middleware: list[Middleware],
+        current: CurrentDelivery,
+        namespace: str = "dramatiq",
+        dead_message_ttl: int | None = None,
+    ) -> None:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+        )
+        extra = {} if dead_message_ttl is None else {"dead_message_ttl": dead_message_ttl}
+        RedisBroker.__init__(  # type: ignore[no-untyped-call]
+            self,
+            middleware=middleware,
+            namespace=namespace,
+            maintenance_chance=0,
+            heartbeat_timeout=max(int(lease_s * 1000), 1),
+            client=client,
+            **extra,
+        )
+        self._lease_s = lease_s
+        self._maintaining = threading.local()
+        self._claims: set[str] = set()
+        self._claims_lock = threading.Lock()
+        self._init_routing(queue_name, current)
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _TaskRedisConsumer
+
+    @property
+    def heartbeat_every_s(self) -> float | None:
+        return self._lease_s / 4
+
+    def _should_do_maintenance(self, command: str) -> int:
+        return int(getattr(self._maintaining, "on", False))
+
+    def keep_alive(self) -> None:
+        """Heartbeat, and move messages of dead consumers back to the queue."""
+        self._maintaining.on = True
+        try:
+            for name in (self.queue_name, dq_name(self.queue_name)):
+                self.do_qsize(name)
+        finally:
+            self._maintaining.on = False
+
+    def ping(self) -> None:
+        self.client.ping()
+
+    def queue_depth(self) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(f"{self.namespace}:{self.queue_name}")
+        pipe.hlen(f"{self.namespace}:{dq_name(self.queue_name)}.msgs")
+        queued, delayed = pipe.execute()
+        return int(queued) + int(delayed)
+
+    def do_fetch(self, queue_name: str, count: int) -> list[bytes | None]:
+        """Fetch like Dramatiq, replacing what its consumer could not process."""
+        fetched: list[bytes | None] = self._dispatch("fetch")(queue_name, count)  # type: ignore[no-untyped-call]
+        return [None if data is None else self._screen(queue_name, data) for data in fetched]
+
+    def _screen(self, queue_name: str, data: bytes) -> bytes:
+        message = decode_checked(data)
+        if (
+            message is not None
+            and message.queue_name == queue_name
+            and isinstance(message.options.get("redis_message_id"), str)
+        ):
+            return data
+        redis_id = self._claim_fetched_id(queue_name, data)
+        if message is None:
+            replacement = placeholder(as_bytes(data), queue_name, redis_message_id=redis_id)
+        else:
+            replacement = message.copy(
+                queue_name=queue_name, options={"redis_message_id": redis_id}
+            )
+        return bytes(replacement.encode())
+
+    def _claim_fetched_id(self, queue_name: str, data: bytes) -> str:
+        """The Redis id under which ``data`` was just fetched.
+
+        Dramatiq's fetch returns message bodies only and finds the id inside
+        them; for a body that has none, it is found among this consumer's
+        unacknowledged ids by comparing the stored bodies.
+        """
+        acks = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        ids = sorted(_text(i) for i in self.client.smembers(acks))
+        bodies = self.client.hmget(f"{self.namespace}:{queue_name}.msgs", ids) if ids else []
+        with self._claims_lock:
+            for redis_id, body in zip(ids, bodies, strict=True):
+                if body == data and redis_id not in self._claims:
+                    self._claims.add(redis_id)
+                    return redis_id
+        logger.warning("taskserve: could not find the Redis id of a message on '%s'", queue_name)
+        return f"unknown-{time.time_ns()}"
+
+    def release_claim(self, redis_id: object) -> None:
+        """Forget an id found by :meth:`_claim_fetched_id` once it is acknowledged."""
+        if isinstance(redis_id, str):
+            with self._claims_lock:
+                self._claims.discard(redis_id)
+
+
+class _TaskRedisConsumer(_RedisConsumer):
+    broker: TaskRedisBroker
+
+    def __next__(self) -> MessageProxy | None:
+        if self.broker.stopping.is_set() and not self.message_cache:
+            time.sleep(self.timeout / 1000)
+            return None
+        proxy: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        return proxy
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            if _handed_back(message):
+                self.queued_message_ids.discard(message.message_id)
+                try:
+                    self.requeue([message])  # type: ignore[no-untyped-call]
+                except redis.ConnectionError as e:
+                    raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+            else:
+                super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.broker.release_claim(message.options.get("redis_message_id"))
+
+
+# -- RabbitMQ ------------------------------------------------------------------
+
+_AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError)
+
+
+class TaskRabbitmqBroker(TaskBroker, RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker; a dead consumer's connection closes and
+    RabbitMQ delivers its unacknowledged messages again."""
+
+    def __init__(
+        self,
+        *,
+        queue_name: str,
+        url: str,
+        middleware: list[Middleware],
+        current: CurrentDelivery,
+        confirm_delivery: bool = True,
+        max_priority: int | None = None,
+    ) -> None:
+        RabbitmqBroker.__init__(
+            self,
+            url=url,
+            middleware=middleware,
+            confirm_delivery=confirm_delivery,
+            max_priority=max_priority,
+        )
+        self._init_routing(queue_name, current)
+
+    @property
+    def consumer_class(self) -> type[_RabbitmqConsumer]:
+        return _TaskRabbitmqConsumer
+
+    def _on_this_thread(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` on this thread's connection, reconnecting once."""
+        try:
+            return action()
+        except _AMQP_ERRORS:
+            del self.connection
+            return action()
+
+    def ping(self) -> None:
+        self._on_this_thread(lambda: self.connection.process_data_events(time_limit=0))
+
+    def queue_depth(self) -> int:
+        counts = self._on_this_thread(lambda: self.get_queue_message_counts(self.queue_name))
+        return int(counts[0]) + int(counts[1])
+
+
+class _TaskRabbitmqConsumer(_RabbitmqConsumer):
+    broker: TaskRabbitmqBroker
+
+    def __init__(self, broker: TaskRabbitmqBroker, queue_name: str, prefetch: int, timeout: int):
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.iterator = self._screened(self.iterator)
+        self._idle_s = timeout / 1000
+        self._cancelled = False
+
+    def _screened(self, deliveries: Iterator[Any]) -> Iterator[Any]:
+        for method, properties, body in deliveries:
+            if method is not None:
+                message = decode_checked(body)
+                if message is None:
+                    body = placeholder(as_bytes(body), self.queue_name).encode()
+                elif message.queue_name != self.queue_name:
+                    body = message.copy(queue_name=self.queue_name).encode()
+            yield method, properties, body
+
+    def __next__(self) -> MessageProxy | None:
+        if not self.broker.stopping.is_set():
+            proxy: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+            return proxy
+        try:
+            if not self._cancelled:
+                self._cancelled = True
+                self.channel.cancel()  # buffered deliveries go back to the queue
+            self.connection.process_data_events(time_limit=self._idle_s)
+        except _AMQP_ERRORS as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        return None
+
+    def ack(self, message: MessageProxy) -> None:
+        if not _handed_back(message):
+            super().ack(message)  # type: ignore[no-untyped-call]
+            return
+        self.known_tags.discard(message._tag)
+        try:
+            self.connection.add_callback_threadsafe(
+                partial(self.channel.basic_nack, message._tag, requeue=True)
+            )
+        except Exception as e:
+            # The connection is gone: RabbitMQ delivers the message again anyway.
+            logger.warning("taskserve: could not hand message %s back: %s", message.message_id, e)
+
+
+# -- factory -------------------------------------------------------------------
+
+
+def build_broker(settings: DramatiqAdapterConfig, config: TaskProcessorConfig) -> TaskBroker:
+    """The broker of one adapter instance for ``config.queue_name``."""
+    current = CurrentDelivery()
+    middleware: list[Middleware] = [current]
+    if settings.time_limit_s is not None:
+        middleware.append(
+            TimeLimit(
+                time_limit=settings.time_limit_s * 1000,
+                interval=int(min(1000, max(settings.time_limit_s * 250, 10))),
+            )
+        )
+    options = dict(settings.broker_options)
+    if settings.kind == "redis":
+        return TaskRedisBroker(
+            queue_name=config.queue_name,
+            url=settings.broker_url,
+            lease_s=config.lease_s,
+            middleware=middleware,
+            current=current,
+            **options,
+        )
+    return TaskRabbitmqBroker(
+        queue_name=config.queue_name,
+        url=settings.broker_url,
+        middleware=middleware,
+        current=current,
+        **options,
+    )

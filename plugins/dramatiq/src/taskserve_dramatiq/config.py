@@ -1,0 +1,155 @@
+"""Configuration of the Dramatiq adapter."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+
+from taskserve.config import AdapterConfig
+from taskserve.secrets import RedactedUrl, redact_url
+
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+"""URL schemes served by Dramatiq's Redis broker (and usable as results store)."""
+
+RABBITMQ_SCHEMES = frozenset({"amqp", "amqps"})
+"""URL schemes served by Dramatiq's RabbitMQ broker."""
+
+BROKER_OPTIONS: dict[str, dict[str, type]] = {
+    "redis": {"namespace": str, "dead_message_ttl": int},
+    "rabbitmq": {"confirm_delivery": bool, "max_priority": int},
+}
+"""``broker_options`` each broker accepts, with their types."""
+
+_DERIVED_OPTIONS = {
+    "url": "it is broker_url",
+    "middleware": "the adapter installs the middleware it needs",
+    "client": "the adapter builds the client from broker_url",
+    "parameters": "put connection parameters in broker_url",
+    "heartbeat_timeout": "it is derived from TaskProcessorConfig.lease_s",
+    "maintenance_chance": "the adapter runs maintenance on a timer derived from lease_s",
+}
+
+
+def broker_kind(url: str) -> str:
+    """``"redis"`` or ``"rabbitmq"`` for a broker URL; ValueError otherwise."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in REDIS_SCHEMES:
+        return "redis"
+    if scheme in RABBITMQ_SCHEMES:
+        return "rabbitmq"
+    raise ValueError(
+        f"'{redact_url(url)}' is not a Dramatiq broker URL; expected redis://, rediss://, "
+        "unix:// (Redis) or amqp://, amqps:// (RabbitMQ)"
+    )
+
+
+class DramatiqAdapterConfig(AdapterConfig):
+    """How the Dramatiq adapter reaches its broker and where it keeps task state.
+
+    Messages travel through Dramatiq's Redis or RabbitMQ broker; task status,
+    results, cancel requests and dead letters are kept in Redis
+    (``results_url``), which is the broker itself when the broker is Redis.
+    """
+
+    adapter_alias: ClassVar[str | None] = "dramatiq"
+
+    broker_url: RedactedUrl = Field(
+        description="Dramatiq broker: redis://host:6379/0 or amqp://user:password@host:5672/vhost."
+    )
+    results_url: RedactedUrl | None = Field(
+        default=None,
+        description=(
+            "Redis URL where task status, results, cancel requests and dead letters are "
+            "kept. Defaults to broker_url when the broker is Redis; required with RabbitMQ."
+        ),
+    )
+    results_prefix: str = Field(
+        default="taskserve",
+        min_length=1,
+        description="Prefix of every key the adapter writes under results_url.",
+    )
+    broker_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Options passed to Dramatiq's broker. Redis: namespace (key prefix, default "
+            "'dramatiq'), dead_message_ttl (ms). RabbitMQ: confirm_delivery (default true: "
+            "publishes wait for the broker's confirm), max_priority."
+        ),
+    )
+    worker_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description=(
+            "How long an idle Dramatiq consumer waits before polling again; bounds the "
+            "pickup latency on Redis and the reaction time of a stop."
+        ),
+    )
+    time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Interrupt a sync handler running longer than this (Dramatiq's TimeLimit; the "
+            "attempt fails and is retried). None, the default, sets no limit: unlike plain "
+            "Dramatiq, long inference is never killed after 10 minutes."
+        ),
+    )
+    delay_prefetch: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Delayed retries a consumer holds in memory until they are due (Dramatiq's "
+            "delay-queue prefetch). Default: Dramatiq's, 1000 per worker thread."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_results_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("results_url") is None:
+            broker_url = data.get("broker_url")
+            if isinstance(broker_url, str) and urlsplit(broker_url).scheme in REDIS_SCHEMES:
+                return {**data, "results_url": broker_url}
+        return data
+
+    @model_validator(mode="after")
+    def _check_urls_and_options(self) -> DramatiqAdapterConfig:
+        kind = broker_kind(self.broker_url)
+        if self.results_url is None:
+            raise ValueError(
+                "results_url is required when the broker is RabbitMQ: give a redis:// URL "
+                "where task status, results and dead letters are kept"
+            )
+        if urlsplit(self.results_url).scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                f"results_url '{redact_url(self.results_url)}' must be a Redis URL "
+                "(redis://, rediss:// or unix://)"
+            )
+        allowed = BROKER_OPTIONS[kind]
+        for key, value in self.broker_options.items():
+            if key in _DERIVED_OPTIONS:
+                raise ValueError(f"broker_options.{key} cannot be set: {_DERIVED_OPTIONS[key]}")
+            if key not in allowed:
+                raise ValueError(
+                    f"broker_options.{key} is not an option of Dramatiq's {kind} broker; "
+                    f"allowed: {', '.join(sorted(allowed))}"
+                )
+            expected = allowed[key]
+            if type(value) is not expected:
+                raise ValueError(
+                    f"broker_options.{key} must be of type {expected.__name__}, "
+                    f"got {type(value).__name__}"
+                )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The broker: ``"redis"`` or ``"rabbitmq"``."""
+        return broker_kind(self.broker_url)
+
+    @property
+    def namespace(self) -> str:
+        """Key prefix of Dramatiq's Redis broker."""
+        return str(self.broker_options.get("namespace", "dramatiq"))
