@@ -1,0 +1,208 @@
+"""The ``rq`` adapter: taskserve tasks as RQ jobs on Redis.
+
+RQ moves the jobs (its queue list, job hashes, started and scheduled
+registries, its worker loop); taskserve's Redis task store keeps what RQ does
+not promise: forward-only status, durable cancel requests, delivery counts
+(crashed deliveries included), dead letters with the exact payload, and
+idempotency keys. See :mod:`taskserve_rq.consumer` for how a delivery runs and
+:mod:`taskserve_rq.broker` for leases and crash redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import redis
+from rq.utils import get_version
+
+from taskserve.adapter import TaskProcessorAdapter
+from taskserve.capabilities import Capability
+from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.errors import BrokerUnavailable, ConfigError
+from taskserve.execution import Handler, TaskRunner
+from taskserve.models import AdapterMetrics, CancelOutcome, DeadLetter, TaskResult
+from taskserve.secrets import redact_url
+from taskserve.serialization import TaskMessage
+from taskserve.states import TaskState
+from taskserve.stores.redis_store import RedisTaskStore
+from taskserve_rq.broker import RQBroker
+from taskserve_rq.config import RQAdapterConfig
+from taskserve_rq.consumer import RQConsumer
+from taskserve_rq.timeouts import time_limited
+
+logger = logging.getLogger(__name__)
+
+MIN_REDIS_VERSION = (6, 2, 0)
+"""RQ fetches with BLMOVE (into its intermediate list) from Redis 6.2 on; older
+servers get BLPOP, which loses a fetched job when its consumer dies."""
+
+SOCKET_TIMEOUT_S = 30.0
+"""Socket timeout of Redis commands (RQ raises it above a blocking fetch)."""
+
+
+class RQAdapter(TaskProcessorAdapter):
+    """Tasks as RQ jobs; consumers are RQ SimpleWorkers in threads of the replica."""
+
+    alias: ClassVar[str] = "rq"
+    config_model: ClassVar[type[AdapterConfig]] = RQAdapterConfig
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+
+    def __init__(self, config: TaskProcessorConfig) -> None:
+        super().__init__(config)
+        settings = self.settings
+        self._client: redis.Redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=5,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
+        self.store = RedisTaskStore(
+            settings.redis_url,
+            config.queue_name,
+            result_ttl_s=config.result_ttl_s,
+            prefix=settings.key_prefix,
+            client=self._client,
+        )
+        self.broker = RQBroker(
+            self._client,
+            config.queue_name,
+            key_prefix=settings.key_prefix,
+            job_timeout_s=settings.job_timeout_s,
+            job_result_ttl_s=settings.job_result_ttl_s,
+        )
+        self._consumer: RQConsumer | None = None
+        self._time_limits: dict[str, float | None] = {}
+
+    @property
+    def settings(self) -> RQAdapterConfig:
+        """The typed adapter_config."""
+        assert isinstance(self.adapter_config, RQAdapterConfig)
+        return self.adapter_config
+
+    @contextmanager
+    def _redis(self, doing: str) -> Iterator[None]:
+        """Turn Redis errors into BrokerUnavailable, with the URL redacted."""
+        try:
+            yield
+        except redis.RedisError as e:
+            raise BrokerUnavailable(
+                f"{doing} failed on Redis at {redact_url(self.settings.redis_url)}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+    # -- handlers -------------------------------------------------------------
+    def register_task_handle(self, func: Handler, name: str | None = None) -> None:
+        """Route tasks called ``name`` to ``func``, under the job's RQ timeout."""
+        super().register_task_handle(time_limited(func, self._time_limit), name)
+
+    def _time_limit(self, task_id: str) -> float | None:
+        return self._time_limits.get(task_id, self.settings.job_timeout_s)
+
+    # -- contract primitives ---------------------------------------------------
+    def _close(self) -> None:
+        self._client.close()
+
+    def _ping(self) -> None:
+        self.store.ping()
+
+    def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
+        result, created = self.store.create(message, idempotency_key)
+        if not created:
+            return result
+        try:
+            with self._redis(f"enqueuing task {message.id}"):
+                self.broker.publish(message)
+        except BrokerUnavailable:
+            try:
+                self.store.discard(message.id)
+            except Exception:
+                logger.exception(
+                    "taskserve: could not remove the record of unsent task %s", message.id
+                )
+            raise
+        return result
+
+    def _get_status(self, task_id: str) -> TaskResult:
+        return self.store.status(task_id)
+
+    def _get_message(self, task_id: str) -> TaskMessage:
+        return self.store.message(task_id)
+
+    def _cancel(self, task_id: str) -> CancelOutcome:
+        changed, status = self.store.cancel(task_id)
+        if status is TaskState.CANCELLED and changed:
+            try:
+                with self._redis(f"removing cancelled task {task_id} from the queue"):
+                    self.broker.unqueue(task_id)
+            except BrokerUnavailable:
+                # The cancel is recorded: a consumer that fetches the job skips it.
+                logger.warning(
+                    "taskserve: task %s is cancelled but its job stays queued until a "
+                    "consumer skips it",
+                    task_id,
+                    exc_info=True,
+                )
+            message = "cancelled before it started; it will never run"
+        elif changed:
+            message = "cancel requested; the running handler is being stopped"
+        else:
+            message = f"already {status.value}; nothing changed"
+        return CancelOutcome(id=task_id, cancelled=changed, status=status, message=message)
+
+    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> None:
+        if kwargs:
+            raise ConfigError(f"unknown start_consumer options: {', '.join(sorted(kwargs))}")
+        with self._redis("checking the Redis version"):
+            version = get_version(self._client)
+        if tuple(version) < MIN_REDIS_VERSION:
+            raise ConfigError(
+                f"the rq adapter needs Redis {'.'.join(map(str, MIN_REDIS_VERSION))} or newer "
+                f"(for BLMOVE); {redact_url(self.settings.redis_url)} runs "
+                f"{'.'.join(map(str, version))}"
+            )
+        settings = self.settings
+        self._consumer = RQConsumer(
+            self.broker,
+            self.store,
+            self.config,
+            runner,
+            concurrency,
+            time_limits=self._time_limits,
+            default_time_limit_s=settings.job_timeout_s,
+            job_result_ttl_s=settings.job_result_ttl_s,
+            dequeue_timeout_s=settings.dequeue_timeout_s,
+        )
+        self._consumer.start()
+
+    def _stop_consumer(self, timeout: float) -> None:
+        if self._consumer is not None:
+            self._consumer.stop(timeout)
+            self._consumer = None
+
+    def _consumer_alive(self) -> bool:
+        return self._consumer is not None and self._consumer.alive()
+
+    def _metrics(self) -> AdapterMetrics:
+        with self._redis("reading queue metrics"):
+            depth = self.broker.depth()
+            in_flight = self.broker.in_flight()
+        return AdapterMetrics(
+            queue_name=self.config.queue_name,
+            queue_depth=depth,
+            in_flight=in_flight,
+            dead_letters_failed=self.store.count_dead_letters(self.config.failed_task_queue_name),
+            dead_letters_unprocessable=self.store.count_dead_letters(
+                self.config.unprocessable_task_queue_name
+            ),
+        )
+
+    def _list_dead_letters(
+        self, queue: str, limit: int | None, ids: list[str] | None
+    ) -> list[DeadLetter]:
+        return self.store.dead_letters(queue, limit, ids)
+
+    def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
+        return self.store.delete_dead_letters(queue, ids)

@@ -1,0 +1,68 @@
+"""Configuration of the RQ adapter."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from taskserve.config import AdapterConfig
+from taskserve.secrets import RedactedUrl
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+
+
+class RQAdapterConfig(AdapterConfig):
+    """Where the RQ adapter keeps its queue and task records, and how RQ runs jobs.
+
+    Passing an instance as ``TaskProcessorConfig.adapter_config`` selects the
+    ``rq`` adapter. Unknown keys are rejected.
+    """
+
+    adapter_alias: ClassVar[str | None] = "rq"
+
+    redis_url: RedactedUrl = Field(
+        default="redis://localhost:6379/0",
+        description="Redis holding the RQ queue, its registries and taskserve's task records.",
+    )
+    key_prefix: str = Field(
+        default="taskserve",
+        description=(
+            "Prefix of taskserve's own keys (task records, leases, dead letters); "
+            "RQ's keys keep RQ's names (rq:queue:<queue_name>, rq:job:<id>, ...)."
+        ),
+    )
+    job_timeout_s: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "RQ job timeout: a handler running longer fails with JobTimeoutException "
+            "(then it is retried or dead-lettered like any failure). None: no limit."
+        ),
+    )
+    job_result_ttl_s: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "How long RQ's own job record (status, finished/failed/canceled registries, "
+            "as `rq info` and dashboards show them) is kept after a task ends; 0 deletes "
+            "it at once. Task results are kept by taskserve for result_ttl_s either way."
+        ),
+    )
+    dequeue_timeout_s: int = Field(
+        default=1,
+        ge=1,
+        le=30,
+        description=(
+            "Longest blocking wait of one idle fetch; an idle worker notices a stop "
+            "request within this time."
+        ),
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _PREFIX.match(value):
+            raise ValueError("must be 1-100 characters of letters, digits, '_', '.', ':' or '-'")
+        return value

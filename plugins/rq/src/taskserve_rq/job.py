@@ -1,0 +1,71 @@
+"""How a taskserve task travels as an RQ job.
+
+Every task of a queue is an RQ job of one generic function, :func:`run_task`,
+whose only argument is the task's wire message (a JSON object: id, name,
+args, kwargs, ...). The job id is the task id. RQ stores the call with its
+``JSONSerializer``, never pickle. Because the task name is inside the message
+and not RQ's function path, a task with an unknown name still reaches the
+taskserve runner, which dead-letters it as unprocessable with its payload.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rq.serializers import JSONSerializer
+
+from taskserve.errors import PayloadError
+from taskserve.serialization import TaskMessage
+
+RUN_TASK = "taskserve_rq.job.run_task"
+"""RQ function path of every taskserve job."""
+
+SERIALIZER = JSONSerializer
+"""RQ serializer of job data and metadata."""
+
+
+def run_task(message: dict[str, Any]) -> None:
+    """The function every taskserve job names; taskserve's consumer runs the task.
+
+    A plain ``rq worker`` must not consume a taskserve queue: calling this
+    outside taskserve's consumer raises, and RQ marks the job failed.
+    """
+    raise RuntimeError(
+        f"task {message.get('id')!r} belongs to a taskserve queue: run it with taskserve's "
+        "consumer (a @task_consumer deployment or `python -m taskserve.worker`), "
+        "not with `rq worker`"
+    )
+
+
+def job_arguments(message: TaskMessage) -> tuple[dict[str, Any]]:
+    """The RQ call arguments carrying ``message``."""
+    data: dict[str, Any] = json.loads(message.to_json())
+    return (data,)
+
+
+def decode_job_data(data: bytes) -> TaskMessage | bytes:
+    """The task message in RQ job ``data``, or ``data`` itself when it is not one.
+
+    Bytes returned are handed to the runner as they are: it decodes a bare
+    taskserve message, and dead-letters anything else as undecodable with
+    these exact bytes.
+    """
+    try:
+        call = SERIALIZER.loads(data)  # type: ignore[no-untyped-call]
+    except (ValueError, UnicodeDecodeError):
+        return data
+    if (
+        isinstance(call, list)
+        and len(call) == 4
+        and call[0] == RUN_TASK
+        and isinstance(call[2], list)
+        and len(call[2]) == 1
+        and isinstance(call[2][0], dict)
+        and not call[3]
+    ):
+        try:
+            return TaskMessage.from_dict(call[2][0])
+        except PayloadError:
+            return data
+    return data
