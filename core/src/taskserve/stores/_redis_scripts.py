@@ -62,14 +62,16 @@ FINISH = (
 redis.call('ZREM', KEYS[2], ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
 if st and is_terminal(st) then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+-- The dead letter first: a script stopped by an error keeps its earlier writes,
+-- so a failed dead-letter write must leave the status untouched.
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7])
 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 )
