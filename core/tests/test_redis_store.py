@@ -93,6 +93,45 @@ def test_cancel_running_is_a_request(store: RedisTaskStore) -> None:
     assert store.cancel_requested([message.id, "other"]) == [message.id]
 
 
+def test_cancel_requested_while_running_wins_over_the_outcome(store: RedisTaskStore) -> None:
+    finished, retried = _message(), _message()
+    for message in (finished, retried):
+        store.create(message, None)
+        store.begin_delivery(message)
+        store.start(message.id, 1, 5)
+        store.cancel(message.id)
+    store.finish(finished.id, TaskState.SUCCESS, result="late", has_result=True)
+    store.schedule_retry(retried.id, TaskError(type="ValueError", message="bad"))
+    for message in (finished, retried):
+        status = store.status(message.id)
+        assert status.status is TaskState.CANCELLED and status.result is None
+
+
+def test_refused_dead_letter_write_leaves_the_status(store: RedisTaskStore) -> None:
+    message = _message()
+    store.create(message, None)
+    store.begin_delivery(message)
+    store.start(message.id, 1, 5)
+    error = TaskError(type="ValueError", message="bad")
+    record = DeadLetter(
+        id="dl-1",
+        kind=DeadLetterKind.FAILED,
+        queue_name="failed",
+        source_queue="q",
+        task_id=message.id,
+        task_name=message.name,
+        args=message.args,
+        kwargs=message.kwargs,
+        error=error,
+        attempts=1,
+        enqueued_at=message.enqueued_at,
+    )
+    store.client.set(f"{store.prefix}:dlq:failed:records", "not a hash")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        store.finish(message.id, TaskState.FAILURE, error=error, dead_letter=record)
+    assert store.status(message.id).status is TaskState.STARTED
+
+
 def test_failure_and_dead_letter_are_written_together(store: RedisTaskStore) -> None:
     message = _message({"nested": [1.5, True]})
     store.create(message, None)

@@ -62,6 +62,12 @@ FINISH = (
 redis.call('ZREM', KEYS[2], ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
 if st and is_terminal(st) then return 0 end
+-- A cancel accepted while the task ran wins over the run's outcome (SPEC 5.2).
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
 -- The dead letter first: a script stopped by an error keeps its earlier writes,
 -- so a failed dead-letter write must leave the status untouched.
 if ARGV[7] ~= '' then
@@ -76,13 +82,19 @@ return 1
 """
 )
 
-# KEYS: task, running; ARGV: id, now, error
+# KEYS: task, running; ARGV: id, now, error, ttl
 RETRY = (
     IS_TERMINAL
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st or is_terminal(st) then return 0 end
+-- A cancel accepted while the task ran wins over the run's outcome (SPEC 5.2).
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
 redis.call('HSET', KEYS[1], 'status', 'RETRY', 'updated_at', ARGV[2], 'error', ARGV[3])
 return 1
 """

@@ -239,7 +239,9 @@ class RedisTaskStore:
         dead_letter: DeadLetter | None = None,
     ) -> bool:
         """Move to terminal ``status`` unless already terminal; write
-        ``dead_letter`` in the same atomic step. Returns whether it changed."""
+        ``dead_letter`` in the same atomic step. A cancel requested while the
+        task ran makes it CANCELLED instead (no dead letter). Returns whether
+        it changed."""
         order_key, records_key = self._dlq_keys(dead_letter.queue_name if dead_letter else "-")
         return bool(
             self._call(
@@ -259,11 +261,12 @@ class RedisTaskStore:
         )
 
     def schedule_retry(self, task_id: str, error: TaskError) -> None:
-        """Set RETRY (the caller publishes the next delivery)."""
+        """Set RETRY (the caller publishes the next delivery), or CANCELLED when a
+        cancel was requested while the attempt ran."""
         self._call(
             self._retry,
             keys=[self.task_key(task_id), self._running_key],
-            args=[task_id, time.time(), error.model_dump_json()],
+            args=[task_id, time.time(), error.model_dump_json(), self._ttl],
         )
 
     def extend_leases(self, task_ids: list[str], lease_s: float) -> None:
