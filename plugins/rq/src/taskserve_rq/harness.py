@@ -1,0 +1,164 @@
+"""The conformance suite's broker harness for the RQ adapter.
+
+It works on Redis directly, never through :class:`~taskserve_rq.RQAdapter`:
+raw messages become RQ job hashes pushed on the queue list, dead-letter
+writes are broken by turning the store's dead-letter keys into strings, and
+cleanup deletes RQ's keys of the queue and of its jobs, and the store's keys
+of the queue. Needs ``taskserve-conformance`` (``pip install taskserve-rq[test]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+import zlib
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from taskserve import TaskProcessorConfig
+from taskserve_conformance.harness import BrokerHarness
+
+from taskserve_rq.config import RQAdapterConfig
+
+UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
+"""A Redis URL nothing listens on."""
+
+_RQ_QUEUE_KEYS = (
+    "rq:queue:{q}",
+    "rq:queue:{q}:intermediate",
+    "rq:wip:{q}",
+    "rq:scheduled:{q}",
+    "rq:finished:{q}",
+    "rq:failed:{q}",
+    "rq:canceled:{q}",
+    "rq:deferred:{q}",
+    "rq:workers:{q}",
+)
+_RQ_JOB_KEYS = (
+    "rq:job:{id}",
+    "rq:job:{id}:dependents",
+    "rq:job:{id}:dependencies",
+    "rq:executions:{id}",
+    "rq:results:{id}",
+)
+
+
+def _settings(config: TaskProcessorConfig) -> RQAdapterConfig:
+    settings = config.adapter_config
+    if not isinstance(settings, RQAdapterConfig):
+        raise TypeError(f"RQHarness needs an RQAdapterConfig, got {type(settings).__name__}")
+    return settings
+
+
+def _client(settings: RQAdapterConfig) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _dead_letter_record_keys(config: TaskProcessorConfig) -> list[str]:
+    prefix = _settings(config).key_prefix
+    queues = (config.failed_task_queue_name, config.unprocessable_task_queue_name)
+    return [f"{prefix}:dlq:{q}:records" for q in queues if q]
+
+
+class RQHarness(BrokerHarness):
+    """Broker-level access to the RQ adapter's Redis."""
+
+    def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
+        """Push an RQ job whose data is ``body`` (compressed as RQ stores it)."""
+        client = _client(_settings(config))
+        job_id = f"raw-{uuid.uuid4()}"
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        queue_key = f"rq:queue:{config.queue_name}"
+        try:
+            pipe = client.pipeline()
+            pipe.hset(
+                f"rq:job:{job_id}",
+                mapping={
+                    "data": zlib.compress(body),
+                    "origin": config.queue_name,
+                    "status": "queued",
+                    "created_at": stamp,
+                    "enqueued_at": stamp,
+                    "description": "raw message",
+                    "timeout": -1,
+                },
+            )
+            pipe.sadd("rq:queues", queue_key)
+            pipe.rpush(queue_key, job_id)
+            pipe.execute()
+        finally:
+            client.close()
+
+    @contextlib.contextmanager
+    def break_dead_letters(self, config: TaskProcessorConfig) -> Iterator[None]:
+        """Make the hashes of the store's dead-letter records strings: every write
+        of a record fails, while listing (which reads the order zset) still works."""
+        client = _client(_settings(config))
+        keys = _dead_letter_record_keys(config)
+        saved = {key: client.dump(key) for key in keys}
+        try:
+            for key in keys:
+                client.set(key, "dead-letter writes are broken by the harness")
+            yield
+        finally:
+            for key, dumped in saved.items():
+                client.delete(key)
+                if dumped is not None:
+                    client.restore(key, 0, dumped)
+            client.close()
+
+    def unreachable_adapter_config(self, config: TaskProcessorConfig) -> Mapping[str, Any]:
+        """The same settings pointing at a closed port."""
+        return {**_settings(config).model_dump(), "redis_url": UNREACHABLE_REDIS_URL}
+
+    def cleanup(self, config: TaskProcessorConfig) -> None:
+        """Delete RQ's keys of the queue and its jobs, and the store's keys of the queue."""
+        settings = _settings(config)
+        client = _client(settings)
+        try:
+            self._cleanup(client, settings.key_prefix, config)
+        finally:
+            client.close()
+
+    def _cleanup(self, client: redis.Redis, prefix: str, config: TaskProcessorConfig) -> None:
+        queue = config.queue_name
+        job_ids: set[str] = set()
+        for key in (f"rq:queue:{queue}", f"rq:queue:{queue}:intermediate"):
+            job_ids.update(_text(i) for i in client.lrange(key, 0, -1))
+        for registry in ("wip", "scheduled", "finished", "failed", "canceled", "deferred"):
+            members = client.zrange(f"rq:{registry}:{queue}", 0, -1)
+            job_ids.update(_text(m).split(":")[0] for m in members)
+        store_keys: list[str] = []
+        for key in client.scan_iter(match=f"{prefix}:task:*", count=1000):
+            if _text(client.hget(key, "queue") or b"") == queue:
+                store_keys.append(_text(key))
+                job_ids.add(_text(key).rsplit(":", 1)[1])
+        for dead_letter_queue in (config.failed_task_queue_name, config.unprocessable_task_queue_name):
+            if dead_letter_queue:
+                order = f"{prefix}:dlq:{dead_letter_queue}:order"
+                if client.type(order) == b"zset":
+                    ids = client.zrange(order, 0, -1)
+                    store_keys.extend(f"{prefix}:task:{_text(i)}" for i in ids)
+                store_keys += [order, f"{prefix}:dlq:{dead_letter_queue}:records"]
+        store_keys += [_text(k) for k in client.scan_iter(match=f"{prefix}:idem:{queue}:*")]
+        store_keys += [
+            f"{prefix}:running:{queue}",
+            f"{prefix}:rq:leases:{queue}",
+            f"{prefix}:rq:unleased:{queue}",
+        ]
+        workers = [_text(w) for w in client.smembers(f"rq:workers:{queue}")]
+        if workers:  # workers killed without registering their death
+            client.srem("rq:workers", *workers)
+        rq_keys = [template.format(q=queue) for template in _RQ_QUEUE_KEYS] + workers
+        rq_keys += [_text(k) for k in client.scan_iter(match=f"rq:queue:{queue}:intermediate:*")]
+        rq_keys += [t.format(id=job_id) for job_id in job_ids for t in _RQ_JOB_KEYS]
+        keys = store_keys + rq_keys
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+        client.srem("rq:queues", f"rq:queue:{queue}")
