@@ -1,8 +1,13 @@
 """taskserve: asynchronous inference for Ray Serve with pluggable queue engines.
 
 The public API is re-exported here; modules whose names start with an
-underscore are internal.
+underscore are internal. The Ray Serve integration (``task_consumer``,
+``task_handler`` ...), the HTTP ingress (``task_router``) and the clients
+(``TaskClient``) are imported lazily, on first use, so ``import taskserve``
+needs neither Ray nor FastAPI nor httpx.
 """
+
+from typing import Any
 
 from taskserve.adapter import TaskProcessorAdapter
 from taskserve.capabilities import Capability
@@ -40,6 +45,44 @@ from taskserve.registry import installed_adapters, resolve_adapter
 from taskserve.secrets import SecretUrl, redact_url
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
+
+_LAZY: dict[str, str] = {
+    # Ray Serve integration (Ray is imported only when a Serve feature is used).
+    "task_consumer": "taskserve.serve",
+    "task_handler": "taskserve.serve",
+    "get_consumer": "taskserve.serve",
+    "TaskAdapter": "taskserve.serve",
+    "ConsumerUnhealthy": "taskserve.serve",
+    "QueueDepthAutoscalingPolicy": "taskserve.serve",
+    "queue_depth_autoscaling_policy": "taskserve.serve",
+    "RayMetricsPlugin": "taskserve.serve",
+    # HTTP ingress (FastAPI) and clients (httpx).
+    "task_router": "taskserve.http",
+    "create_task_app": "taskserve.http",
+    "TaskClient": "taskserve.client",
+    "AsyncTaskClient": "taskserve.client",
+    "TaskHandle": "taskserve.client",
+    "AsyncTaskHandle": "taskserve.client",
+    "TaskFailed": "taskserve.client",
+    "ClientError": "taskserve.client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the Serve, HTTP and client names on first use."""
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'taskserve' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AdapterConfig",
@@ -81,4 +124,5 @@ __all__ = [
     "instantiate_adapter_from_config",
     "redact_url",
     "resolve_adapter",
+    *_LAZY,
 ]

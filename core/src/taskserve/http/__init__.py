@@ -1,0 +1,31 @@
+"""HTTP ingress for task queues (FastAPI; install ``taskserve[serve]``).
+
+:func:`task_router` is an ``APIRouter`` to include in any FastAPI app or Serve
+ingress; :func:`create_task_app` is a ready app around it.
+"""
+
+from taskserve.http.app import create_task_app, install_error_handlers
+from taskserve.http.models import (
+    DeadLetterResponse,
+    ErrorResponse,
+    RedriveRequest,
+    SubmitRequest,
+    SubmitResponse,
+    TaskResultResponse,
+    TaskStatusResponse,
+)
+from taskserve.http.router import IDEMPOTENCY_HEADER, task_router
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "DeadLetterResponse",
+    "ErrorResponse",
+    "RedriveRequest",
+    "SubmitRequest",
+    "SubmitResponse",
+    "TaskResultResponse",
+    "TaskStatusResponse",
+    "create_task_app",
+    "install_error_handlers",
+    "task_router",
+]
