@@ -46,13 +46,18 @@ class _RowRecorder(DeliveryRecorder):
     def record_retry(
         self, message: TaskMessage, error: TaskError, attempt: int, delay_s: float
     ) -> None:
-        self._store.schedule_retry(self._row_id, error, delay_s)
+        self._store.schedule_retry(self._row_id, error, delay_s, self._ttl_s)
 
     def record_failure(
         self, message: TaskMessage, error: TaskError, attempt: int, dead_letter: DeadLetter | None
     ) -> None:
         self._store.finish(
-            self._row_id, TaskState.FAILURE, self._ttl_s, error=error, dead_letter=dead_letter
+            self._row_id,
+            TaskState.FAILURE,
+            self._ttl_s,
+            error=error,
+            dead_letter=dead_letter,
+            attempts=attempt,
         )
 
     def record_cancelled(self, message: TaskMessage, attempt: int) -> None:

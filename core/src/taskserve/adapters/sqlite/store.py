@@ -310,19 +310,33 @@ class SqliteStore:
         result: str | None = None,
         error: TaskError | None = None,
         dead_letter: DeadLetter | None = None,
+        attempts: int | None = None,
     ) -> None:
-        """Move a live row to a terminal ``status`` (never over another terminal
-        one), writing ``dead_letter`` in the same transaction."""
+        """Move a live row to a terminal ``status``, writing ``dead_letter`` in the
+        same transaction; ``attempts``, if given, replaces the delivery count.
+
+        A terminal row is left as it is (and no dead letter is written). A row
+        whose cancel was requested while it ran ends CANCELLED instead, its
+        result and dead letter discarded.
+        """
         now = time.time()
         with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT status, cancel_requested FROM tasks WHERE id = ?", (row_id,)
+            ).fetchone()
+            if row is None or TaskState(row[0]).is_terminal:
+                return
+            if row[1]:
+                status, result, dead_letter = TaskState.CANCELLED, None, None
             conn.execute(
                 "UPDATE tasks SET status = ?, result = ?, error = COALESCE(?, error),"
-                " lease_owner = NULL, updated_at = ?, expires_at = ?"
-                f" WHERE id = ? AND status NOT IN {_TERMINAL_SQL}",
+                " attempts = COALESCE(?, attempts), lease_owner = NULL, updated_at = ?,"
+                " expires_at = ? WHERE id = ?",
                 (
                     status.value,
                     result,
                     error.model_dump_json() if error else None,
+                    attempts,
                     now,
                     now + result_ttl_s,
                     row_id,
@@ -331,14 +345,19 @@ class SqliteStore:
             if dead_letter is not None:
                 self._insert_dead_letter(conn, dead_letter)
 
-    def schedule_retry(self, row_id: str, error: TaskError, delay_s: float) -> None:
-        """Set RETRY and make the row deliverable after ``delay_s``."""
+    def schedule_retry(
+        self, row_id: str, error: TaskError, delay_s: float, result_ttl_s: float
+    ) -> None:
+        """Set RETRY and make the row deliverable after ``delay_s``; a row whose
+        cancel was requested while it ran becomes CANCELLED instead."""
         now = time.time()
         with self.transaction() as conn:
             conn.execute(
-                "UPDATE tasks SET status = 'RETRY', error = ?, lease_owner = NULL,"
-                f" visible_at = ?, updated_at = ? WHERE id = ? AND status NOT IN {_TERMINAL_SQL}",
-                (error.model_dump_json(), now + delay_s, now, row_id),
+                "UPDATE tasks SET error = ?, lease_owner = NULL, updated_at = ?, visible_at = ?,"
+                " status = CASE WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE 'RETRY' END,"
+                " expires_at = CASE WHEN cancel_requested = 1 THEN ? ELSE expires_at END"
+                f" WHERE id = ? AND status NOT IN {_TERMINAL_SQL}",
+                (error.model_dump_json(), now, now + delay_s, now + result_ttl_s, row_id),
             )
 
     def release(self, row_ids: list[str], owner: str, delay_s: float, uncount: bool) -> None:
