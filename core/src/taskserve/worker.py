@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -68,6 +69,22 @@ def run_worker(
             break
     adapter.stop_consumer(timeout=graceful_timeout_s)
     adapter.shutdown()
+    _exit_if_handlers_linger()
+
+
+def _exit_if_handlers_linger() -> None:
+    """End the process now if threads (handlers that outlived the graceful
+    timeout) are still running.
+
+    Their tasks were handed back to the queue, so nothing is lost; waiting for
+    them, as interpreter exit does for thread-pool workers, would keep a
+    stopped consumer running past its graceful timeout (forever for an async
+    handler, whose event loop is closed).
+    """
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
