@@ -6,8 +6,8 @@ import os
 import uuid
 
 import pytest
-from taskserve_conformance import AdapterConformance, BrokerHarness
 
+from taskserve_conformance import AdapterConformance, BrokerHarness
 from taskserve_rq import RQAdapterConfig
 from taskserve_rq.harness import RQHarness
 

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from taskserve import TaskProcessorConfig
-from taskserve_conformance.harness import BrokerHarness
 
+from taskserve import TaskProcessorConfig
+from taskserve_conformance.harness import (  # type: ignore[import-untyped, unused-ignore]
+    BrokerHarness,
+)
 from taskserve_rq.config import RQAdapterConfig
 
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -56,8 +58,8 @@ def _client(settings: RQAdapterConfig) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _dead_letter_record_keys(config: TaskProcessorConfig) -> list[str]:
@@ -66,7 +68,7 @@ def _dead_letter_record_keys(config: TaskProcessorConfig) -> list[str]:
     return [f"{prefix}:dlq:{q}:records" for q in queues if q]
 
 
-class RQHarness(BrokerHarness):
+class RQHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
     """Broker-level access to the RQ adapter's Redis."""
 
     def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
@@ -139,7 +141,10 @@ class RQHarness(BrokerHarness):
             if _text(client.hget(key, "queue") or b"") == queue:
                 store_keys.append(_text(key))
                 job_ids.add(_text(key).rsplit(":", 1)[1])
-        for dead_letter_queue in (config.failed_task_queue_name, config.unprocessable_task_queue_name):
+        for dead_letter_queue in (
+            config.failed_task_queue_name,
+            config.unprocessable_task_queue_name,
+        ):
             if dead_letter_queue:
                 order = f"{prefix}:dlq:{dead_letter_queue}:order"
                 if client.type(order) == b"zset":

@@ -1,0 +1,356 @@
+"""The RQ adapter's own promises, beyond the conformance suite, on a real Redis.
+
+Consumers run in this process (the adapter embeds RQ workers in threads), so
+these tests can check what only shows from the inside: no fork, no signal
+handler, N tasks at once, thread-safe job timeouts, RQ's own records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rq import Queue
+from rq.job import Job
+from rq.registry import FinishedJobRegistry
+from rq.timeouts import JobTimeoutException
+
+from taskserve import (
+    Capability,
+    ConfigError,
+    TaskProcessorConfig,
+    TaskResult,
+    TaskState,
+    instantiate_adapter_from_config,
+    resolve_adapter,
+)
+from taskserve.adapter import TaskProcessorAdapter
+from taskserve.serialization import TaskMessage
+from taskserve_rq import RQAdapter, RQAdapterConfig
+from taskserve_rq.harness import RQHarness
+from taskserve_rq.job import RUN_TASK, SERIALIZER, decode_job_data
+from taskserve_rq.timeouts import ThreadDeathPenalty
+
+REDIS_URL = os.environ.get("TASKSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT_S = 30.0
+"""Upper bound of every wait (never reached by a working adapter)."""
+
+LOADED_MODEL = object()
+"""Stands for what a replica loads once and every task must share."""
+
+
+def _config(**settings: Any) -> TaskProcessorConfig:
+    queue = f"tsrq-{uuid.uuid4().hex[:12]}"
+    adapter_settings = {
+        "redis_url": REDIS_URL,
+        "key_prefix": f"tsrq-{uuid.uuid4().hex[:12]}",
+        **settings.pop("adapter_config", {}),
+    }
+    return TaskProcessorConfig.from_dict(
+        {
+            "queue_name": queue,
+            "adapter_config": RQAdapterConfig(**adapter_settings),
+            "failed_task_queue_name": f"{queue}.failed",
+            "unprocessable_task_queue_name": f"{queue}.unprocessable",
+            "max_retries": 1,
+            "retry_backoff_s": 0.05,
+            "retry_jitter": False,
+            "lease_s": 2.0,
+            **settings,
+        }
+    )
+
+
+@pytest.fixture
+def make_adapter() -> Iterator[Callable[..., RQAdapter]]:
+    """Adapters on fresh queues, shut down and cleaned up after the test."""
+    made: list[RQAdapter] = []
+
+    def make(config: TaskProcessorConfig | None = None, **settings: Any) -> RQAdapter:
+        adapter = instantiate_adapter_from_config(config or _config(**settings))
+        assert isinstance(adapter, RQAdapter)
+        made.append(adapter)
+        return adapter
+
+    yield make
+    for adapter in made:
+        adapter.shutdown()
+    for config in {id(a.config): a.config for a in made}.values():
+        RQHarness().cleanup(config)
+
+
+def _consumer(
+    producer: RQAdapter, handlers: dict[str, Callable[..., Any]], concurrency: int = 1
+) -> TaskProcessorAdapter:
+    consumer = instantiate_adapter_from_config(producer.config)
+    consumer.initialize(consumer_concurrency=concurrency)
+    for name, handler in handlers.items():
+        consumer.register_task_handle(handler, name)
+    consumer.start_consumer()
+    return consumer
+
+
+def _wait_for(adapter: TaskProcessorAdapter, task: TaskResult, *states: TaskState) -> TaskResult:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        status = adapter.get_task_status_sync(task.id)
+        if status.status in states or time.monotonic() > deadline:
+            assert status.status in states, f"task stayed {status.status}"
+            return status
+        time.sleep(0.02)
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+# -- configuration and discovery ---------------------------------------------------
+def test_typed_config_selects_the_adapter_and_rejects_unknown_keys() -> None:
+    config = TaskProcessorConfig(queue_name="q", adapter_config=RQAdapterConfig())
+    assert config.adapter == "rq" and resolve_adapter("rq") is RQAdapter
+    with pytest.raises(ConfigError, match=r"adapter_config\.broker_url"):
+        TaskProcessorConfig.from_dict(
+            {"queue_name": "q", "adapter": "rq", "adapter_config": {"broker_url": "redis://x"}}
+        )
+
+
+def test_password_never_shows() -> None:
+    settings = RQAdapterConfig(redis_url="redis://:s3cret@127.0.0.1:1/0")
+    adapter = RQAdapter(TaskProcessorConfig(queue_name="q", adapter_config=settings))
+    assert "s3cret" not in repr(settings) and "s3cret" not in repr(adapter)
+    report = adapter.health_check_sync()
+    assert not report.healthy and "s3cret" not in report.detail
+    with pytest.raises(Exception) as caught:
+        adapter.enqueue_task_sync("t")
+    assert "s3cret" not in str(caught.value)
+    adapter.shutdown()
+
+
+def test_capabilities_are_readable_without_a_broker() -> None:
+    assert RQAdapter.supports(Capability.CANCEL_RUNNING)
+    assert RQAdapter.capabilities == frozenset(Capability)
+
+
+# -- the wire ------------------------------------------------------------------------
+def test_a_task_is_a_json_rq_job_named_after_the_generic_function(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    task = producer.enqueue_task_sync("index", ["doc", 1], {"deep": {"x": [True, None]}})
+    raw = producer.store.client.hget(Job.key_for(task.id), "data")
+    func_name, instance, args, kwargs = SERIALIZER.loads(zlib.decompress(raw))  # type: ignore[no-untyped-call]
+    assert (func_name, instance, kwargs) == (RUN_TASK, None, {})
+    assert args[0]["id"] == task.id and args[0]["name"] == "index"
+    assert args[0]["args"] == ["doc", 1] and args[0]["kwargs"] == {"deep": {"x": [True, None]}}
+    queue = Queue(producer.config.queue_name, connection=producer.store.client)
+    assert queue.job_ids == [task.id]
+
+
+def test_job_data_that_is_not_a_task_is_passed_on_as_bytes() -> None:
+    message = TaskMessage(id="i", name="n", args=[1], kwargs={"k": "v"}, queue_name="q")
+    wire = SERIALIZER.dumps([RUN_TASK, None, [json.loads(message.to_json())], {}])  # type: ignore[no-untyped-call]
+    assert decode_job_data(wire) == message
+    for data in (b"\x80\x04pickle", b'["other.func", null, [1], {}]', message.to_bytes()):
+        assert decode_job_data(data) == data
+
+
+# -- the embedded worker ----------------------------------------------------------------
+def test_tasks_run_in_this_process_on_worker_threads(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    seen: list[tuple[int, int, bool]] = []
+
+    def where() -> str:
+        seen.append(
+            (os.getpid(), id(LOADED_MODEL), threading.current_thread() is threading.main_thread())
+        )
+        return "ok"
+
+    consumer = _consumer(producer, {"where": where})
+    try:
+        for _ in range(3):
+            _wait_for(producer, producer.enqueue_task_sync("where"), TaskState.SUCCESS)
+    finally:
+        consumer.shutdown()
+    assert seen == [(os.getpid(), id(LOADED_MODEL), False)] * 3
+
+
+def test_concurrency_n_runs_n_tasks_at_once(make_adapter: Callable[..., RQAdapter]) -> None:
+    producer = make_adapter()
+    barrier = threading.Barrier(3, timeout=WAIT_S)
+
+    def meet() -> int:
+        return barrier.wait()
+
+    consumer = _consumer(producer, {"meet": meet}, concurrency=3)
+    try:
+        tasks = [producer.enqueue_task_sync("meet") for _ in range(3)]
+        results = {_wait_for(producer, t, TaskState.SUCCESS).result for t in tasks}
+    finally:
+        consumer.shutdown()
+    assert results == {0, 1, 2}
+
+
+def test_job_timeout_stops_sync_and_async_handlers_off_the_main_thread(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter(max_retries=0, adapter_config={"job_timeout_s": 1})
+
+    def spin() -> str:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            pass
+        return "not stopped"
+
+    async def nap() -> str:
+        await asyncio.sleep(WAIT_S)
+        return "not stopped"
+
+    consumer = _consumer(producer, {"spin": spin, "nap": nap}, concurrency=2)
+    try:
+        tasks = [producer.enqueue_task_sync("spin"), producer.enqueue_task_sync("nap")]
+        for task in tasks:
+            failed = _wait_for(producer, task, TaskState.FAILURE)
+            assert failed.error is not None
+            assert failed.error.type == f"rq.timeouts.{JobTimeoutException.__name__}"
+            assert "job timeout of 1 seconds" in failed.error.message
+    finally:
+        consumer.shutdown()
+
+
+def test_thread_death_penalty_never_fires_after_its_block() -> None:
+    class Late(JobTimeoutException):
+        pass
+
+    for _ in range(50):
+        with ThreadDeathPenalty(0.001, Late):
+            pass
+    time.sleep(0.05)  # a stray timer would raise Late here
+    with pytest.raises(Late), ThreadDeathPenalty(0.05, Late):
+        while True:
+            pass
+
+
+# -- RQ's records ------------------------------------------------------------------------
+def test_rq_keeps_its_job_record_for_job_result_ttl(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter(adapter_config={"job_result_ttl_s": 60})
+    consumer = _consumer(producer, {"ok": lambda: "done"})
+    try:
+        task = producer.enqueue_task_sync("ok")
+        _wait_for(producer, task, TaskState.SUCCESS)
+        client = producer.store.client
+        _until(lambda: client.hget(Job.key_for(task.id), "status") == b"finished", "not finished")
+        registry = FinishedJobRegistry(producer.config.queue_name, connection=client)
+        assert task.id in registry.get_job_ids()
+        assert 0 < client.ttl(Job.key_for(task.id)) <= 60
+    finally:
+        consumer.shutdown()
+
+
+def test_finished_jobs_leave_nothing_in_rq_by_default(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    consumer = _consumer(producer, {"ok": lambda: "done"})
+    try:
+        task = producer.enqueue_task_sync("ok")
+        _wait_for(producer, task, TaskState.SUCCESS)
+        client = producer.store.client
+        _until(lambda: not client.exists(Job.key_for(task.id)), "the RQ job was kept")
+        assert client.llen(producer.broker.intermediate_key) == 0
+        assert client.zcard(producer.broker.started_key) == 0
+    finally:
+        consumer.shutdown()
+
+
+def test_cancel_of_a_queued_task_takes_it_off_the_rq_queue(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    kept, cancelled = producer.enqueue_task_sync("t"), producer.enqueue_task_sync("t")
+    assert producer.get_metrics_sync().queue_depth == 2
+    assert producer.cancel_task_sync(cancelled.id).status is TaskState.CANCELLED
+    assert producer.get_metrics_sync().queue_depth == 1
+    queue = Queue(producer.config.queue_name, connection=producer.store.client)
+    assert queue.job_ids == [kept.id]
+
+
+def test_retry_waits_in_rq_scheduled_registry(make_adapter: Callable[..., RQAdapter]) -> None:
+    producer = make_adapter(max_retries=1, retry_backoff_s=30.0)
+    consumer = _consumer(producer, {"fail": lambda: 1 / 0})
+    try:
+        task = producer.enqueue_task_sync("fail")
+        _wait_for(producer, task, TaskState.RETRY)
+        client = producer.store.client
+        _until(lambda: client.zscore(producer.broker.scheduled_key, task.id) is not None, "?")
+        assert client.zscore(producer.broker.scheduled_key, task.id) > time.time() + 20
+        assert producer.get_metrics_sync().queue_depth == 1
+    finally:
+        consumer.shutdown()
+
+
+# -- crash recovery -----------------------------------------------------------------------
+def test_reaper_hands_back_jobs_of_dead_consumers(make_adapter: Callable[..., RQAdapter]) -> None:
+    producer = make_adapter()
+    broker, client = producer.broker, producer.store.client
+    leased, unleased, gone = (producer.enqueue_task_sync("t") for _ in range(3))
+    # Three fetches by a consumer that then died: one leased (lease now over),
+    # one never leased, one whose job hash was deleted meanwhile.
+    for _ in range(3):
+        client.lmove(broker.queue_key, broker.intermediate_key)
+    client.zadd(broker.leases_key, {f"{leased.id}:exec": time.time() - 1})
+    client.delete(Job.key_for(gone.id))
+    assert broker.reap(grace_s=60) == [leased.id]
+    assert broker.reap(grace_s=0) == [unleased.id]
+    assert client.lrange(broker.intermediate_key, 0, -1) == []
+    assert [i.decode() for i in client.lrange(broker.queue_key, 0, -1)] == [
+        unleased.id,
+        leased.id,
+    ]
+
+
+def test_a_live_lease_is_never_reaped(make_adapter: Callable[..., RQAdapter]) -> None:
+    producer = make_adapter()
+    broker, client = producer.broker, producer.store.client
+    task = producer.enqueue_task_sync("t")
+    client.lmove(broker.queue_key, broker.intermediate_key)
+    client.zadd(broker.leases_key, {f"{task.id}:exec": time.time() + 60})
+    assert broker.reap(grace_s=0) == []
+    assert broker.settle(f"{task.id}:exec", task.id)
+    assert client.llen(broker.intermediate_key) == 0
+
+
+def test_a_stopping_consumer_hands_fetched_jobs_back(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    release = threading.Event()
+
+    def hold() -> str:
+        release.wait(WAIT_S)
+        return "held"
+
+    consumer = _consumer(producer, {"hold": hold})
+    running = producer.enqueue_task_sync("hold")
+    waiting = producer.enqueue_task_sync("hold")
+    _wait_for(producer, running, TaskState.STARTED)
+    consumer.stop_consumer(timeout=0.0)  # the running task goes back too
+    release.set()
+    queue = Queue(producer.config.queue_name, connection=producer.store.client)
+    assert set(queue.job_ids) == {running.id, waiting.id}
+    assert producer.get_task_status_sync(waiting.id).status is TaskState.PENDING
+    consumer.shutdown()
