@@ -20,6 +20,7 @@ Each adapter builds its own broker (never Dramatiq's global one) with:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -408,10 +409,18 @@ def build_broker(settings: DramatiqAdapterConfig, config: TaskProcessorConfig) -
             current=current,
             **options,
         )
-    return TaskRabbitmqBroker(
+    broker = TaskRabbitmqBroker(
         queue_name=config.queue_name,
         url=settings.broker_url,
         middleware=middleware,
         current=current,
         **options,
     )
+    # A consumer that stops answering (frozen, cut off) loses its connection,
+    # and with it its unacknowledged messages, after about one lease; a
+    # heartbeat given in the URL is kept.
+    parameters = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    for params in parameters:
+        if params.heartbeat is None:
+            params.heartbeat = max(math.ceil(config.lease_s), 1)
+    return broker

@@ -27,12 +27,12 @@ from taskserve.serialization import TaskMessage
 from taskserve.stores.redis_store import RedisTaskStore, StoreRecorder
 from taskserve_dramatiq.brokers import TaskBroker, hand_back
 from taskserve_dramatiq.config import DramatiqAdapterConfig
-from taskserve_dramatiq.wire import payload_of, to_dramatiq
+from taskserve_dramatiq.wire import copy_for_resend, payload_of, to_dramatiq
 
 logger = logging.getLogger(__name__)
 
-HAND_BACK_DELAY_S = 1.0
-"""Pause before a message whose outcome could not be recorded is handed back."""
+RESEND_DELAY_S = 1.0
+"""Pause before a message whose outcome could not be recorded is delivered again."""
 
 _THREAD_EXIT_S = 5.0
 """How long a stop waits for idle Dramatiq threads to exit."""
@@ -175,12 +175,21 @@ class DramatiqConsumer:
                     self._store.release(task_id)
                 except Exception:
                     logger.exception("taskserve: could not release task %s", task_id)
-            self._broker.stopping.wait(HAND_BACK_DELAY_S)
-            hand_back(message)
+            self._resend_later(message)
         finally:
             with self._idle:
                 self._active.pop(token, None)
                 self._idle.notify_all()
+
+    def _resend_later(self, message: MessageProxy) -> None:
+        """Deliver ``message`` again after a pause, at the back of the queue, so
+        that a message whose outcome cannot be recorded does not hold up the
+        others; if it cannot be published, return it to the queue as it is."""
+        try:
+            self._broker.enqueue(copy_for_resend(message), delay=int(RESEND_DELAY_S * 1000))
+        except Exception:
+            logger.exception("taskserve: could not publish message %s again", message.message_id)
+            hand_back(message)
 
     def _republish(self, message: TaskMessage, delay_s: float) -> None:
         """Make ``message`` deliverable again after ``delay_s`` (a retry)."""

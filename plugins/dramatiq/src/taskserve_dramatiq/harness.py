@@ -86,10 +86,11 @@ class DramatiqHarness(BrokerHarness):
 
     @contextlib.contextmanager
     def break_dead_letters(self, config: TaskProcessorConfig) -> Iterator[None]:
-        """Make the store's dead-letter keys strings, so every write to them fails."""
+        """Make the hashes of dead-letter records strings, so every write of a
+        record fails (reads still see empty queues)."""
         settings = _settings(config)
         client = _redis(settings.results_url or settings.broker_url)
-        keys = _dead_letter_keys(config)
+        keys = [key for key in _dead_letter_keys(config) if key.endswith(":records")]
         saved = {key: client.dump(key) for key in keys}
         try:
             for key in keys:

@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 from dramatiq.broker import MessageProxy
+from dramatiq.common import q_name
 from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message, get_encoder
@@ -72,6 +73,24 @@ def placeholder(raw: bytes, queue_name: str, **options: Any) -> Message[Any]:
         kwargs={},
         options={RAW_OPTION: base64.b64encode(raw).decode("ascii"), **options},
         message_id=new_task_id(),
+    )
+
+
+def copy_for_resend(message: Message[Any] | MessageProxy) -> Message[Any]:
+    """A delivered message as a new message to publish again (same id and body)."""
+    options = {
+        key: value
+        for key, value in message.options.items()
+        if key not in ("eta", "redis_message_id")
+    }
+    return Message(
+        queue_name=q_name(message.queue_name),
+        actor_name=message.actor_name,
+        args=tuple(message.args),
+        kwargs=dict(message.kwargs),
+        options=options,
+        message_id=message.message_id,
+        message_timestamp=message.message_timestamp,
     )
 
 
