@@ -1,0 +1,244 @@
+"""Task handlers run by the suite's consumer processes.
+
+Consumers load them with ``--handlers taskserve_conformance.handlers:HANDLERS``;
+each task name is the function's name. Every handler records its runs in the
+journal (``start``, then ``end``, ``raise`` or ``interrupted``) with its task
+id, attempt, arguments and process id, so tests count runs and duplicates
+without asking the adapter under test. This module imports neither pytest nor
+the suite: it is all a consumer process needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from taskserve import NonRetryableError, current_task
+from taskserve.context import TaskContext
+from taskserve_conformance.journal import gate_is_open, write_event
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+GATE_MAX_WAIT_S = 300.0
+"""A handler waiting for a gate gives up after this long, so nothing hangs forever."""
+
+
+class HandlerFailure(RuntimeError):
+    """The error the suite's failing handlers raise."""
+
+
+def _record(event: str, task: TaskContext, **fields: Any) -> None:
+    write_event(event, task_id=task.id, name=task.name, attempt=task.attempt, **fields)
+
+
+def journaled(func: _F) -> _F:
+    """Record each run of ``func`` in the journal; keeps its signature."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            task = current_task()
+            _record("start", task, args=list(args), kwargs=kwargs)
+            try:
+                result = await func(*args, **kwargs)
+            except asyncio.CancelledError:
+                _record("interrupted", task)
+                raise
+            except BaseException as e:
+                _record("raise", task, detail=type(e).__name__)
+                raise
+            _record("end", task, detail=result)
+            return result
+
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        task = current_task()
+        _record("start", task, args=list(args), kwargs=kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as e:
+            _record("raise", task, detail=type(e).__name__)
+            raise
+        _record("end", task, detail=result)
+        return result
+
+    return run  # type: ignore[return-value]
+
+
+def _gate_timeout(gate: str) -> TimeoutError:
+    return TimeoutError(f"gate '{gate}' was not opened within {GATE_MAX_WAIT_S}s")
+
+
+def _wait_for_gate(gate: str) -> None:
+    deadline = time.monotonic() + GATE_MAX_WAIT_S
+    while not gate_is_open(gate):
+        if time.monotonic() > deadline:
+            raise _gate_timeout(gate)
+        time.sleep(0.01)
+
+
+@journaled
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Return the arguments it got."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@journaled
+async def async_echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``echo`` as an ``async def`` handler."""
+    await asyncio.sleep(0)
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@journaled
+def noop() -> None:
+    """Do nothing."""
+
+
+@journaled
+def add(a: float, b: float) -> float:
+    """Return ``a + b`` (two required arguments: a binding error is easy to cause)."""
+    return a + b
+
+
+@journaled
+def always_fail(*args: Any, **kwargs: Any) -> None:
+    """Raise :class:`HandlerFailure` on every attempt."""
+    raise HandlerFailure(f"always_fail was told to fail (args={args!r}, kwargs={kwargs!r})")
+
+
+@journaled
+def fail_n_times(n: int, result: Any = None) -> Any:
+    """Raise on attempts 1..n, then return ``result``."""
+    attempt = current_task().attempt
+    if attempt <= n:
+        raise HandlerFailure(f"fail_n_times({n}) fails attempt {attempt}")
+    return result
+
+
+@journaled
+def fail_until_gate(gate: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Raise until gate ``gate`` is open, then return the other arguments."""
+    if not gate_is_open(gate):
+        raise HandlerFailure(f"gate '{gate}' is closed")
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@journaled
+def non_retryable() -> None:
+    """Raise :class:`taskserve.NonRetryableError`."""
+    raise NonRetryableError("non_retryable refuses to be retried")
+
+
+@journaled
+def unserializable_result() -> set[int]:
+    """Return a value JSON cannot carry."""
+    return {1, 2, 3}
+
+
+@journaled
+def sleep(seconds: float) -> float:
+    """Sleep, ignoring cancellation; return ``seconds``."""
+    time.sleep(seconds)
+    return seconds
+
+
+@journaled
+async def async_sleep(seconds: float) -> float:
+    """Sleep asynchronously; a cancel interrupts it (journal: ``interrupted``)."""
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@journaled
+def cooperative_sleep(seconds: float) -> str:
+    """Sleep while polling ``current_task().cancelled``; stop early once it is set."""
+    task = current_task()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if task.cancelled:
+            _record("saw_cancel", task)
+            return "stopped early"
+        time.sleep(0.01)
+    return "slept"
+
+
+@journaled
+def wait_for_gate(gate: str, result: Any = None) -> Any:
+    """Block until gate ``gate`` opens (ignoring cancellation); return ``result``."""
+    _wait_for_gate(gate)
+    return result
+
+
+@journaled
+async def async_wait_for_gate(gate: str, result: Any = None) -> Any:
+    """``wait_for_gate`` as an ``async def`` handler."""
+    deadline = time.monotonic() + GATE_MAX_WAIT_S
+    while not gate_is_open(gate):
+        if time.monotonic() > deadline:
+            raise _gate_timeout(gate)
+        await asyncio.sleep(0.01)
+    return result
+
+
+@journaled
+def fail_after_gate(gate: str) -> None:
+    """Block until gate ``gate`` opens (ignoring cancellation), then raise."""
+    _wait_for_gate(gate)
+    raise HandlerFailure(f"fail_after_gate('{gate}') fails after its gate opened")
+
+
+@journaled
+def report_pid(gate: str | None = None) -> int:
+    """Wait for gate ``gate`` if given, then return the id of this process."""
+    if gate is not None:
+        _wait_for_gate(gate)
+    return os.getpid()
+
+
+@journaled
+def crash() -> None:
+    """Kill this consumer process with SIGKILL."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@journaled
+def crash_once(result: Any = None) -> Any:
+    """Kill this consumer on the first attempt; return ``result`` on later ones."""
+    if current_task().attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+HANDLERS: dict[str, Callable[..., Any]] = {
+    handler.__name__: handler
+    for handler in (
+        echo,
+        async_echo,
+        noop,
+        add,
+        always_fail,
+        fail_n_times,
+        fail_until_gate,
+        non_retryable,
+        unserializable_result,
+        sleep,
+        async_sleep,
+        cooperative_sleep,
+        wait_for_gate,
+        async_wait_for_gate,
+        fail_after_gate,
+        report_pid,
+        crash,
+        crash_once,
+    )
+}
+"""Task name -> handler, as consumer processes register them."""

@@ -1,0 +1,61 @@
+"""The whole conformance suite as one class to inherit from.
+
+``AdapterConformance`` combines every test group. An adapter author
+subclasses it in a class named ``Test...``, sets ``adapter`` and provides the
+``adapter_config`` and ``harness`` fixtures (see :mod:`.plugin`). To run only
+some groups, inherit from those groups instead and set the same attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from taskserve_conformance.groups.at_least_once import AtLeastOnceTests
+from taskserve_conformance.groups.cancel import CancelTests
+from taskserve_conformance.groups.capabilities import CapabilityTests
+from taskserve_conformance.groups.crash import CrashTests
+from taskserve_conformance.groups.dead_letters import DeadLetterTests
+from taskserve_conformance.groups.enqueue_status import EnqueueAndStatusTests
+from taskserve_conformance.groups.forward_only import ForwardOnlyStatusTests
+from taskserve_conformance.groups.graceful_stop import GracefulStopTests
+from taskserve_conformance.groups.health_metrics import HealthAndMetricsTests
+from taskserve_conformance.groups.payload import PayloadTests
+from taskserve_conformance.groups.result_ttl import ResultTTLTests
+from taskserve_conformance.groups.retry import RetryTests
+from taskserve_conformance.groups.retry_task import RetryTaskTests
+
+TEST_GROUPS: tuple[type, ...] = (
+    CapabilityTests,
+    HealthAndMetricsTests,
+    EnqueueAndStatusTests,
+    PayloadTests,
+    ForwardOnlyStatusTests,
+    AtLeastOnceTests,
+    CrashTests,
+    GracefulStopTests,
+    RetryTests,
+    DeadLetterTests,
+    CancelTests,
+    ResultTTLTests,
+    RetryTaskTests,
+)
+"""Every test group, in SPEC order."""
+
+
+class AdapterConformance(*TEST_GROUPS):  # type: ignore[misc]
+    """Every promise of SPEC §3-§5, checked against one adapter and broker.
+
+    Set on the subclass:
+
+    ``adapter``
+        The adapter under test: an alias (``"sqlite"``), a dotted path
+        (``"pkg.mod:Class"``) or the class.
+    ``known_failures``
+        Optional ``{"test_name": "reason"}`` of declared gaps. Each becomes a
+        strict expected failure: the run fails as soon as the test passes, so
+        the entry is removed when the gap is fixed.
+    """
+
+    adapter: ClassVar[str | type | None] = None
+    known_failures: ClassVar[Mapping[str, str]] = {}
