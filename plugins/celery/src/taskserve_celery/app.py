@@ -1,0 +1,120 @@
+"""One Celery application per adapter instance, configured for its queue.
+
+Nothing here touches Celery's process-wide state: the app is never made the
+current or default app, no signal is connected, and every setting that the
+delivery promises depend on is fixed (late acks, prefetch multiplier 1, the
+threads pool, JSON only). On Redis the visibility timeout is the lease and
+the unacked bookkeeping keys are per queue, so a consumer with a short lease
+never restores another queue's messages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+from kombu.exceptions import OperationalError
+
+from taskserve.config import TaskProcessorConfig
+from taskserve.errors import BrokerUnavailable
+from taskserve.secrets import redact_url
+from taskserve.serialization import TaskMessage
+from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
+from taskserve_celery.wire import send_task_arguments
+
+RESTORE_MUTEX_EXPIRE_S = 10
+"""Longest a crashed consumer can block others from restoring expired messages."""
+
+
+def unacked_keys(settings: CeleryAdapterConfig, queue_name: str) -> dict[str, str]:
+    """kombu's Redis keys of fetched-but-unacknowledged messages of one queue."""
+    base = f"{settings.key_prefix}:celery:{queue_name}"
+    return {
+        "unacked_key": f"{base}:unacked",
+        "unacked_index_key": f"{base}:unacked_index",
+        "unacked_mutex_key": f"{base}:unacked_mutex",
+    }
+
+
+def transport_options(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> dict[str, Any]:
+    """kombu transport options: the user's, plus the lease-derived ones."""
+    options: dict[str, Any] = {}
+    if settings.broker_kind is BrokerKind.REDIS:
+        options.update(unacked_keys(settings, config.queue_name))
+        options["visibility_timeout"] = config.lease_s
+        options["unacked_mutex_expire"] = max(RESTORE_MUTEX_EXPIRE_S, math.ceil(config.lease_s))
+    else:
+        options["confirm_publish"] = True
+    options.update(settings.broker_transport_options or {})
+    return options
+
+
+def task_queue(queue_name: str) -> Queue:
+    """The durable queue of the adapter, bound to a direct exchange of its name."""
+    exchange = Exchange(queue_name, type="direct", durable=True)  # type: ignore[no-untyped-call]
+    return Queue(queue_name, exchange, routing_key=queue_name, durable=True)  # type: ignore[no-untyped-call]
+
+
+def ready_count(channel: Any, queue_name: str) -> int:
+    """Declare the queue on ``channel`` (idempotent); return how many messages wait in it."""
+    declared = task_queue(queue_name)(channel).queue_declare()  # type: ignore[no-untyped-call]
+    return int(declared.message_count)
+
+
+def build_app(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> Celery:
+    """A Celery app for ``config.queue_name``; not set as current or default."""
+    app = Celery(
+        f"taskserve-{config.queue_name}",
+        broker=str(settings.broker_url),
+        set_as_current=False,
+        fixups=[],
+    )
+    app.conf.update(settings.app_custom_config or {})
+    app.conf.update(
+        broker_transport_options=transport_options(config, settings),
+        broker_connection_retry_on_startup=True,
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_protocol=2,
+        task_compression=None,
+        task_acks_late=True,
+        task_acks_on_failure_or_timeout=False,
+        task_reject_on_worker_lost=True,
+        task_always_eager=False,
+        task_queues=[task_queue(config.queue_name)],
+        task_default_queue=config.queue_name,
+        task_create_missing_queues=False,
+        task_routes=None,
+        worker_pool="threads",
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=False,
+        worker_enable_prefetch_count_reduction=False,
+        worker_enable_remote_control=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_consumer="celery.worker.consumer:Consumer",
+    )
+    return app
+
+
+def publish(
+    app: Celery, message: TaskMessage, queue_name: str, options: Mapping[str, Any] | None = None
+) -> None:
+    """Publish ``message`` to ``queue_name``; raise BrokerUnavailable if it was not sent."""
+    try:
+        app.send_task(**send_task_arguments(message), queue=queue_name, **(options or {}))
+    except (OperationalError, OSError) as e:
+        raise BrokerUnavailable(
+            f"cannot publish task {message.id} to queue '{queue_name}' on "
+            f"{redact_url(str(app.conf.broker_url))}: {redact_url(str(e))}"
+        ) from e

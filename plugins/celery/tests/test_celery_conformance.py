@@ -1,0 +1,47 @@
+"""The Celery adapter runs the whole conformance suite on Redis and on RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from taskserve_celery import CeleryAdapterConfig
+from taskserve_celery.harness import CeleryHarness
+from taskserve_conformance import AdapterConformance, BrokerHarness
+
+pytest_plugins = ["taskserve_conformance.plugin"]
+
+REDIS_URL = os.environ.get("TASKSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("TASKSERVE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def _key_prefix() -> str:
+    return f"tsc-celery-{uuid.uuid4().hex[:12]}"
+
+
+class TestCeleryRedisConformance(AdapterConformance):
+    adapter = "celery"
+
+    @pytest.fixture
+    def adapter_config(self) -> CeleryAdapterConfig:
+        return CeleryAdapterConfig(broker_url=REDIS_URL, key_prefix=_key_prefix())
+
+    @pytest.fixture
+    def harness(self) -> BrokerHarness:
+        return CeleryHarness()
+
+
+class TestCeleryRabbitMQConformance(AdapterConformance):
+    adapter = "celery"
+
+    @pytest.fixture
+    def adapter_config(self) -> CeleryAdapterConfig:
+        return CeleryAdapterConfig(
+            broker_url=AMQP_URL, backend_url=REDIS_URL, key_prefix=_key_prefix()
+        )
+
+    @pytest.fixture
+    def harness(self) -> BrokerHarness:
+        return CeleryHarness()
