@@ -9,7 +9,11 @@ the whole workload, for every adapter, through the adapter contract:
     desired  = max(ceil(workload / target_tasks_per_replica), busy replicas)
 
 where a *busy* replica reported running tasks during the look-back window, so
-the decision never drops below the replicas that are working. The numbers come
+the decision never drops below the replicas that are working. Until a replica
+has reported (or the broker was polled) the policy keeps the current target.
+Serve, not the policy, picks which replica to stop on a scale-down; a busy
+one that is picked drains (running tasks finish within
+``graceful_shutdown_timeout_s``, unstarted ones are handed back at once). The numbers come
 from the consumer replicas (each reports ``taskserve_queue_depth`` and its
 ``taskserve_in_flight`` through ``record_autoscaling_stats``) and, when a
 ``task_processor_config`` is given, from polling the broker directly in a
@@ -161,7 +165,9 @@ class QueueDepthAutoscalingPolicy:
             in_flight = max(in_flight, float(self._polled[1]))
         busy = sum(1 for value in local_peak.values() if value > 0)
         requests = float(getattr(ctx, "total_num_requests", 0.0) or 0.0)
+        known = bool(depth_by_replica or local_latest) or self._polled is not None
         return {
+            "known": float(known),
             "queue_depth": queue_depth,
             "in_flight": in_flight,
             "busy_replicas": float(busy),
@@ -171,13 +177,16 @@ class QueueDepthAutoscalingPolicy:
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         numbers = self.workload(ctx)
+        state = dict(getattr(ctx, "policy_state", None) or {})
+        state["taskserve"] = numbers
+        if not numbers["known"]:
+            # Nothing reported yet (replicas starting, first poll running): hold.
+            return int(getattr(ctx, "target_num_replicas", 0) or 0), state
         per_replica = self.target_tasks_per_replica
         if per_replica is None:
             config = getattr(ctx, "config", None)
             per_replica = float(config.get_target_ongoing_requests()) if config else 1.0
         desired = max(math.ceil(numbers["workload"] / per_replica), int(numbers["busy_replicas"]))
-        state = dict(getattr(ctx, "policy_state", None) or {})
-        state["taskserve"] = numbers
         return desired, state
 
 
