@@ -1,0 +1,129 @@
+"""CeleryAdapterConfig: Ray's fields, strict keys, the state store URL, secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from taskserve import Capability, ConfigError, TaskProcessorConfig, resolve_adapter
+from taskserve.serve import TaskAdapter
+from taskserve_celery import CeleryAdapter, CeleryAdapterConfig
+from taskserve_celery.app import build_app, transport_options
+
+REDIS = "redis://:s3cret-pw@127.0.0.1:6379/0"
+AMQP = "amqp://guest:s3cret-pw@127.0.0.1:5672//"
+
+
+def _processor(**adapter_config: Any) -> TaskProcessorConfig:
+    return TaskProcessorConfig.from_dict(
+        {"queue_name": "q", "adapter": "celery", "adapter_config": adapter_config}
+    )
+
+
+def test_has_the_fields_of_rays_celery_adapter_config() -> None:
+    schema = pytest.importorskip("ray.serve.schema")
+    assert set(schema.CeleryAdapterConfig.model_fields) <= set(CeleryAdapterConfig.model_fields)
+
+
+def test_rays_guide_config_validates_and_selects_the_adapter() -> None:
+    config = TaskProcessorConfig(
+        queue_name="document_indexing_queue",
+        adapter_config=CeleryAdapterConfig(
+            broker_url="redis://localhost:6379/0", backend_url="redis://localhost:6379/1"
+        ),
+        max_retries=3,
+        failed_task_queue_name="doc_failed",
+    )
+    assert config.adapter == "celery"
+    assert resolve_adapter(config.adapter) is CeleryAdapter
+
+
+def test_capabilities_are_readable_without_a_broker() -> None:
+    assert CeleryAdapter.capabilities == frozenset(Capability)
+
+
+def test_unknown_key_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"adapter_config\.brokr_url"):
+        _processor(broker_url=REDIS, brokr_url=REDIS)
+
+
+def test_backend_defaults_to_a_redis_broker() -> None:
+    settings = CeleryAdapterConfig(broker_url=REDIS)
+    assert settings.state_url == REDIS
+
+
+def test_rabbitmq_needs_a_redis_backend() -> None:
+    with pytest.raises(ConfigError, match="backend_url is required with a RabbitMQ broker"):
+        _processor(broker_url=AMQP)
+    settings = CeleryAdapterConfig(broker_url=AMQP, backend_url=REDIS)
+    assert settings.state_url == REDIS
+
+
+@pytest.mark.parametrize("backend", ["rpc://", "db+sqlite:///results.db", "amqp://localhost//"])
+def test_non_redis_backend_is_a_clear_error(backend: str) -> None:
+    with pytest.raises(ConfigError, match="backend_url must be a Redis URL"):
+        _processor(broker_url=REDIS, backend_url=backend)
+
+
+@pytest.mark.parametrize("broker", ["sqs://", "filesystem://", "memory://"])
+def test_other_brokers_are_refused(broker: str) -> None:
+    with pytest.raises(ConfigError, match=r"runs on Redis .* or RabbitMQ"):
+        _processor(broker_url=broker, backend_url=REDIS)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("app_custom_config", {"worker_prefetch_multiplier": 4}, "worker_prefetch_multiplier"),
+        ("app_custom_config", {"task_serializer": "pickle"}, "task_serializer"),
+        ("broker_transport_options", {"visibility_timeout": 3600}, "lease_s"),
+        ("task_custom_config", {"autoretry_for": ["Exception"]}, "max_retries"),
+    ],
+)
+def test_managed_settings_cannot_be_overridden(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _processor(broker_url=REDIS, **{field: value})
+
+
+def test_custom_settings_reach_the_celery_app() -> None:
+    config = _processor(
+        broker_url=REDIS,
+        app_custom_config={"broker_pool_limit": 3},
+        broker_transport_options={"socket_timeout": 7},
+    )
+    assert isinstance(config.adapter_config, CeleryAdapterConfig)
+    app = build_app(config, config.adapter_config)
+    assert app.conf.broker_pool_limit == 3
+    assert app.conf.broker_transport_options["socket_timeout"] == 7
+    assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.accept_content == ["json"]
+
+
+def test_redis_visibility_timeout_is_the_lease_and_unacked_keys_are_per_queue() -> None:
+    config = TaskProcessorConfig(
+        queue_name="q1", lease_s=7, adapter_config=CeleryAdapterConfig(broker_url=REDIS)
+    )
+    assert isinstance(config.adapter_config, CeleryAdapterConfig)
+    options = transport_options(config, config.adapter_config)
+    assert options["visibility_timeout"] == 7
+    assert "q1" in options["unacked_key"] and "q1" in options["unacked_index_key"]
+
+
+def test_passwords_never_show() -> None:
+    settings = CeleryAdapterConfig(broker_url=AMQP, backend_url=REDIS)
+    assert "s3cret-pw" not in repr(settings)
+    adapter = CeleryAdapter(TaskProcessorConfig(queue_name="q", adapter_config=settings))
+    assert "s3cret-pw" not in repr(adapter)
+    with pytest.raises(ValidationError) as info:
+        CeleryAdapterConfig(broker_url=AMQP, backend_url="rpc://user:s3cret-pw@host")
+    assert "s3cret-pw" not in str(info.value)
+
+
+def test_adapter_config_alone_gives_the_templates_routing_producer() -> None:
+    settings = CeleryAdapterConfig(broker_url=REDIS)
+    assert isinstance(CeleryAdapter(settings), TaskAdapter)
+    bound = CeleryAdapter(settings, "pdf_processing_queue")
+    assert isinstance(bound, CeleryAdapter)
+    assert bound.config.queue_name == "pdf_processing_queue"
