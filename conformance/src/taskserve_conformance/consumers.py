@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from taskserve import TaskProcessorConfig
@@ -117,13 +117,11 @@ class ConsumerPool:
         default_config: TaskProcessorConfig,
         log_dir: Path,
         startup_timeout: float,
-        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.journal = journal
         self.default_config = default_config
         self.log_dir = log_dir
         self.startup_timeout = startup_timeout
-        self.extra_env = dict(extra_env or {})
         self.started: list[ConsumerProcess] = []
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -170,7 +168,7 @@ class ConsumerPool:
 
     def _spawn(self, arguments: list[str], wait: bool) -> ConsumerProcess:
         label = f"consumer-{len(self.started) + 1}"
-        env = {**os.environ, **self.journal.env, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.journal.env, "PYTHONUNBUFFERED": "1"}
         with (
             open(self.log_dir / f"{label}.out", "wb") as stdout,
             open(self.log_dir / f"{label}.err", "wb") as stderr,

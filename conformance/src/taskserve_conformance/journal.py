@@ -53,9 +53,9 @@ def write_event(event: str, **fields: Any) -> None:
         os.close(fd)
 
 
-def gate_is_open(name: str, directory: Path | None = None) -> bool:
-    """Whether the gate ``name`` has been opened."""
-    return ((directory or journal_dir()) / f"{_GATE_PREFIX}{name}").exists()
+def gate_is_open(name: str) -> bool:
+    """Whether the gate ``name`` has been opened (in a consumer process)."""
+    return (journal_dir() / f"{_GATE_PREFIX}{name}").exists()
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,3 @@ class Journal:
     def open_gate(self, name: str) -> None:
         """Release every handler waiting for gate ``name``."""
         (self.directory / f"{_GATE_PREFIX}{name}").touch()
-
-    def gate_is_open(self, name: str) -> bool:
-        """Whether gate ``name`` has been opened."""
-        return gate_is_open(name, self.directory)

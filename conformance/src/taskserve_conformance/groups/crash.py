@@ -83,8 +83,8 @@ class CrashTests:
         def failed_with_a_consumer_restarted() -> bool:
             if producer.get_task_status_sync(task.id).status is TaskState.FAILURE:
                 return True
-            if not consumers.alive():
-                consumers.start(config, concurrency=1)
+            if not consumers.alive():  # no wait: it may die before printing its ready line
+                consumers.start(config, concurrency=1, wait=False)
             return False
 
         wait_until(

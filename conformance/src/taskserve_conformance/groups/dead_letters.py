@@ -26,6 +26,7 @@ from taskserve_conformance.journal import Journal
 from taskserve_conformance.producers import ProducerFactory
 from taskserve_conformance.waiting import (
     hold_for,
+    run_async,
     run_barrier,
     wait_for_status,
     wait_terminal,
@@ -138,6 +139,7 @@ class DeadLetterTests:
         records = _wait_records(producer, 3, deadlines.pickup, DeadLetterKind.FAILED)
         assert [r.task_id for r in records] == ids
         assert [r.task_id for r in producer.list_dead_letters_sync(limit=2)] == ids[:2]
+        assert run_async(producer.list_dead_letters_async(limit=3)) == records
         assert _records(producer, DeadLetterKind.UNPROCESSABLE) == []
 
         assert producer.purge_dead_letters_sync(ids=[records[0].id]) == 1

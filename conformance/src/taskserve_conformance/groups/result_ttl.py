@@ -43,7 +43,6 @@ class ResultTTLTests:
     ) -> None:
         config = make_config(result_ttl_s=TTL_S, max_retries=0)
         producer, deadlines = make_producer(config), Deadlines(config)
-        consumers.start(config)
         succeeded = producer.enqueue_task_sync("echo", ["kept a while"])
         failed = producer.enqueue_task_sync("non_retryable")
         tasks = {succeeded.id: TaskState.SUCCESS, failed.id: TaskState.FAILURE}
@@ -51,6 +50,7 @@ class ResultTTLTests:
             cancelled = producer.enqueue_task_sync("noop")
             producer.cancel_task_sync(cancelled.id)
             tasks[cancelled.id] = TaskState.CANCELLED
+        consumers.start(config)
         for task_id, final in tasks.items():
             wait_for_status(producer, task_id, final, deadlines.run(tasks=2))
         for task_id in tasks:
