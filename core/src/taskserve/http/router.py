@@ -261,16 +261,19 @@ def task_router(
     def cancel(task_id: str) -> Any:
         return _guard(lambda: source.get().cancel_task_sync(task_id))
 
-    @router.api_route(
-        "/retry/{task_id}",
-        methods=["POST", "PUT"],
-        status_code=202,
-        response_model=SubmitResponse,
-        name=f"{name}_retry",
-        summary="Run a task's payload again under a new id",
-    )
     def retry(task_id: str, request: Request) -> Any:
         return _guard(lambda: accepted(request, source.get().retry_task_sync(task_id)))
+
+    for method in ("POST", "PUT"):  # BentoML's clients use PUT
+        router.add_api_route(
+            "/retry/{task_id}",
+            retry,
+            methods=[method],
+            status_code=202,
+            response_model=SubmitResponse,
+            name=f"{name}_retry" if method == "POST" else f"{name}_retry_put",
+            summary="Run a task's payload again under a new id",
+        )
 
     if dead_letters:
 
