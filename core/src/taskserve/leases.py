@@ -54,7 +54,8 @@ class LeaseKeeper:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread once the runner has no task left (or at once if idle)."""
+        """Stop the thread at once; call it once running tasks have finished or
+        been handed back (their leases must no longer be extended)."""
         self._stop.set()
         self._thread.join(timeout)
 
@@ -62,8 +63,7 @@ class LeaseKeeper:
         tick = min(self._lease_s / 3, MAX_TICK_S)
         extend_every = self._lease_s / 3
         last_extend = last_housekeeping = time.monotonic()
-        while not (self._stop.is_set() and self._runner.in_flight == 0):
-            time.sleep(tick)
+        while not self._stop.wait(tick):
             try:
                 running = self._runner.running_task_ids()
                 if running:
