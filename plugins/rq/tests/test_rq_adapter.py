@@ -330,7 +330,9 @@ def test_a_live_lease_is_never_reaped(make_adapter: Callable[..., RQAdapter]) ->
     client.lmove(broker.queue_key, broker.intermediate_key)
     client.zadd(broker.leases_key, {f"{task.id}:exec": time.time() + 60})
     assert broker.reap(grace_s=0) == []
-    assert broker.settle(f"{task.id}:exec", task.id)
+    pipe = client.pipeline()
+    broker.settle(f"{task.id}:exec", task.id, pipe)
+    assert pipe.execute() == [1]
     assert client.llen(broker.intermediate_key) == 0
 
 

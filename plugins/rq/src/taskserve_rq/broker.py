@@ -108,10 +108,11 @@ class RQBroker:
             deadline = time.time() + lease_s
             self.connection.zadd(self.leases_key, dict.fromkeys(members, deadline), xx=True)
 
-    def settle(self, member: str, job_id: str) -> bool:
-        """End a delivery (the ack); False if its lease had already been reaped."""
-        return bool(
-            self._settle(keys=[self.leases_key, self.intermediate_key], args=[member, job_id])
+    def settle(self, member: str, job_id: str, pipeline: redis.client.Pipeline) -> None:
+        """End a delivery (the ack), in ``pipeline``: its fetched entry goes, unless
+        its lease had already been reaped (the job was handed to another consumer)."""
+        self._settle(
+            keys=[self.leases_key, self.intermediate_key], args=[member, job_id], client=pipeline
         )
 
     def release(self, member: str, job_id: str, where: str | float) -> bool:

@@ -245,9 +245,10 @@ class RQConsumer:
                 self._time_limits.pop(message.id, None)
             with self._lock:
                 self._held.pop(member, None)
-        if not delivery.rescheduled and not delivery.released:
-            self._broker.settle(member, job.id)
-        self._end_job(worker, job, None if delivery.rescheduled else outcome)
+        settle = not delivery.rescheduled and not delivery.released
+        self._end_job(
+            worker, job, None if delivery.rescheduled else outcome, member if settle else None
+        )
 
     def _time_limit(self, job: Job) -> float | None:
         timeout = job.timeout
@@ -278,12 +279,21 @@ class RQConsumer:
                 delivery.job_id,
             )
 
-    def _end_job(self, worker: EmbeddedWorker, job: Job, outcome: Outcome | None) -> None:
-        """RQ's bookkeeping after a delivery: the execution leaves the started
-        registry; a job that ran to its end is deleted, or kept with its status
-        for ``job_result_ttl_s``. ``outcome`` None: the job runs again later."""
+    def _end_job(
+        self,
+        worker: EmbeddedWorker,
+        job: Job,
+        outcome: Outcome | None,
+        settle_member: str | None = None,
+    ) -> None:
+        """The ack (with ``settle_member``) and RQ's bookkeeping after a delivery,
+        in one transaction: the execution leaves the started registry; a job that
+        ran to its end is deleted, or kept with its status for
+        ``job_result_ttl_s``. ``outcome`` None: the job runs again later."""
         try:
             with worker.connection.pipeline() as pipe:
+                if settle_member is not None:
+                    self._broker.settle(settle_member, job.id, pipe)
                 worker.cleanup_execution(job, pipeline=pipe)
                 if outcome is None:
                     pipe.hset(job.key, "status", JobStatus.SCHEDULED.value)
