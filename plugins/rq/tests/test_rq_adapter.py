@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from rq import Queue
 from rq.job import Job
 from rq.registry import FinishedJobRegistry
@@ -38,6 +39,7 @@ from taskserve_rq import RQAdapter, RQAdapterConfig
 from taskserve_rq.harness import RQHarness
 from taskserve_rq.job import RUN_TASK, SERIALIZER, decode_job_data
 from taskserve_rq.timeouts import ThreadDeathPenalty
+from taskserve_rq.worker import EmbeddedWorker
 
 REDIS_URL = os.environ.get("TASKSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WAIT_S = 30.0
@@ -356,3 +358,26 @@ def test_a_stopping_consumer_hands_fetched_jobs_back(
     assert set(queue.job_ids) == {running.id, waiting.id}
     assert producer.get_task_status_sync(waiting.id).status is TaskState.PENDING
     consumer.shutdown()
+
+
+def test_a_worker_whose_loop_ends_restarts(
+    make_adapter: Callable[..., RQAdapter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer = make_adapter()
+    failures = iter([redis.ConnectionError("Redis went away")])
+    original = EmbeddedWorker.check_for_suspension
+
+    def flaky(self: EmbeddedWorker, burst: bool) -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        original(self, burst)
+
+    monkeypatch.setattr(EmbeddedWorker, "check_for_suspension", flaky)
+    consumer = _consumer(producer, {"ok": lambda: "ok"})
+    try:
+        _until(lambda: not consumer.health_check_sync().healthy, "the stop went unnoticed")
+        _wait_for(producer, producer.enqueue_task_sync("ok"), TaskState.SUCCESS)
+        assert consumer.health_check_sync().healthy
+    finally:
+        consumer.shutdown()

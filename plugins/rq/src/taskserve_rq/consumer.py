@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 REDELIVERY_DELAY_S = 1.0
 """Pause before a delivery whose outcome could not be recorded runs again."""
 
+MAX_RESTART_DELAY_S = 30.0
+"""Longest wait before a worker whose loop ended (Redis went away) starts again."""
+
 _RQ_STATUS = {
     Outcome.SUCCEEDED: JobStatus.FINISHED,
     Outcome.FAILED: JobStatus.FAILED,
@@ -98,6 +101,7 @@ class RQConsumer:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._held: dict[str, _Delivery] = {}
+        self._restarting = 0
         base = f"taskserve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._workers = [
             EmbeddedWorker(
@@ -136,6 +140,7 @@ class RQConsumer:
         """Whether every worker thread and the lease keeper run."""
         return (
             not self._stopping.is_set()
+            and self._restarting == 0
             and self._keeper.alive()
             and all(thread.is_alive() for thread in self._threads)
         )
@@ -180,16 +185,33 @@ class RQConsumer:
 
     # -- worker threads ----------------------------------------------------------
     def _work(self, worker: EmbeddedWorker) -> None:
-        try:
-            worker.work(with_scheduler=False)
-        except BaseException:
-            logger.exception("taskserve: RQ worker %s stopped unexpectedly", worker.name)
-            raise
-        if not self._stopping.is_set():
+        """Run RQ's work loop; restart it (under a new worker name) with a backoff
+        if it ends before a stop, as it does when Redis goes away. The consumer
+        reports itself not alive while a worker waits to restart."""
+        delay_s, restarts = 1.0, 0
+        while True:
+            try:
+                worker.work(with_scheduler=False)
+            except Exception:
+                logger.exception("taskserve: RQ worker %s failed", worker.name)
+            if self._stopping.is_set():
+                return
+            restarts += 1
             logger.error(
-                "taskserve: RQ worker %s left its work loop; the consumer is unhealthy",
+                "taskserve: RQ worker %s left its work loop; restarting it in %.0fs",
                 worker.name,
+                delay_s,
             )
+            with self._lock:
+                self._restarting += 1
+            try:
+                if self._stopping.wait(delay_s):
+                    return
+            finally:
+                with self._lock:
+                    self._restarting -= 1
+            delay_s = min(delay_s * 2, MAX_RESTART_DELAY_S)
+            worker.name = f"{worker.name.rsplit('~', 1)[0]}~{restarts}"
 
     def _execute(self, worker: EmbeddedWorker, job: Job, queue: Queue) -> None:
         """One delivery of ``job``, in the worker's thread (never raises)."""
