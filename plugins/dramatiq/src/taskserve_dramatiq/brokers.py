@@ -19,6 +19,7 @@ Each adapter builds its own broker (never Dramatiq's global one) with:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+import pika
 import pika.exceptions
 import redis
 from dramatiq.actor import Actor
@@ -305,6 +307,7 @@ class TaskRabbitmqBroker(TaskBroker, RabbitmqBroker):
         *,
         queue_name: str,
         url: str,
+        lease_s: float,
         middleware: list[Middleware],
         current: CurrentDelivery,
         confirm_delivery: bool = True,
@@ -317,7 +320,28 @@ class TaskRabbitmqBroker(TaskBroker, RabbitmqBroker):
             confirm_delivery=confirm_delivery,
             max_priority=max_priority,
         )
+        # Publishing connections keep the URL's settings. Consuming connections
+        # get a heartbeat of one lease (unless the URL sets one): a consumer that
+        # stops answering (frozen, cut off) then loses its connection, and with
+        # it its unacknowledged messages, after about one lease.
+        self.producer_parameters = self.parameters
+        self.parameters = _with_heartbeat(self.parameters, max(math.ceil(lease_s), 1))
         self._init_routing(queue_name, current)
+
+    def _thread_connection(self) -> pika.BlockingConnection:
+        """The publishing connection of the calling thread."""
+        connection = getattr(self.state, "connection", None)
+        if connection is None:
+            connection = pika.BlockingConnection(parameters=self.producer_parameters)
+            self.state.connection = connection
+            self.connections.add(connection)
+        return connection
+
+    connection = property(
+        _thread_connection,
+        None,
+        RabbitmqBroker.connection.fdel,  # type: ignore[attr-defined]
+    )
 
     @property
     def consumer_class(self) -> type[_RabbitmqConsumer]:
@@ -337,6 +361,17 @@ class TaskRabbitmqBroker(TaskBroker, RabbitmqBroker):
     def queue_depth(self) -> int:
         counts = self._on_this_thread(lambda: self.get_queue_message_counts(self.queue_name))
         return int(counts[0]) + int(counts[1])
+
+
+def _with_heartbeat(parameters: Any, heartbeat_s: int) -> Any:
+    """Copies of pika ``parameters`` (one or a list) with ``heartbeat_s`` where
+    none was set."""
+    if isinstance(parameters, list):
+        return [_with_heartbeat(p, heartbeat_s) for p in parameters]
+    changed = copy.copy(parameters)
+    if changed.heartbeat is None:
+        changed.heartbeat = heartbeat_s
+    return changed
 
 
 class _TaskRabbitmqConsumer(_RabbitmqConsumer):
@@ -412,15 +447,9 @@ def build_broker(settings: DramatiqAdapterConfig, config: TaskProcessorConfig) -
     broker = TaskRabbitmqBroker(
         queue_name=config.queue_name,
         url=settings.broker_url,
+        lease_s=config.lease_s,
         middleware=middleware,
         current=current,
         **options,
     )
-    # A consumer that stops answering (frozen, cut off) loses its connection,
-    # and with it its unacknowledged messages, after about one lease; a
-    # heartbeat given in the URL is kept.
-    parameters = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
-    for params in parameters:
-        if params.heartbeat is None:
-            params.heartbeat = max(math.ceil(config.lease_s), 1)
     return broker
