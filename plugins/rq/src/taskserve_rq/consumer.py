@@ -190,12 +190,15 @@ class RQConsumer:
         reports itself not alive while a worker waits to restart."""
         delay_s, restarts = 1.0, 0
         while True:
+            started = time.monotonic()
             try:
                 worker.work(with_scheduler=False)
             except Exception:
                 logger.exception("taskserve: RQ worker %s failed", worker.name)
             if self._stopping.is_set():
                 return
+            if time.monotonic() - started > MAX_RESTART_DELAY_S:
+                delay_s = 1.0  # it had been working: not a crash loop
             restarts += 1
             logger.error(
                 "taskserve: RQ worker %s left its work loop; restarting it in %.0fs",

@@ -46,6 +46,9 @@ class EmbeddedWorker(SimpleWorker):
 
     death_penalty_class = ThreadDeathPenalty
     log_result_lifespan = False
+    max_connection_wait_time = 5.0
+    """Longest pause between fetch attempts while Redis is unreachable (RQ's
+    default, 60 s, would leave a replica idle for a minute after an outage)."""
 
     def __init__(
         self,
