@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from taskserve.config import AdapterConfig
 from taskserve.secrets import RedactedUrl, redact_url
@@ -114,9 +114,37 @@ class DramatiqAdapterConfig(AdapterConfig):
                 return {**data, "results_url": broker_url}
         return data
 
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, url: str) -> str:
+        broker_kind(url)
+        return url
+
+    @field_validator("broker_options")
+    @classmethod
+    def _check_broker_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        broker_url = info.data.get("broker_url")
+        if not isinstance(broker_url, str):
+            return options  # broker_url itself is invalid and reported
+        kind = broker_kind(broker_url)
+        allowed = BROKER_OPTIONS[kind]
+        for key, value in options.items():
+            if key in _DERIVED_OPTIONS:
+                raise ValueError(f"'{key}' cannot be set: {_DERIVED_OPTIONS[key]}")
+            if key not in allowed:
+                raise ValueError(
+                    f"'{key}' is not an option of Dramatiq's {kind} broker; "
+                    f"allowed: {', '.join(sorted(allowed))}"
+                )
+            expected = allowed[key]
+            if type(value) is not expected:
+                raise ValueError(
+                    f"'{key}' must be of type {expected.__name__}, got {type(value).__name__}"
+                )
+        return options
+
     @model_validator(mode="after")
-    def _check_urls_and_options(self) -> DramatiqAdapterConfig:
-        kind = broker_kind(self.broker_url)
+    def _check_results_url(self) -> DramatiqAdapterConfig:
         if self.results_url is None:
             raise ValueError(
                 "results_url is required when the broker is RabbitMQ: give a redis:// URL "
@@ -127,21 +155,6 @@ class DramatiqAdapterConfig(AdapterConfig):
                 f"results_url '{redact_url(self.results_url)}' must be a Redis URL "
                 "(redis://, rediss:// or unix://)"
             )
-        allowed = BROKER_OPTIONS[kind]
-        for key, value in self.broker_options.items():
-            if key in _DERIVED_OPTIONS:
-                raise ValueError(f"broker_options.{key} cannot be set: {_DERIVED_OPTIONS[key]}")
-            if key not in allowed:
-                raise ValueError(
-                    f"broker_options.{key} is not an option of Dramatiq's {kind} broker; "
-                    f"allowed: {', '.join(sorted(allowed))}"
-                )
-            expected = allowed[key]
-            if type(value) is not expected:
-                raise ValueError(
-                    f"broker_options.{key} must be of type {expected.__name__}, "
-                    f"got {type(value).__name__}"
-                )
         return self
 
     @property

@@ -19,7 +19,7 @@ import pika.exceptions
 import redis
 
 from taskserve import TaskProcessorConfig
-from taskserve_conformance.harness import BrokerHarness
+from taskserve_conformance.harness import BrokerHarness  # type: ignore[import-untyped, unused-ignore]
 from taskserve_dramatiq.config import DramatiqAdapterConfig
 
 
@@ -50,7 +50,7 @@ def _dead_letter_keys(config: TaskProcessorConfig) -> list[str]:
     return [f"{prefix}:dlq:{q}:{part}" for q in queues if q for part in ("order", "records")]
 
 
-class DramatiqHarness(BrokerHarness):
+class DramatiqHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
     """Broker-level access to the Redis and RabbitMQ brokers of the Dramatiq adapter."""
 
     def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
