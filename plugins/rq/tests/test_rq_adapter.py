@@ -381,3 +381,35 @@ def test_a_worker_whose_loop_ends_restarts(
         assert consumer.health_check_sync().healthy
     finally:
         consumer.shutdown()
+
+
+def test_a_job_hash_rq_cannot_parse_is_dead_lettered_not_fatal(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    client, broker = producer.store.client, producer.broker
+    bad = {"no-data": {"origin": "x"}, "bad-date": {"data": b"abc", "created_at": "yesterday"}}
+    for job_id, fields in bad.items():
+        client.hset(Job.key_for(job_id), mapping=fields)
+        client.rpush(broker.queue_key, job_id)
+    consumer = _consumer(producer, {"ok": lambda: "ok"})
+    try:
+        _until(
+            lambda: len(producer.list_dead_letters_sync("unprocessable")) == 2,
+            "unparsable jobs were not dead-lettered",
+        )
+        raws = sorted(r.raw or b"" for r in producer.list_dead_letters_sync("unprocessable"))
+        assert raws == [b"", b"abc"]
+        _wait_for(producer, producer.enqueue_task_sync("ok"), TaskState.SUCCESS)
+        assert consumer.health_check_sync().healthy
+    finally:
+        consumer.shutdown()
+
+
+def test_a_task_id_rq_refuses_is_refused_before_anything_is_stored(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    with pytest.raises(ConfigError, match="RQ job id"):
+        producer.enqueue_task_sync("t", task_id="has:colon")
+    assert producer.get_metrics_sync().queue_depth == 0

@@ -31,6 +31,7 @@ from taskserve.stores.redis_store import RedisTaskStore
 from taskserve_rq.broker import RQBroker
 from taskserve_rq.config import RQAdapterConfig
 from taskserve_rq.consumer import RQConsumer
+from taskserve_rq.job import valid_job_id
 from taskserve_rq.timeouts import time_limited
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,11 @@ class RQAdapter(TaskProcessorAdapter):
         self.store.ping()
 
     def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
+        if not valid_job_id(message.id):
+            raise ConfigError(
+                f"task id {message.id!r} cannot be an RQ job id: use letters, digits, "
+                "'_' and '-' only"
+            )
         result, created = self.store.create(message, idempotency_key)
         if not created:
             return result

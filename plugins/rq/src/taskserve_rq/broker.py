@@ -25,7 +25,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from taskserve.serialization import TaskMessage
 from taskserve_rq import _scripts as scripts
-from taskserve_rq.job import RUN_TASK, SERIALIZER, job_arguments
+from taskserve_rq.job import RUN_TASK, SERIALIZER, TaskJob, job_arguments
 from taskserve_rq.timeouts import ThreadDeathPenalty
 
 PROMOTE_BATCH = 500
@@ -49,6 +49,7 @@ class RQBroker:
             queue_name,
             connection=connection,
             serializer=SERIALIZER,
+            job_class=TaskJob,
             death_penalty_class=ThreadDeathPenalty,
         )
         self.job_timeout_s = job_timeout_s

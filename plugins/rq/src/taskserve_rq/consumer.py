@@ -102,6 +102,8 @@ class RQConsumer:
         self._lock = threading.Lock()
         self._held: dict[str, _Delivery] = {}
         self._restarting = 0
+        self._reap_every_s = max(MAX_TICK_S, config.lease_s / 10)
+        self._last_reap = 0.0
         base = f"taskserve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._workers = [
             EmbeddedWorker(
@@ -355,6 +357,10 @@ class RQConsumer:
 
     def _housekeeping(self) -> None:
         self._broker.promote_due()
+        now = time.monotonic()
+        if now - self._last_reap < self._reap_every_s:
+            return
+        self._last_reap = now
         requeued = self._broker.reap(grace_s=self._lease_s)
         if requeued:
             logger.warning(

@@ -11,8 +11,11 @@ taskserve runner, which dead-letters it as unprocessable with its payload.
 from __future__ import annotations
 
 import json
+import logging
+import zlib
 from typing import Any
 
+from rq.job import JOB_ID_PATTERN, Job
 from rq.serializers import JSONSerializer
 
 from taskserve.errors import PayloadError
@@ -23,6 +26,36 @@ RUN_TASK = "taskserve_rq.job.run_task"
 
 SERIALIZER = JSONSerializer
 """RQ serializer of job data and metadata."""
+
+logger = logging.getLogger(__name__)
+
+
+def valid_job_id(task_id: str) -> bool:
+    """Whether RQ accepts ``task_id`` as a job id (letters, digits, ``_``, ``-``)."""
+    return JOB_ID_PATTERN.fullmatch(task_id) is not None
+
+
+class TaskJob(Job):
+    """RQ's job, tolerant of a hash it cannot parse.
+
+    RQ raises while fetching such a job, which stops the worker that fetched
+    it, again on every redelivery. This class keeps whatever ``data`` bytes the
+    hash has (none: empty bytes) so the job reaches the runner, which
+    dead-letters it as undecodable.
+    """
+
+    def restore(self, raw_data: dict[bytes, bytes]) -> Any:
+        """Load the hash as RQ does, or only its data bytes if RQ cannot."""
+        try:
+            return super().restore(raw_data)
+        except Exception as e:
+            logger.warning("taskserve: RQ cannot parse job %s (%s); keeping its bytes", self.id, e)
+            data = raw_data.get(b"data", b"")
+            try:
+                self.data = zlib.decompress(data)
+            except zlib.error:
+                self.data = data
+            return None
 
 
 def run_task(message: dict[str, Any]) -> None:

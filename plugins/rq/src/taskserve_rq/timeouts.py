@@ -18,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import heapq
 import inspect
+import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,14 +35,66 @@ class TimeLimitReached(BaseTimeoutException):
     """Raised asynchronously into a thread whose time limit passed."""
 
 
+class _Watchdog:
+    """One daemon thread firing the death penalties whose time has come.
+
+    Arming a penalty only pushes it on a heap: the guarded thread never starts
+    a thread or waits on one, so the exception cannot land inside threading's
+    own code while the penalty is being set up.
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._heap: list[tuple[float, int, ThreadDeathPenalty]] = []
+        self._count = itertools.count()
+        self._cancelled = 0
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, deadline: float, penalty: ThreadDeathPenalty) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (deadline, next(self._count), penalty))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="taskserve-rq-timeouts", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def cancelled(self) -> None:
+        """A penalty left its block; drop the cancelled ones once they are many."""
+        with self._wake:
+            self._cancelled += 1
+            if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
+                self._heap = [entry for entry in self._heap if entry[2].armed]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap:
+                    self._wake.wait()
+                deadline, _, penalty = self._heap[0]
+                wait_s = deadline - time.monotonic()
+                if wait_s > 0:
+                    self._wake.wait(wait_s)
+                    continue
+                heapq.heappop(self._heap)
+            penalty.fire()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class ThreadDeathPenalty(BaseDeathPenalty):
     """A death penalty for any thread (RQ's ``death_penalty_class`` interface).
 
-    A timer raises ``exception`` in the entering thread once ``timeout``
-    seconds pass. Leaving the block disarms it under a lock, so the exception
-    never lands after the block. Like every asynchronous exception it takes
-    effect between Python bytecodes: a handler blocked in one long C call
-    (``time.sleep(3600)``) sees it only when that call returns.
+    Once ``timeout`` seconds pass, a watchdog thread raises ``exception`` in
+    the thread that entered the block. Leaving the block disarms it under a
+    lock, so the exception never lands after the block. Like every
+    asynchronous exception it takes effect between Python bytecodes: a handler
+    blocked in one long C call (``time.sleep(3600)``) sees it only when that
+    call returns.
     """
 
     def __init__(
@@ -52,27 +107,30 @@ class ThreadDeathPenalty(BaseDeathPenalty):
         self._thread_id = threading.get_ident()
         self._lock = threading.Lock()
         self._armed = False
-        self._timer: threading.Timer | None = None
+
+    @property
+    def armed(self) -> bool:
+        """Whether the penalty can still fire."""
+        return self._armed
 
     def setup_death_penalty(self) -> None:
-        """Arm the timer for the current thread (no limit when timeout <= 0)."""
+        """Arm the penalty for the current thread (no limit when timeout <= 0)."""
         if self._timeout is None or self._timeout <= 0:
             return
         self._thread_id = threading.get_ident()
-        self._armed = True
-        self._timer = threading.Timer(self._timeout, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        with self._lock:
+            self._armed = True
+        _WATCHDOG.schedule(time.monotonic() + self._timeout, self)
 
     def cancel_death_penalty(self) -> None:
-        """Disarm the timer; after this returns no exception can be raised."""
+        """Disarm; after this returns no exception can be raised."""
         with self._lock:
-            self._armed = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            was_armed, self._armed = self._armed, False
+        if was_armed:
+            _WATCHDOG.cancelled()
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
+        """Raise the exception in the guarded thread if it is still in the block."""
         with self._lock:
             if not self._armed:
                 return

@@ -32,7 +32,7 @@ from rq.job import Job
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from taskserve_rq.job import SERIALIZER
+from taskserve_rq.job import SERIALIZER, TaskJob
 from taskserve_rq.timeouts import ThreadDeathPenalty
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class EmbeddedWorker(SimpleWorker):
             name=name,
             connection=queue.connection,
             serializer=SERIALIZER,
+            job_class=TaskJob,
             worker_ttl=dequeue_timeout_s + 15,
             log_job_description=False,
             disable_default_exception_handler=True,
