@@ -143,7 +143,7 @@ class ServeProbe:
             adapter.__dict__.pop("_ping", None)
 
 
-# -- session fixtures ---------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
