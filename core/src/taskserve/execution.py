@@ -283,11 +283,17 @@ class TaskRunner:
             finally:
                 reset_current_task(token)
 
-        future = asyncio.run_coroutine_threadsafe(run_with_context(), loop)
+        coroutine = run_with_context()
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
         running.future = future
         if running.context.cancelled:  # cancelled between registration and now
             future.cancel()
-        return future.result()
+        try:
+            return future.result()
+        finally:
+            # A future cancelled before the loop took it never starts the
+            # coroutine; closing it avoids a "never awaited" warning.
+            coroutine.close()
 
     def _handle_error(
         self,
