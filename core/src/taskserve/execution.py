@@ -13,7 +13,6 @@ not be acknowledged, so it is delivered again.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import enum
 import inspect
 import threading
@@ -121,12 +120,22 @@ class _Running:
 
     def __init__(self, context: TaskContext) -> None:
         self.context = context
-        self.future: concurrent.futures.Future[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
 
     def cancel(self) -> None:
+        """Set the cancel flag and, for an async handler, cancel its asyncio task.
+
+        The flag is set first: a coroutine that has not taken its first step
+        yet sees it and stops at once.
+        """
         self.context.request_cancel()
-        if self.future is not None:
-            self.future.cancel()
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 class TaskRunner:
@@ -279,23 +288,19 @@ class TaskRunner:
             loop = self._async_loop.loop
 
         async def run_with_context() -> Any:
+            running.task = asyncio.current_task()
+            if running.context.cancelled:
+                raise asyncio.CancelledError
             token = set_current_task(running.context)
             try:
                 return await handler(*message.args, **message.kwargs)
             finally:
                 reset_current_task(token)
 
-        coroutine = run_with_context()
-        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-        running.future = future
-        if running.context.cancelled:  # cancelled between registration and now
-            future.cancel()
-        try:
-            return future.result()
-        finally:
-            # A future cancelled before the loop took it never starts the
-            # coroutine; closing it avoids a "never awaited" warning.
-            coroutine.close()
+        running.loop = loop
+        # The future ends only once the coroutine has really stopped, so a
+        # cancelled handler's cleanup has run before CANCELLED is recorded.
+        return asyncio.run_coroutine_threadsafe(run_with_context(), loop).result()
 
     def _handle_error(
         self,
