@@ -1,6 +1,6 @@
 """Benchmark of the RQ adapter (not part of the tests).
 
-    python bench/bench_rq.py [--tasks 2000] [--lease 2] [--redis-url redis://127.0.0.1:6379/0]
+    python bench/bench_rq.py [--tasks 1000] [--rounds 3] [--lease 2] [--redis-url redis://127.0.0.1:6379/0]
 
 1. No-op task throughput, in one run, of:
    * taskserve-rq (one embedded worker thread: concurrency 1),
@@ -191,7 +191,7 @@ def run_consumer(config_json: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each; the median counts")
     parser.add_argument("--lease", type=float, default=2.0, help="lease_s of the crash test")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")

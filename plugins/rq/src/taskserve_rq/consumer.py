@@ -69,8 +69,10 @@ class _Delivery:
 
     job_id: str
     member: str
-    rescheduled: bool = False
     released: bool = False
+    """Handed back (retry, stop, failed recording): the job is no longer ours to end."""
+    waits_as: JobStatus = JobStatus.QUEUED
+    """RQ status of a job handed back: queued, or scheduled for later."""
 
 
 class RQConsumer:
@@ -265,17 +267,17 @@ class RQConsumer:
                     job.id,
                 )
                 self._redeliver_later(delivery, message)
-                self._end_job(worker, job, None)
+                self._end_job(worker, job, delivery.waits_as)
                 return
         finally:
             if message is not None:
                 self._time_limits.pop(message.id, None)
             with self._lock:
                 self._held.pop(member, None)
-        settle = not delivery.rescheduled and not delivery.released
-        self._end_job(
-            worker, job, None if delivery.rescheduled else outcome, member if settle else None
-        )
+        if delivery.released:  # handed back meanwhile: another delivery will end the job
+            self._end_job(worker, job, delivery.waits_as)
+        else:
+            self._end_job(worker, job, outcome, member)
 
     def _time_limit(self, job: Job) -> float | None:
         timeout = job.timeout
@@ -288,7 +290,7 @@ class RQConsumer:
         where: str | float = time.time() + delay_s if delay_s > 0 else "back"
         with self._lock:
             delivery.released = True
-        delivery.rescheduled = True
+            delivery.waits_as = JobStatus.QUEUED if where == "back" else JobStatus.SCHEDULED
         self._broker.release(delivery.member, delivery.job_id, where)
 
     def _redeliver_later(self, delivery: _Delivery, message: TaskMessage | None) -> None:
@@ -296,6 +298,7 @@ class RQConsumer:
             if delivery.released:
                 return
             delivery.released = True
+            delivery.waits_as = JobStatus.SCHEDULED
         try:
             if message is not None:
                 self._store.release(message.id)
@@ -310,20 +313,21 @@ class RQConsumer:
         self,
         worker: EmbeddedWorker,
         job: Job,
-        outcome: Outcome | None,
+        outcome: Outcome | JobStatus,
         settle_member: str | None = None,
     ) -> None:
         """The ack (with ``settle_member``) and RQ's bookkeeping after a delivery,
         in one transaction: the execution leaves the started registry; a job that
         ran to its end is deleted, or kept with its status for
-        ``job_result_ttl_s``. ``outcome`` None: the job runs again later."""
+        ``job_result_ttl_s``. ``outcome`` a JobStatus: the job was handed back
+        and waits with that status, in the queue or the scheduled registry."""
         try:
             with worker.connection.pipeline() as pipe:
                 if settle_member is not None:
                     self._broker.settle(settle_member, job.id, pipe)
                 worker.cleanup_execution(job, pipeline=pipe)
-                if outcome is None:
-                    pipe.hset(job.key, "status", JobStatus.SCHEDULED.value)
+                if isinstance(outcome, JobStatus):
+                    pipe.hset(job.key, "status", outcome.value)
                 else:
                     self._dispose(job, outcome, pipe)
                     if outcome is Outcome.SUCCEEDED:
