@@ -21,7 +21,7 @@ import pytest
 import redis
 from rq import Queue
 from rq.job import Job
-from rq.registry import FinishedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.timeouts import JobTimeoutException
 
 from taskserve import (
@@ -249,16 +249,21 @@ def test_thread_death_penalty_never_fires_after_its_block() -> None:
 def test_rq_keeps_its_job_record_for_job_result_ttl(
     make_adapter: Callable[..., RQAdapter],
 ) -> None:
-    producer = make_adapter(adapter_config={"job_result_ttl_s": 60})
-    consumer = _consumer(producer, {"ok": lambda: "done"})
+    producer = make_adapter(max_retries=0, adapter_config={"job_result_ttl_s": 60})
+    consumer = _consumer(producer, {"ok": lambda: "done", "fail": lambda: 1 / 0})
     try:
-        task = producer.enqueue_task_sync("ok")
-        _wait_for(producer, task, TaskState.SUCCESS)
-        client = producer.store.client
-        _until(lambda: client.hget(Job.key_for(task.id), "status") == b"finished", "not finished")
-        registry = FinishedJobRegistry(producer.config.queue_name, connection=client)
-        assert task.id in registry.get_job_ids()
-        assert 0 < client.ttl(Job.key_for(task.id)) <= 60
+        done, failed = producer.enqueue_task_sync("ok"), producer.enqueue_task_sync("fail")
+        _wait_for(producer, done, TaskState.SUCCESS)
+        _wait_for(producer, failed, TaskState.FAILURE)
+        client, queue = producer.store.client, producer.config.queue_name
+        for task, status, registry in (
+            (done, b"finished", FinishedJobRegistry(queue, connection=client)),
+            (failed, b"failed", FailedJobRegistry(queue, connection=client)),
+        ):
+            key = Job.key_for(task.id)
+            _until(lambda key=key, status=status: client.hget(key, "status") == status, "status")
+            assert task.id in registry.get_job_ids()
+            assert 0 < client.ttl(key) <= 60
     finally:
         consumer.shutdown()
 

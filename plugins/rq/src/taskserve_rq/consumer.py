@@ -36,6 +36,7 @@ import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry
+from rq.utils import now, utcformat
 
 from taskserve.config import TaskProcessorConfig
 from taskserve.execution import Outcome, TaskRunner
@@ -344,12 +345,12 @@ class RQConsumer:
             pipe.delete(job.key, job.execution_registry.key)
             return
         status = _RQ_STATUS.get(outcome, JobStatus.FAILED)
-        pipe.hset(job.key, "status", status.value)
         registry_class = {
             JobStatus.FINISHED: FinishedJobRegistry,
             JobStatus.CANCELED: CanceledJobRegistry,
         }.get(status, FailedJobRegistry)
         registry_class(queue=self._broker.queue).add(job, ttl=ttl, pipeline=pipe)
+        pipe.hset(job.key, mapping={"status": status.value, "ended_at": utcformat(now())})
         pipe.expire(job.key, ttl)
 
     # -- lease keeper callbacks ------------------------------------------------------
