@@ -21,7 +21,7 @@ import pytest
 import redis
 from rq import Queue
 from rq.job import Job
-from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.timeouts import JobTimeoutException
 
 from taskserve import (
@@ -418,3 +418,31 @@ def test_a_task_id_rq_refuses_is_refused_before_anything_is_stored(
     with pytest.raises(ConfigError, match="RQ job id"):
         producer.enqueue_task_sync("t", task_id="has:colon")
     assert producer.get_metrics_sync().queue_depth == 0
+
+
+def test_a_long_task_keeps_its_lease_and_rq_started_entry(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter(lease_s=1.0)
+    release, runs = threading.Event(), []
+
+    def long() -> int:
+        runs.append(1)
+        release.wait(WAIT_S)
+        return len(runs)
+
+    consumer = _consumer(producer, {"long": long})
+    try:
+        task = producer.enqueue_task_sync("long")
+        _wait_for(producer, task, TaskState.STARTED)
+        started = StartedJobRegistry(producer.config.queue_name, connection=producer.store.client)
+        watch_until = time.monotonic() + 3.0  # three leases: one not renewed would be reaped
+        while time.monotonic() < watch_until:
+            assert runs == [1] and producer.broker.in_flight() == 1
+            assert started.get_job_ids(cleanup=True) == [task.id]  # RQ's cleanup keeps it
+            time.sleep(0.1)
+        release.set()
+        assert _wait_for(producer, task, TaskState.SUCCESS).result == 1
+    finally:
+        release.set()
+        consumer.shutdown()

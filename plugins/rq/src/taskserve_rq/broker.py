@@ -31,6 +31,9 @@ from taskserve_rq.timeouts import ThreadDeathPenalty
 PROMOTE_BATCH = 500
 """Most scheduled jobs moved to the queue by one promotion."""
 
+RQ_HEARTBEAT_SLACK_S = 60
+"""Margin RQ itself adds to a started job's heartbeat deadline."""
+
 
 class RQBroker:
     """RQ's keys of one queue, and the atomic moves between them."""
@@ -104,10 +107,19 @@ class RQBroker:
         pipeline.zadd(self.leases_key, {member: time.time() + lease_s})
 
     def extend(self, members: list[str], lease_s: float) -> None:
-        """Renew the leases of deliveries this consumer still holds."""
+        """Renew the leases of deliveries this consumer still holds, and their
+        entries in RQ's started registry (so RQ's own cleanup, run by ``rq info``
+        or a dashboard, never takes a live delivery for an abandoned one)."""
         if members:
             deadline = time.time() + lease_s
-            self.connection.zadd(self.leases_key, dict.fromkeys(members, deadline), xx=True)
+            pipe = self.connection.pipeline(transaction=False)
+            pipe.zadd(self.leases_key, dict.fromkeys(members, deadline), xx=True)
+            pipe.zadd(
+                self.started_key,
+                dict.fromkeys(members, deadline + RQ_HEARTBEAT_SLACK_S),
+                xx=True,
+            )
+            pipe.execute()
 
     def settle(self, member: str, job_id: str, pipeline: redis.client.Pipeline) -> None:
         """End a delivery (the ack), in ``pipeline``: its fetched entry goes, unless
