@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import zlib
 from typing import Any
 
-from rq.job import JOB_ID_PATTERN, Job
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from taskserve.errors import PayloadError
@@ -27,12 +28,15 @@ RUN_TASK = "taskserve_rq.job.run_task"
 SERIALIZER = JSONSerializer
 """RQ serializer of job data and metadata."""
 
+JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
+"""Job ids RQ accepts."""
+
 logger = logging.getLogger(__name__)
 
 
 def valid_job_id(task_id: str) -> bool:
     """Whether RQ accepts ``task_id`` as a job id (letters, digits, ``_``, ``-``)."""
-    return JOB_ID_PATTERN.fullmatch(task_id) is not None
+    return JOB_ID.fullmatch(task_id) is not None
 
 
 class TaskJob(Job):
