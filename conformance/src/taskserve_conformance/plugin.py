@@ -138,6 +138,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 # -- fixtures an adapter author overrides --------------------------------------
+@pytest.fixture(scope="session")
+def serve_instance() -> Iterator[str]:
+    """One local Ray and Serve shared by every Serve test of the run; its HTTP URL."""
+    from taskserve_conformance.serve import start_serve_session
+
+    yield from start_serve_session()
+
+
 @pytest.fixture
 def adapter_config() -> Mapping[str, Any] | AdapterConfig:
     """The adapter's settings. Override it (most adapters need a broker URL)."""

@@ -84,7 +84,9 @@ class ServeProbe:
     def _mark(self, kind: str) -> None:
         task = current_task()
         marker = self.marker_dir / f"{task.id}.{kind}.{task.attempt}"
-        marker.write_text(f"{self.replica_tag} {os.getpid()}")
+        partial = marker.with_name(f".{marker.name}.{os.getpid()}.partial")
+        partial.write_text(f"{self.replica_tag} {os.getpid()}")
+        partial.replace(marker)  # atomic: readers never see a half-written marker
 
     @task_handler
     def echo(self, value: Any) -> Any:
@@ -216,6 +218,36 @@ def _running_replicas(app: str, deployment: str = "consumer") -> int:
     return _replica_states(app, deployment).get("RUNNING", 0)
 
 
+def start_serve_session() -> Iterator[str]:
+    """Start one local Ray and Serve, yield the HTTP base URL, then shut down.
+
+    Backs the session fixture ``serve_instance`` of
+    :mod:`taskserve_conformance.plugin`, so every Serve test class of a run
+    shares one Serve instance (and one HTTP port).
+    """
+    ray = pytest.importorskip("ray", reason="the Serve group needs ray[serve]")
+    from ray import serve
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            num_cpus=RAY_LOGICAL_CPUS,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=bool(os.environ.get(RAY_LOGS_ENV)),
+        )
+    port = _free_port()
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        logging_config={"log_level": "WARNING"},
+    )
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()  # type: ignore[no-untyped-call]
+    if started_here:
+        ray.shutdown()
+
+
 # -- the group ----------------------------------------------------------------------
 class ServeConformance:
     """The Serve group of the conformance suite, as a mixin test class.
@@ -236,32 +268,6 @@ class ServeConformance:
         """
         raise NotImplementedError
         yield  # pragma: no cover
-
-    @pytest.fixture(scope="session")
-    @classmethod
-    def serve_instance(cls) -> Iterator[str]:
-        """One local Ray and Serve for the test session; the HTTP base URL."""
-        ray = pytest.importorskip("ray", reason="the Serve group needs ray[serve]")
-        from ray import serve
-
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(
-                num_cpus=RAY_LOGICAL_CPUS,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=bool(os.environ.get(RAY_LOGS_ENV)),
-            )
-        port = _free_port()
-        serve.start(
-            http_options={"host": "127.0.0.1", "port": port},
-            logging_config={"log_level": "WARNING"},
-        )
-        yield f"http://127.0.0.1:{port}"
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        if started_here:
-            ray.shutdown()
 
     @pytest.fixture
     def serve_apps(
