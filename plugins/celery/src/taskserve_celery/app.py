@@ -10,7 +10,6 @@ never restores another queue's messages.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,8 +24,10 @@ from taskserve.serialization import TaskMessage
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_celery.wire import send_task_arguments
 
-RESTORE_MUTEX_EXPIRE_S = 10
-"""Longest a crashed consumer can block others from restoring expired messages."""
+RESTORE_MUTEX_EXPIRE_S = 1
+"""Longest a consumer that died (or froze) while restoring expired messages keeps
+the others from restoring them. Restoring twice at once is safe (each message is
+moved back in a transaction), so the lock only saves duplicate scans."""
 
 
 def unacked_keys(settings: CeleryAdapterConfig, queue_name: str) -> dict[str, str]:
@@ -45,7 +46,7 @@ def transport_options(config: TaskProcessorConfig, settings: CeleryAdapterConfig
     if settings.broker_kind is BrokerKind.REDIS:
         options.update(unacked_keys(settings, config.queue_name))
         options["visibility_timeout"] = config.lease_s
-        options["unacked_mutex_expire"] = max(RESTORE_MUTEX_EXPIRE_S, math.ceil(config.lease_s))
+        options["unacked_mutex_expire"] = RESTORE_MUTEX_EXPIRE_S
     else:
         options["confirm_publish"] = True
     options.update(settings.broker_transport_options or {})

@@ -19,10 +19,13 @@ their late acknowledgement is dropped.
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import Celery
@@ -55,6 +58,17 @@ HOUSEKEEPING_EVERY_S = 0.25
 """How often due retries are published (bounds the lateness of a retry)."""
 
 
+class _Settle(enum.Enum):
+    """How a delivery ends on the broker."""
+
+    ACK = "acknowledge"
+    HAND_BACK = "hand back"
+    """Requeue where it was: an unstarted task at a stop."""
+    RESEND = "resend"
+    """Deliver again later, behind the tasks queued meanwhile: its outcome could
+    not be recorded, and it must not block the queue while that lasts."""
+
+
 class _Delivery:
     """One fetched message, until it is acknowledged or handed back."""
 
@@ -81,7 +95,16 @@ class CeleryConsumer:
         concurrency: int,
         publish: Callable[[TaskMessage], None],
     ) -> None:
-        self.wire_lock = threading.Lock()
+        # py-amqp connections are not thread-safe: acknowledgements from the pool
+        # threads and the consumer thread's own writes take turns. kombu's Redis
+        # transport acknowledges through pooled Redis connections instead.
+        self.wire_lock: AbstractContextManager[Any] = (
+            threading.Lock() if broker_kind is BrokerKind.AMQP else contextlib.nullcontext()
+        )
+        self._settling = threading.Lock()
+        self._resend_copies = broker_kind is BrokerKind.AMQP
+        self._app = app
+        self._concurrency = concurrency
         self._config = config
         self._store = store
         self._delays = delays
@@ -166,6 +189,11 @@ class CeleryConsumer:
     def exit_wanted(self) -> bool:
         return self._exit.is_set()
 
+    def wait_for_capacity(self, timeout: float) -> None:
+        with self._idle:
+            if len(self._deliveries) >= self._concurrency:
+                self._idle.wait(timeout)
+
     def on_message(self, message: Any) -> None:
         if self._stop_fetching.is_set():
             self._hand_back(message)
@@ -177,13 +205,13 @@ class CeleryConsumer:
             self._worker.submit(self._deliver, delivery)
         except Exception:
             logger.exception("taskserve-celery: the worker pool refused a delivery")
-            self._finish(delivery, requeue=True)
+            self._finish(delivery, _Settle.HAND_BACK)
 
     def hand_back_unsettled(self) -> None:
         with self._idle:
             unsettled = list(self._deliveries)
         for delivery in unsettled:
-            self._settle(delivery, requeue=True)
+            self._settle(delivery, _Settle.HAND_BACK)
         self._handed_back.set()
 
     def on_poison(self, error: Exception) -> None:
@@ -213,7 +241,7 @@ class CeleryConsumer:
                 self._config.queue_name,
             )
             if self._stop_fetching.is_set():
-                self._finish(delivery, requeue=True)
+                self._finish(delivery, _Settle.HAND_BACK)
                 return
             attempt = 1
             if isinstance(payload, TaskMessage):
@@ -234,35 +262,63 @@ class CeleryConsumer:
                         "taskserve-celery: could not release task %s", delivery.task_id
                     )
             self._stop_fetching.wait(REDELIVERY_DELAY_S)
-            self._finish(delivery, requeue=True)
+            self._finish(delivery, _Settle.RESEND)
         else:
-            self._finish(delivery, requeue=False)
+            self._finish(delivery, _Settle.ACK)
 
-    def _finish(self, delivery: _Delivery, requeue: bool) -> None:
+    def _finish(self, delivery: _Delivery, how: _Settle) -> None:
         try:
-            self._settle(delivery, requeue)
+            self._settle(delivery, how)
         finally:
             with self._idle:
                 self._deliveries.discard(delivery)
                 self._idle.notify_all()
 
-    def _settle(self, delivery: _Delivery, requeue: bool) -> None:
-        with self.wire_lock:
+    def _settle(self, delivery: _Delivery, how: _Settle) -> None:
+        with self._settling:
             if delivery.settled:
                 return
             delivery.settled = True
-            try:
-                if requeue:
-                    delivery.message.reject(requeue=True)
+        message = delivery.message
+        try:
+            if how is _Settle.RESEND and self._resend_copies:
+                # RabbitMQ requeues a rejected message at the head of the queue,
+                # where it would be fetched again at once: publish a copy at the
+                # tail instead, then acknowledge the original.
+                self._resend(message)
+                how = _Settle.ACK
+            with self.wire_lock:
+                if how is _Settle.ACK:
+                    message.ack()
                 else:
-                    delivery.message.ack()
-            except Exception as e:
-                logger.warning(
-                    "taskserve-celery: could not %s task %s (%r); the broker will deliver it again",
-                    "hand back" if requeue else "acknowledge",
-                    delivery.task_id or "(undecoded)",
-                    e,
-                )
+                    # kombu's Redis transport puts a rejected message at the tail.
+                    message.reject(requeue=True)
+        except Exception as e:
+            logger.warning(
+                "taskserve-celery: could not %s task %s (%r); the broker will deliver it again",
+                how.value,
+                delivery.task_id or "(undecoded)",
+                e,
+            )
+
+    def _resend(self, message: Any) -> None:
+        properties = {
+            key: message.properties[key]
+            for key in ("correlation_id", "reply_to", "priority")
+            if message.properties.get(key) is not None
+        }
+        with self._app.producer_or_acquire() as producer:
+            producer.publish(
+                message.body,
+                exchange=self._config.queue_name,
+                routing_key=self._config.queue_name,
+                headers=message.headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                delivery_mode=2,
+                retry=True,
+                **properties,
+            )
 
     def _hand_back(self, message: Any) -> None:
         with self.wire_lock:

@@ -28,6 +28,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from celery import Celery, bootsteps
@@ -47,7 +48,7 @@ DRAIN_TIMEOUT_S = 0.2
 class DeliveryHandler(Protocol):
     """What the embedded worker's consumer thread calls."""
 
-    wire_lock: threading.Lock
+    wire_lock: AbstractContextManager[Any]
     """Held around every write on the consumer's broker connection."""
 
     def on_message(self, message: Any) -> None:
@@ -58,6 +59,9 @@ class DeliveryHandler(Protocol):
 
     def exit_wanted(self) -> bool:
         """True once the consumer thread must hand back what it holds and end."""
+
+    def wait_for_capacity(self, timeout: float) -> None:
+        """Return once a pool slot is free, or after ``timeout`` seconds."""
 
     def hand_back_unsettled(self) -> None:
         """Requeue every delivery not yet acknowledged (consumer thread)."""
@@ -130,6 +134,10 @@ class _TaskserveConsumer(Consumer):  # type: ignore[misc]
             if qos.prev != qos.value:
                 with handler.wire_lock:
                     qos.update()
+            # While every slot is busy nothing can be fetched; wait for a slot to
+            # free instead of on the broker (kombu's Redis transport would not
+            # notice the freed slot before its poll timed out).
+            handler.wait_for_capacity(DRAIN_TIMEOUT_S)
             try:
                 if beats:
                     with handler.wire_lock:
