@@ -1,0 +1,19 @@
+"""Benchmarks of taskserve: every adapter against its raw engine and Ray's built-in.
+
+``python -m bench`` (``make bench``) runs everything in one go and writes
+``bench/RESULTS.md`` and ``bench/throughput.png``; ``--quick`` is a short run.
+The benchmarks are never part of the test suite (a smoke test keeps the
+harness working).
+
+Modules, one job each:
+
+- :mod:`bench.tasks` - the tasks every system runs;
+- :mod:`bench.engines` - one module per system (taskserve's adapters, raw
+  Celery, raw Dramatiq, raw RQ, Ray's built-in Celery adapter): a producer
+  session in this process and the command of its consumer process;
+- :mod:`bench.runner` - the one runner: N tasks through one system,
+  throughput and enqueue-to-SUCCESS-visible latency;
+- :mod:`bench.scenarios` - crash-to-redelivery, ``serve.run`` to first
+  SUCCESS, and the autoscaling comparison;
+- :mod:`bench.report`, :mod:`bench.plot`, :mod:`bench.machine` - the results.
+"""

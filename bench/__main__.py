@@ -1,0 +1,5 @@
+"""``python -m bench``: run the benchmarks and write the results."""
+
+from bench.cli import main
+
+main()

@@ -1,0 +1,283 @@
+"""``RESULTS.md``: the results of one benchmark run as Markdown."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.brokers import SQLITE_FILE
+from bench.compare import Ratio, Summary, ratios, summaries
+from bench.contenders import Contender
+from bench.results import Results
+from bench.scenarios.autoscaling import AUTOSCALING_SETTINGS, POLL_INTERVAL_S
+from bench.stats import Spread
+from bench.tasks import TASK_LABELS
+
+_BROKER_NAMES = {SQLITE_FILE: "file", "redis": "Redis", "rabbitmq": "RabbitMQ"}
+DASH = "\u2013"
+"""En dash, for ranges and empty cells."""
+TIMES = "\u00d7"
+
+
+def _where(contender: Contender) -> str:
+    return f"{contender.engine}, {_BROKER_NAMES[contender.broker]}"
+
+
+def _rate(spread: Spread) -> str:
+    if spread.count == 1:
+        return f"{spread.median:,.0f}"
+    return f"{spread.median:,.0f} ({spread.low:,.0f}{DASH}{spread.high:,.0f})"
+
+
+def _ms(spread: Spread | None) -> str:
+    if spread is None:
+        return DASH
+    if spread.count == 1:
+        return f"{spread.median * 1000:.1f}"
+    return f"{spread.median * 1000:.1f} ({spread.low * 1000:.1f}{DASH}{spread.high * 1000:.1f})"
+
+
+def _seconds(values: Sequence[float]) -> str:
+    return _rate_s(Spread.of(values)) if values else DASH
+
+
+def _rate_s(spread: Spread) -> str:
+    if spread.count == 1:
+        return f"{spread.median:.2f} s"
+    return f"{spread.median:.2f} s ({spread.low:.2f}{DASH}{spread.high:.2f})"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def ratio_table(pairs: Sequence[Ratio]) -> list[str]:
+    """taskserve against each other system: throughput and latency side by side."""
+    rows = []
+    for pair in pairs:
+        ours, other = pair.taskserve, pair.other
+        p50 = DASH
+        if ours.latency_p50_s and other.latency_p50_s:
+            p50 = (
+                f"{ours.latency_p50_s.median * 1000:.1f} / {other.latency_p50_s.median * 1000:.1f}"
+            )
+        value = pair.value
+        shown = DASH if math.isnan(value) else f"**{value:.2f}{TIMES}**"
+        rows.append(
+            [
+                _where(ours.contender),
+                TASK_LABELS[pair.task],
+                other.contender.label,
+                _rate(ours.throughput),
+                _rate(other.throughput),
+                shown,
+                p50,
+            ]
+        )
+    header = [
+        "adapter, broker",
+        "task",
+        "compared with",
+        "taskserve tasks/s",
+        "its tasks/s",
+        "throughput ratio",
+        "p50 latency ms (taskserve / it)",
+    ]
+    return _table(header, rows)
+
+
+def _systems_table(found: Sequence[Summary]) -> list[str]:
+    rows = [
+        [
+            s.contender.label,
+            _BROKER_NAMES[s.contender.broker],
+            TASK_LABELS[s.task],
+            f"{s.tasks:,}",
+            str(s.concurrency),
+            _rate(s.throughput),
+            _ms(s.latency_p50_s),
+            _ms(s.latency_p99_s),
+        ]
+        for s in found
+    ]
+    header = ["system", "broker", "task", "N", "concurrency", "tasks/s", "p50 ms", "p99 ms"]
+    return _table(header, rows)
+
+
+def _enqueue_table(results: Results, found: Sequence[Summary]) -> list[str]:
+    rows = []
+    for contender in dict.fromkeys(s.contender for s in found):
+        rates = [r.enqueue_rate for r in results.runs if r.key == contender.key]
+        rows.append([contender.label, _BROKER_NAMES[contender.broker], _rate(Spread.of(rates))])
+    return _table(["system", "broker", "enqueue tasks/s"], rows)
+
+
+def _crash_table(results: Results) -> list[str]:
+    rows = []
+    for crash in results.crashes:
+        contender = _contender(crash.key)
+        lease = f"{crash.lease_s:g} s" if crash.lease_s is not None else "its default"
+        shown = (
+            f"{crash.redelivery_s:.2f} s"
+            if crash.redelivery_s is not None
+            else f"not within {crash.wait_s:g} s"
+        )
+        rows.append([contender.label, _BROKER_NAMES[contender.broker], lease, shown])
+    return _table(["system", "broker", "lease", "SIGKILL to the task's next start"], rows)
+
+
+def _contender(key: str) -> Contender:
+    parts = key.split("/")
+    return Contender(*parts)
+
+
+def _settings_lines(results: Results) -> list[str]:
+    s = results.settings
+    sizing = (
+        f"N = {s['tasks']} tasks per run"
+        if s.get("tasks")
+        else (
+            f"N sized per system and task from a {s['calibration_tasks']}-task calibration run, "
+            f"for a drain of about {s['target_s']:g} s"
+        )
+    )
+    return [
+        f"- preset `{s['preset']}`: {s['repetitions']} repetition(s) per system and task, "
+        f"run interleaved; {sizing}; {s['latency_samples']} one-at-a-time latency samples per run.",
+        f"- one consumer process per run, concurrency {s['concurrency']} "
+        "(RQ: 1, as one RQ worker runs one job at a time); a fresh queue per run, deleted after.",
+    ]
+
+
+def render(results: Results, notes: str | None = None) -> str:
+    """The whole report."""
+    found = summaries(results.runs)
+    pairs = ratios(found)
+    lines = [
+        "# taskserve benchmark results",
+        "",
+        f"`python -m bench` ({results.settings['preset']} preset), {results.started}, "
+        f"{results.wall_s / 60:.1f} minutes in all. Figures are medians with min{DASH}max "
+        "of the repetitions in parentheses.",
+        "",
+        "## Machine",
+        "",
+        *_table(["", ""], [[k, v] for k, v in results.machine.items()]),
+        "",
+        "## How it is measured",
+        "",
+        *_settings_lines(results),
+        "- **throughput**: N tasks are enqueued first (no consumer running), then the consumer "
+        "process starts; tasks per second from the first to the last SUCCESS visible to a client "
+        "through the system's own status call (the consumer's start-up is not counted).",
+        "- **latency**: then tasks are sent one at a time, each once the previous one is seen "
+        "SUCCESS; p50 and p99 from just before the enqueue call to SUCCESS visible.",
+        "- **enqueue rate**: the N enqueue calls of each run, one producer thread, no consumer running.",
+        "- every system runs on the same broker, side by side: taskserve's adapter "
+        "(`python -m taskserve.worker`), the raw engine with equivalent settings, and for Celery "
+        "Ray Serve's built-in adapter (`CeleryTaskProcessorAdapter` with its own worker thread, "
+        "outside Serve). Details of each setup are in the docstrings of `bench/engines/`.",
+        "",
+    ]
+    if results.skipped:
+        lines += ["Skipped: " + "; ".join(results.skipped) + ".", ""]
+    if pairs:
+        lines += [
+            "## Throughput: taskserve against the raw engines and Ray's built-in",
+            "",
+            *ratio_table(pairs),
+            "",
+            "![throughput](throughput.png)",
+            "",
+        ]
+    if found:
+        lines += [
+            "## Throughput and latency of every system",
+            "",
+            *_systems_table(found),
+            "",
+            "## Enqueue rate, one producer",
+            "",
+            "Over every run of both tasks.",
+            "",
+            *_enqueue_table(results, found),
+            "",
+        ]
+    if results.startups:
+        lines += [
+            "## `serve.run` to first SUCCESS (sqlite)",
+            "",
+            "A task waits in the queue; `serve.run` deploys a one-replica `@task_consumer` "
+            "application on a running Serve.",
+            "",
+            *_table(
+                ["Ray and Serve cold start", "`serve.run` returns after", "first SUCCESS after"],
+                [
+                    [
+                        f"{results.serve_cold_start_s or 0:.1f} s",
+                        _seconds([s.serve_run_s for s in results.startups]),
+                        _seconds([s.first_success_s for s in results.startups]),
+                    ]
+                ],
+            ),
+            "",
+        ]
+    if results.crashes:
+        lines += [
+            "## Crash to redelivery",
+            "",
+            "A consumer process (concurrency 1) running a task is killed with SIGKILL while a "
+            "second, idle consumer of the queue runs; the time until the task starts again. "
+            "taskserve's adapters run `python -m taskserve.worker`.",
+            "",
+            *_crash_table(results),
+            "",
+        ]
+    if results.autoscaling:
+        first = results.autoscaling[0]
+        ideal = math.ceil(first.tasks / int(AUTOSCALING_SETTINGS["max_replicas"])) * first.task_s
+        settings = ", ".join(f"`{k}={v}`" for k, v in AUTOSCALING_SETTINGS.items())
+        rows = [
+            [
+                a.policy,
+                f"{a.wall_s:.1f} s" if a.wall_s is not None else "did not finish",
+                str(a.peak_replicas),
+                f"{a.replica_seconds:.0f}",
+                str(a.scale_downs_with_work_left),
+                str(a.redelivered),
+                " → ".join(f"{count}@{moment:g}s" for moment, count in a.timeline),
+            ]
+            for a in results.autoscaling
+        ]
+        header = [
+            "policy",
+            f"all {first.tasks} done after",
+            "peak replicas",
+            "replica-seconds",
+            "scale-downs with work left",
+            "tasks run twice",
+            "RUNNING replicas over time",
+        ]
+        lines += [
+            "## Autoscaling",
+            "",
+            f"{first.tasks} tasks of {first.task_s:g} s enqueued at once on a taskserve-celery "
+            f"(Redis) consumer deployment, `max_ongoing_requests=1`, Serve settings {settings}; "
+            f"both policies poll the broker every {POLL_INTERVAL_S:g} s. Three replicas from the "
+            f"start would need {ideal:g} s.",
+            "",
+            *_table(header, rows),
+            "",
+        ]
+    if notes:
+        lines += [notes.strip(), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(results: Results, path: Path, notes_path: Path | None = None) -> None:
+    """Write the report to ``path``, with the notes of ``notes_path`` appended."""
+    notes = notes_path.read_text() if notes_path is not None and notes_path.exists() else None
+    path.write_text(render(results, notes))

@@ -1,0 +1,53 @@
+"""Everything one benchmark run measured, kept as JSON next to the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.runner import RunResult
+from bench.scenarios.autoscaling import AutoscalingResult
+from bench.scenarios.crash import CrashResult
+from bench.scenarios.startup import StartupResult
+
+
+@dataclass
+class Results:
+    """The measurements, the settings they were taken with, and the machine."""
+
+    settings: dict[str, Any]
+    machine: dict[str, str]
+    started: str
+    wall_s: float = 0.0
+    runs: list[RunResult] = field(default_factory=list)
+    crashes: list[CrashResult] = field(default_factory=list)
+    serve_cold_start_s: float | None = None
+    startups: list[StartupResult] = field(default_factory=list)
+    autoscaling: list[AutoscalingResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        """Write as JSON."""
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Results:
+        """Read what :meth:`save` wrote."""
+        data = json.loads(path.read_text())
+        return cls(
+            settings=data["settings"],
+            machine=data["machine"],
+            started=data["started"],
+            wall_s=data["wall_s"],
+            runs=[RunResult(**run) for run in data["runs"]],
+            crashes=[CrashResult(**crash) for crash in data["crashes"]],
+            serve_cold_start_s=data["serve_cold_start_s"],
+            startups=[StartupResult(**startup) for startup in data["startups"]],
+            autoscaling=[
+                AutoscalingResult(**{**item, "timeline": [tuple(p) for p in item["timeline"]]})
+                for item in data["autoscaling"]
+            ],
+            skipped=data["skipped"],
+        )

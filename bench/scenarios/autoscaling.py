@@ -1,0 +1,147 @@
+"""Autoscaling: taskserve's queue-depth policy against Ray's AsyncInferenceAutoscalingPolicy.
+
+The same consumer application (taskserve-celery on Redis, concurrency 1 per
+replica, 1 to 3 replicas, one replica at the start) is deployed under each
+policy with the same autoscaling settings; then ``tasks`` tasks of
+``task_s`` seconds are enqueued at once, and the wall time until the last one
+is SUCCESS is measured. The replica count (RUNNING replicas, as Serve reports
+it) is sampled meanwhile: its peak, its integral (replica-seconds), and how
+often it dropped while tasks were still unfinished. Both policies poll the
+broker every ``POLL_INTERVAL_S``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.brokers import REDIS, REDIS_URL
+from bench.engines.adapters import cleanup, processor_config
+from bench.engines.base import SessionOptions
+from bench.scenarios.local_serve import consumer_deployment
+
+TASKSERVE_POLICY = "taskserve QueueDepthAutoscalingPolicy"
+RAY_POLICY = "Ray AsyncInferenceAutoscalingPolicy"
+POLICIES = (TASKSERVE_POLICY, RAY_POLICY)
+
+POLL_INTERVAL_S = 1.0
+SAMPLE_S = 0.5
+AUTOSCALING_SETTINGS: dict[str, Any] = {
+    "min_replicas": 1,
+    "initial_replicas": 1,
+    "max_replicas": 3,
+    "target_ongoing_requests": 1,
+    "upscale_delay_s": 0,
+    "downscale_delay_s": 5,
+    "metrics_interval_s": 0.5,
+    "look_back_period_s": 2.0,
+}
+"""Serve's settings around either policy (the policy itself is added)."""
+
+
+@dataclass(frozen=True)
+class AutoscalingResult:
+    """One policy's run; ``wall_s`` is None if the tasks did not all finish."""
+
+    policy: str
+    tasks: int
+    task_s: float
+    wall_s: float | None
+    peak_replicas: int
+    replica_seconds: float
+    scale_downs_with_work_left: int
+    redelivered: int
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+
+
+def _policy(name: str, config: Any) -> Any:
+    if name == TASKSERVE_POLICY:
+        from taskserve.serve import queue_depth_autoscaling_policy
+
+        return queue_depth_autoscaling_policy(
+            target_tasks_per_replica=1,
+            task_processor_config=config,
+            poll_interval_s=POLL_INTERVAL_S,
+        )
+    from ray.serve.async_inference_autoscaling_policy import AsyncInferenceAutoscalingPolicy
+    from ray.serve.config import AutoscalingPolicy
+
+    return AutoscalingPolicy(  # type: ignore[no-untyped-call]
+        policy_function=AsyncInferenceAutoscalingPolicy,
+        policy_kwargs={
+            "broker_url": REDIS_URL,
+            "queue_name": config.queue_name,
+            "poll_interval_s": POLL_INTERVAL_S,
+        },
+    )
+
+
+def _running_replicas(app: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    if status is None or "consumer" not in status.deployments:
+        return 0
+    return int(status.deployments["consumer"].replica_states.get("RUNNING", 0))
+
+
+def run_policy(policy: str, tasks: int, task_s: float, workdir: Path) -> AutoscalingResult:
+    """Deploy under ``policy``, enqueue the tasks, wait for all; clean up."""
+    from ray import serve
+
+    from taskserve import TaskState, instantiate_adapter_from_config
+
+    run_id = uuid.uuid4().hex[:12]
+    options = SessionOptions(run_id=run_id, concurrency=1, workdir=workdir, markers=workdir)
+    config = processor_config("celery", REDIS, options)
+    producer = instantiate_adapter_from_config(config)
+    app = f"bench-{run_id}"
+    settings = {**AUTOSCALING_SETTINGS, "policy": _policy(policy, config)}
+    deployment = consumer_deployment(config, max_ongoing_requests=1, autoscaling_config=settings)
+    timeline: list[tuple[float, int]] = []
+    wall: float | None = None
+    try:
+        serve.run(deployment.bind(), name=app, route_prefix=None)
+        started = time.perf_counter()
+        ids = [producer.enqueue_task_sync("hold", [task_s]).id for _ in range(tasks)]
+        deadline = time.monotonic() + tasks * task_s * 2 + 120
+        pending = set(ids)
+        while pending and time.monotonic() < deadline:
+            timeline.append((time.perf_counter() - started, _running_replicas(app)))
+            pending = {
+                i
+                for i in pending
+                if producer.get_task_status_sync(i).status is not TaskState.SUCCESS
+            }
+            if pending:
+                time.sleep(SAMPLE_S)
+        if not pending:
+            wall = time.perf_counter() - started
+        redelivered = sum(producer.get_task_status_sync(i).attempts > 1 for i in ids)
+    finally:
+        serve.delete(app)
+        producer.shutdown()
+        cleanup("celery", config)
+    counts = [count for _, count in timeline]
+    replica_seconds = sum(
+        count * (later - moment) for (moment, count), (later, _) in itertools.pairwise(timeline)
+    )
+    drops = sum(1 for before, after in itertools.pairwise(counts) if after < before)
+    changes = [
+        point for i, point in enumerate(timeline) if i == 0 or point[1] != timeline[i - 1][1]
+    ]
+    return AutoscalingResult(
+        policy=policy,
+        tasks=tasks,
+        task_s=task_s,
+        wall_s=wall,
+        peak_replicas=max(counts, default=0),
+        replica_seconds=replica_seconds,
+        scale_downs_with_work_left=drops,
+        redelivered=redelivered,
+        timeline=[(round(moment, 1), count) for moment, count in changes],
+    )

@@ -1,0 +1,68 @@
+"""How much to measure: the full run, ``--quick``, and the smoke run of the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repetitions of one benchmark run.
+
+    ``tasks`` fixes N for every run; when None, N is sized per system and
+    task from a calibration run of ``calibration_tasks`` tasks so that its
+    drain lasts about ``target_s`` seconds.
+    """
+
+    preset: str
+    repetitions: int
+    target_s: float
+    calibration_tasks: int
+    latency_samples: int
+    concurrency: int
+    crash_lease_s: float
+    crash_wait_s: float
+    serve_repetitions: int
+    autoscaling_tasks: int
+    autoscaling_task_s: float
+    tasks: int | None = None
+
+    def with_overrides(self, repetitions: int | None, tasks: int | None) -> Settings:
+        """These settings with the command line's overrides applied."""
+        changed = self
+        if repetitions is not None:
+            changed = replace(changed, repetitions=repetitions)
+        if tasks is not None:
+            changed = replace(changed, tasks=tasks)
+        return changed
+
+
+FULL = Settings(
+    preset="full",
+    repetitions=3,
+    target_s=6.0,
+    calibration_tasks=300,
+    latency_samples=50,
+    concurrency=8,
+    crash_lease_s=5.0,
+    crash_wait_s=20.0,
+    serve_repetitions=3,
+    autoscaling_tasks=8,
+    autoscaling_task_s=15.0,
+)
+QUICK = replace(
+    FULL,
+    preset="quick",
+    repetitions=1,
+    target_s=2.0,
+    calibration_tasks=100,
+    latency_samples=10,
+    crash_lease_s=2.0,
+    crash_wait_s=8.0,
+    serve_repetitions=1,
+    autoscaling_task_s=4.0,
+)
+SMOKE = replace(
+    QUICK, preset="smoke", tasks=30, latency_samples=5, crash_lease_s=1.0, crash_wait_s=6.0
+)
+PRESETS = {settings.preset: settings for settings in (FULL, QUICK, SMOKE)}
