@@ -63,7 +63,8 @@ class _Settle(enum.Enum):
 
     ACK = "acknowledge"
     HAND_BACK = "hand back"
-    """Requeue where it was: an unstarted task at a stop."""
+    """Requeue at once (an unstarted task at a stop): RabbitMQ puts it back where
+    it was, kombu's Redis transport behind the queue."""
     RESEND = "resend"
     """Deliver again later, behind the tasks queued meanwhile: its outcome could
     not be recorded, and it must not block the queue while that lasts."""
@@ -174,7 +175,7 @@ class CeleryConsumer:
                 self._config.queue_name,
             )
         self._exit.set()
-        if self._worker.alive():
+        if self._worker.alive() and self._worker.ready.is_set():
             self._handed_back.wait(HAND_BACK_TIMEOUT_S)
             self._worker.join(HAND_BACK_TIMEOUT_S if not leftover else 0.0)
         # With tasks left running the keeper would wait for them; they were handed back.

@@ -146,7 +146,11 @@ def _delete_store_keys(client: redis.Redis, config: TaskProcessorConfig) -> None
 
 
 def _delete_kombu_keys(channel: Any, queue: str) -> None:
-    """kombu's Redis keys of ``queue``: its lists (one per priority step) and binding."""
+    """kombu's Redis keys of ``queue``: its lists (one per priority step) and bindings."""
     client = channel.client  # applies the transport's global_keyprefix
     names = [queue, *(f"{queue}{_PRIORITY_SEPARATOR}{step}" for step in range(1, 10))]
-    client.delete(*names, f"{channel.keyprefix_queue % queue}")
+    bindings = [channel.keyprefix_queue % queue]
+    permanent = getattr(channel, "keyprefix_binding_permanent", None)  # kombu 5.7+
+    if permanent:
+        bindings.append(permanent % queue)
+    client.delete(*names, *bindings)
