@@ -188,7 +188,7 @@ def _delete_broker_queue(app: Any, broker: str, queue: str) -> None:
         channel = connection.default_channel
         if broker == "redis":
             client = channel.client
-            client.delete(queue, f"_kombu.binding.{queue}")
+            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
             # A killed consumer leaves its message in kombu's shared unacked keys.
             for tag, entry in client.hgetall("unacked").items():
                 if json.loads(entry)[2] == queue:
