@@ -36,15 +36,37 @@ class BenchConsumer:
         return self.replica
 
 
+class RayBenchConsumer:
+    """The handlers of the Serve scenarios, for Ray's built-in ``@task_consumer``."""
+
+    def noop(self) -> None:
+        """Nothing."""
+
+
 def consumer_deployment(config: Any, **options: Any) -> Any:
-    """``BenchConsumer`` as a ``@task_consumer`` Serve deployment of ``config``."""
+    """``BenchConsumer`` as a taskserve ``@task_consumer`` deployment of ``config``."""
+    return _deployment(task_consumer(task_processor_config=config)(BenchConsumer), options)
+
+
+def ray_consumer_deployment(ray_config: Any, **options: Any) -> Any:
+    """``RayBenchConsumer`` as a deployment of Ray's built-in ``@task_consumer``."""
+    from ray.serve import task_consumer as ray_task_consumer
+
+    handlers = type(
+        "RayBenchConsumer",
+        (RayBenchConsumer,),
+        {"noop": ray_task_consumer.task_handler(name="noop")(RayBenchConsumer.noop)},
+    )
+    consumer = ray_task_consumer.task_consumer(task_processor_config=ray_config)(handlers)
+    return _deployment(consumer, options)
+
+
+def _deployment(consumer_class: type, options: dict[str, Any]) -> Any:
     from ray import serve
 
     settings: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0}}
     settings.update(options)
-    return serve.deployment(name="consumer", **settings)(
-        task_consumer(task_processor_config=config)(BenchConsumer)
-    )
+    return serve.deployment(name="consumer", **settings)(consumer_class)
 
 
 def _free_port() -> int:
@@ -60,6 +82,7 @@ def local_serve() -> Iterator[float]:
     from ray import serve
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(REPOSITORY) + (os.pathsep + path if path else "")
     started = time.perf_counter()
@@ -74,6 +97,7 @@ def local_serve() -> Iterator[float]:
             http_options={"host": "127.0.0.1", "port": _free_port()},
             logging_config={"log_level": "WARNING"},
         )
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
         yield time.perf_counter() - started
     finally:
         with contextlib.suppress(Exception):

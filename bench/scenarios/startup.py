@@ -1,9 +1,11 @@
 """``serve.run`` to first SUCCESS: how soon a new consumer application does work.
 
-A task is enqueued on the sqlite adapter, then ``serve.run`` deploys a
-``@task_consumer`` application (one replica) on the running local Serve; the
-time from the call to the task's SUCCESS being visible is measured, with the
-time ``serve.run`` itself took. Each repetition deploys a new application.
+A task is enqueued, then ``serve.run`` deploys a one-replica consumer
+application on the running local Serve; the time from the call to the task's
+SUCCESS being visible is measured, with the time ``serve.run`` itself took.
+Each repetition deploys a new application on a fresh queue. Measured for the
+sqlite adapter, and side by side on Redis for taskserve-celery and Ray's
+built-in ``@task_consumer`` (its Celery adapter).
 """
 
 from __future__ import annotations
@@ -12,49 +14,66 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from bench.brokers import SQLITE_FILE
-from bench.engines.adapters import cleanup, processor_config
-from bench.engines.base import SessionOptions
-from bench.scenarios.local_serve import consumer_deployment
+from bench.brokers import REDIS, SQLITE_FILE
+from bench.contenders import TASKSERVE, Contender
+from bench.engines.adapters import AdapterSession
+from bench.engines.base import Session, SessionOptions
+from bench.engines.ray_celery import RayCelerySession, ray_processor_config
+from bench.scenarios.local_serve import consumer_deployment, ray_consumer_deployment
 
 TIMEOUT_S = 120.0
+
+SYSTEMS = (
+    Contender("sqlite", SQLITE_FILE, TASKSERVE),
+    Contender("celery", REDIS, TASKSERVE),
+    Contender("celery", REDIS, "ray"),
+)
+"""The consumers deployed: the sqlite adapter, then taskserve against Ray on Redis."""
 
 
 @dataclass(frozen=True)
 class StartupResult:
     """Seconds from calling ``serve.run`` to its return and to the first SUCCESS."""
 
-    adapter: str
+    key: str
     serve_run_s: float
     first_success_s: float
 
 
-def serve_run_to_first_success(workdir: Path, adapter: str = "sqlite") -> StartupResult:
+def _application(session: Session) -> Any:
+    if isinstance(session, AdapterSession):
+        return consumer_deployment(session.config, max_ongoing_requests=1).bind()
+    if isinstance(session, RayCelerySession):
+        config = ray_processor_config(session.broker, session.queue)
+        return ray_consumer_deployment(config, max_ongoing_requests=1).bind()
+    raise TypeError(f"no Serve consumer for {type(session).__name__}")
+
+
+def serve_run_to_first_success(contender: Contender, workdir: Path) -> StartupResult:
     """Deploy a consumer application for a queue holding one task; time it."""
     from ray import serve
 
-    from taskserve import TaskState, instantiate_adapter_from_config
-
     run_id = uuid.uuid4().hex[:12]
     options = SessionOptions(run_id=run_id, concurrency=1, workdir=workdir, markers=workdir)
-    config = processor_config(adapter, SQLITE_FILE, options)
-    producer = instantiate_adapter_from_config(config)
-    task = producer.enqueue_task_sync("noop")
-    app = consumer_deployment(config, max_ongoing_requests=1).bind()
+    session = contender.open(options)
     name = f"bench-{run_id}"
-    started = time.perf_counter()
     try:
-        serve.run(app, name=name, route_prefix=None)
-        returned = time.perf_counter()
-        deadline = time.monotonic() + TIMEOUT_S
-        while producer.get_task_status_sync(task.id).status is not TaskState.SUCCESS:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no SUCCESS within {TIMEOUT_S:.0f}s of serve.run")
-            time.sleep(0.002)
-        succeeded = time.perf_counter()
+        task_id = session.enqueue("noop")
+        application = _application(session)
+        started = time.perf_counter()
+        try:
+            serve.run(application, name=name, route_prefix=None)
+            returned = time.perf_counter()
+            deadline = time.monotonic() + TIMEOUT_S
+            while not session.succeeded(task_id):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no SUCCESS within {TIMEOUT_S:.0f}s of serve.run")
+                time.sleep(0.002)
+            succeeded = time.perf_counter()
+        finally:
+            serve.delete(name)
     finally:
-        serve.delete(name)
-        producer.shutdown()
-        cleanup(adapter, config)
-    return StartupResult(adapter, returned - started, succeeded - started)
+        session.close()
+    return StartupResult(contender.key, returned - started, succeeded - started)
