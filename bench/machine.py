@@ -63,9 +63,9 @@ def _redis_version() -> str:
 
 def _rabbitmq_version() -> str:
     try:
-        from kombu import Connection
+        from kombu.connection import Connection
 
-        with Connection(AMQP_URL, connect_timeout=2) as connection:
+        with Connection(AMQP_URL, connect_timeout=2) as connection:  # type: ignore[no-untyped-call]
             connection.connect()
             properties = connection.connection.server_properties
             version = properties.get("version", "?")

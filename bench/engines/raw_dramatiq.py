@@ -39,13 +39,13 @@ def build_broker(broker: str, run_id: str, queue: str) -> tuple[Any, Any, dict[s
 
     raw: Any
     if broker == REDIS:
-        raw = RedisBroker(url=REDIS_URL, namespace=f"bench-raw-{run_id}")
+        raw = RedisBroker(url=REDIS_URL, namespace=f"bench-raw-{run_id}")  # type: ignore[no-untyped-call]
     else:
         raw = RabbitmqBroker(url=pika_url(), confirm_delivery=True)
     backend = RedisBackend(url=REDIS_URL, namespace=f"bench-raw-results-{run_id}")
-    raw.add_middleware(Results(backend=backend, store_results=True))
+    raw.add_middleware(Results(backend=backend, store_results=True))  # type: ignore[no-untyped-call]
     actors = {
-        name: dramatiq.actor(function, broker=raw, actor_name=name, queue_name=queue)
+        name: dramatiq.actor(broker=raw, actor_name=name, queue_name=queue)(function)
         for name, function in HANDLERS.items()
     }
     return raw, backend, actors

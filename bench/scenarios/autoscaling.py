@@ -86,7 +86,8 @@ def _running_replicas(app: str) -> int:
     status = serve.status().applications.get(app)
     if status is None or "consumer" not in status.deployments:
         return 0
-    return int(status.deployments["consumer"].replica_states.get("RUNNING", 0))
+    states: dict[Any, int] = dict(status.deployments["consumer"].replica_states)
+    return int(states.get("RUNNING", 0))
 
 
 def run_policy(policy: str, tasks: int, task_s: float, workdir: Path) -> AutoscalingResult:
