@@ -13,7 +13,7 @@ from bench.plot import plot
 from bench.report import write
 from bench.results import Results
 from bench.settings import PRESETS
-from bench.suite import SCENARIOS, run_suite, select_groups
+from bench.suite import SCENARIOS, Suite, select_groups
 
 HERE = Path(__file__).resolve().parent
 NOTES = HERE / "PROFILING.md"
@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         groups = select_groups(args.only.split(",") if args.only else None)
         workdir = Path(tempfile.mkdtemp(prefix="taskserve-bench-"))
+        suite = Suite(settings, workdir, _log, lambda r: r.save(output / "results.json"))
         try:
-            results = run_suite(settings, groups, scenarios, workdir, _log)
+            results = suite.run(groups, scenarios)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        results.save(output / "results.json")
     found = summaries(results.runs)
     if found:
         plot(found, output / "throughput.png")

@@ -1,13 +1,21 @@
-"""Runs the selected scenarios over the selected adapters and brokers."""
+"""Runs the selected scenarios over the selected adapters and brokers.
+
+A failing measurement is logged and listed in the results as skipped; the
+others go on. The results are handed to ``checkpoint`` after every
+measurement, so an interrupted run keeps what it measured.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from bench.brokers import REDIS, reachable
 from bench.contenders import GROUPS, RAY, TASKSERVE, Contender, concurrency_of, contenders
@@ -24,6 +32,7 @@ AUTOSCALING = "autoscaling"
 SCENARIOS = (THROUGHPUT, CRASH, SERVE, AUTOSCALING)
 
 Log = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 def select_groups(patterns: Sequence[str] | None) -> list[tuple[str, str]]:
@@ -41,20 +50,62 @@ def select_groups(patterns: Sequence[str] | None) -> list[tuple[str, str]]:
     return chosen
 
 
-def _reachable_groups(groups: list[tuple[str, str]], results: Results) -> list[tuple[str, str]]:
-    found = []
-    for engine, broker in groups:
-        if reachable(broker):
-            found.append((engine, broker))
-        else:
-            results.skipped.append(f"{engine}/{broker}: {broker} is not reachable")
-    return found
+class Suite:
+    """One benchmark run: the settings, where its files go, and what it measured."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        workdir: Path,
+        log: Log,
+        checkpoint: Callable[[Results], None] = lambda _: None,
+    ) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.log = log
+        self.checkpoint = checkpoint
+        self.results = Results(
+            settings=asdict(settings),
+            machine=describe(),
+            started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
 
-def _throughput(
-    settings: Settings, groups: list[tuple[str, str]], results: Results, workdir: Path, log: Log
-) -> None:
-    for engine, broker in groups:
+    def _measure(self, what: str, measure: Callable[[], _T]) -> _T | None:
+        """``measure()``, or None (logged, listed as skipped) if it raised."""
+        try:
+            return measure()
+        except Exception as e:
+            self.log(f"{what} failed:\n{traceback.format_exc()}")
+            self.results.skipped.append(f"{what}: {type(e).__name__}: {e}")
+            return None
+
+    def run(self, groups: list[tuple[str, str]], scenarios: Sequence[str]) -> Results:
+        """Measure ``scenarios`` on ``groups``; the Serve scenarios run last, once
+        the throughput runs are over (Ray's processes would compete with them)."""
+        started = time.perf_counter()
+        reachable_groups = []
+        for engine, broker in groups:
+            if reachable(broker):
+                reachable_groups.append((engine, broker))
+            else:
+                self.results.skipped.append(f"{engine}/{broker}: {broker} is not reachable")
+        if THROUGHPUT in scenarios:
+            for engine, broker in reachable_groups:
+                self._throughput(engine, broker)
+        if CRASH in scenarios:
+            for engine, broker in reachable_groups:
+                self._crash(engine, broker)
+        if SERVE in scenarios or AUTOSCALING in scenarios:
+            if importlib.util.find_spec("ray") is None:
+                self.results.skipped.append("serve, autoscaling: ray[serve] is not installed")
+            else:
+                self._serve(scenarios)
+        self.results.wall_s = time.perf_counter() - started
+        self.checkpoint(self.results)
+        return self.results
+
+    def _throughput(self, engine: str, broker: str) -> None:
+        settings = self.settings
         members = contenders(engine, broker)
         concurrency = concurrency_of(engine, settings.concurrency)
         for task in TASK_LABELS:
@@ -64,101 +115,114 @@ def _throughput(
                     sizes[contender] = settings.tasks
                     continue
                 plan = RunPlan(task, settings.calibration_tasks, concurrency, latency_samples=0)
-                calibration = run(contender, plan, workdir)
-                sizes[contender] = size_tasks(calibration.throughput, settings.target_s)
+                calibration = self._measure(
+                    f"{contender.key} {task} calibration",
+                    partial(run, contender, plan, self.workdir),
+                )
+                if calibration is not None:
+                    sizes[contender] = size_tasks(calibration.throughput, settings.target_s)
             for repetition in range(1, settings.repetitions + 1):
                 for contender in members:  # interleaved, so drift hits every system alike
+                    if contender not in sizes:
+                        continue
                     plan = RunPlan(task, sizes[contender], concurrency, settings.latency_samples)
-                    result = run(contender, plan, workdir)
-                    results.runs.append(result)
-                    log(
+                    result = self._measure(
+                        f"{contender.key} {task} #{repetition}",
+                        partial(run, contender, plan, self.workdir),
+                    )
+                    if result is None:
+                        continue
+                    self.results.runs.append(result)
+                    self.checkpoint(self.results)
+                    self.log(
                         f"{contender.key:32} {task:10} #{repetition}  N={result.tasks:<6} "
                         f"{result.throughput:7.0f} tasks/s over {result.drain_s:5.1f}s  "
-                        f"enqueue {result.enqueue_rate:6.0f}/s"
+                        f"enqueue {result.enqueue_rate:6.0f}/s  "
+                        f"p50 {1000 * (result.latency_p50_s or 0):.1f} ms"
                     )
 
+    def _crash(self, engine: str, broker: str) -> None:
+        from bench.scenarios.crash import crash_to_redelivery
 
-def _crash(
-    settings: Settings, groups: list[tuple[str, str]], results: Results, workdir: Path, log: Log
-) -> None:
-    from bench.scenarios.crash import crash_to_redelivery
-
-    for engine, broker in groups:
+        settings = self.settings
         for contender in contenders(engine, broker):
             if contender.system not in (TASKSERVE, RAY):
                 continue
-            result = crash_to_redelivery(
-                contender, settings.crash_lease_s, settings.crash_wait_s, workdir
+            result = self._measure(
+                f"{contender.key} crash",
+                partial(
+                    crash_to_redelivery,
+                    contender,
+                    settings.crash_lease_s,
+                    settings.crash_wait_s,
+                    self.workdir,
+                ),
             )
-            results.crashes.append(result)
+            if result is None:
+                continue
+            self.results.crashes.append(result)
+            self.checkpoint(self.results)
             shown = (
                 f"{result.redelivery_s:.2f}s"
                 if result.redelivery_s is not None
                 else f"not within {result.wait_s:g}s"
             )
-            log(f"{contender.key:32} crash to redelivery {shown}")
+            self.log(f"{contender.key:32} crash to redelivery {shown}")
 
+    def _serve(self, scenarios: Sequence[str]) -> None:
+        from bench.scenarios.local_serve import local_serve
 
-def _serve(
-    settings: Settings, scenarios: Sequence[str], results: Results, workdir: Path, log: Log
-) -> None:
-    from bench.scenarios.autoscaling import POLICIES, run_policy
-    from bench.scenarios.local_serve import local_serve
-    from bench.scenarios.startup import SYSTEMS, serve_run_to_first_success
+        with local_serve() as cold_start:
+            self.results.serve_cold_start_s = cold_start
+            self.log(f"Ray and Serve started in {cold_start:.1f}s")
+            if SERVE in scenarios:
+                self._startups()
+            if AUTOSCALING in scenarios:
+                if reachable(REDIS):
+                    self._autoscaling()
+                else:
+                    self.results.skipped.append("autoscaling: Redis is not reachable")
 
-    autoscaling = AUTOSCALING in scenarios
-    if autoscaling and not reachable(REDIS):
-        results.skipped.append("autoscaling: Redis is not reachable")
-        autoscaling = False
-    with local_serve() as cold_start:
-        results.serve_cold_start_s = cold_start
-        log(f"Ray and Serve started in {cold_start:.1f}s")
-        if SERVE in scenarios:
-            systems = [s for s in SYSTEMS if reachable(s.broker)]
-            for _ in range(settings.serve_repetitions):
-                for contender in systems:
-                    startup = serve_run_to_first_success(contender, workdir)
-                    results.startups.append(startup)
-                    log(
-                        f"{contender.key:32} serve.run returned in {startup.serve_run_s:.2f}s, "
-                        f"first SUCCESS after {startup.first_success_s:.2f}s"
-                    )
-        if autoscaling:
-            for policy in POLICIES:
-                outcome = run_policy(
-                    policy, settings.autoscaling_tasks, settings.autoscaling_task_s, workdir
+    def _startups(self) -> None:
+        from bench.scenarios.startup import SYSTEMS, serve_run_to_first_success
+
+        systems = [s for s in SYSTEMS if reachable(s.broker)]
+        for _ in range(self.settings.serve_repetitions):
+            for contender in systems:
+                startup = self._measure(
+                    f"{contender.key} serve.run",
+                    partial(serve_run_to_first_success, contender, self.workdir),
                 )
-                results.autoscaling.append(outcome)
-                log(
-                    f"{policy}: all done in {outcome.wall_s}s, peak {outcome.peak_replicas} "
-                    f"replicas, timeline {outcome.timeline}"
+                if startup is None:
+                    continue
+                self.results.startups.append(startup)
+                self.checkpoint(self.results)
+                self.log(
+                    f"{contender.key:32} serve.run returned in {startup.serve_run_s:.2f}s, "
+                    f"first SUCCESS after {startup.first_success_s:.2f}s"
                 )
 
+    def _autoscaling(self) -> None:
+        from bench.scenarios.autoscaling import POLICIES, run_policy
 
-def run_suite(
-    settings: Settings,
-    groups: list[tuple[str, str]],
-    scenarios: Sequence[str],
-    workdir: Path,
-    log: Log,
-) -> Results:
-    """Measure ``scenarios`` on ``groups``; the Serve scenarios run last, once
-    the throughput runs are over (Ray's processes would compete with them)."""
-    started = time.perf_counter()
-    results = Results(
-        settings=asdict(settings),
-        machine=describe(),
-        started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    )
-    groups = _reachable_groups(groups, results)
-    if THROUGHPUT in scenarios:
-        _throughput(settings, groups, results, workdir, log)
-    if CRASH in scenarios:
-        _crash(settings, groups, results, workdir, log)
-    if SERVE in scenarios or AUTOSCALING in scenarios:
-        if importlib.util.find_spec("ray") is None:
-            results.skipped.append("serve, autoscaling: ray[serve] is not installed")
-        else:
-            _serve(settings, scenarios, results, workdir, log)
-    results.wall_s = time.perf_counter() - started
-    return results
+        settings = self.settings
+        for policy in POLICIES:
+            outcome = self._measure(
+                f"autoscaling, {policy}",
+                partial(
+                    run_policy,
+                    policy,
+                    settings.autoscaling_tasks,
+                    settings.autoscaling_task_s,
+                    self.workdir,
+                ),
+            )
+            if outcome is None:
+                continue
+            self.results.autoscaling.append(outcome)
+            self.checkpoint(self.results)
+            wall = f"{outcome.wall_s:.1f}s" if outcome.wall_s is not None else "did not finish"
+            self.log(
+                f"{policy}: all done after {wall}, peak {outcome.peak_replicas} replicas, "
+                f"replicas over time {outcome.timeline}"
+            )
