@@ -142,7 +142,9 @@ def test_check_health_fails_on_dead_consumer_and_calls_the_users(
     instance = Consumer()
     asyncio.run(instance.check_health())
     assert calls == ["user"]
-    get_consumer(instance).adapter._stop_consumer(0.0)
+    consumer = get_consumer(instance).adapter._consumer
+    assert consumer is not None
+    consumer.stop(0.0)  # the consumer threads end behind the adapter's back
     with pytest.raises(ConsumerUnhealthy, match="consumer is not running"):
         asyncio.run(instance.check_health())
     instance.__del__()

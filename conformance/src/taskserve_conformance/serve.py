@@ -130,7 +130,9 @@ class ServeProbe:
 
     def kill_consumer(self) -> None:
         """Stop the adapter's consumer threads behind its back, as if they died."""
-        get_consumer(self).adapter._stop_consumer(0.0)
+        consumer = get_consumer(self).adapter._consumer
+        assert consumer is not None, "the consumer was not started"
+        consumer.stop(0.0)
 
     def simulate_outage(self, on: bool) -> None:
         """Make the adapter's broker ping fail (or work again) in this replica."""

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from taskserve.capabilities import Capability
 from taskserve.config import AdapterConfig, TaskProcessorConfig
@@ -49,6 +49,18 @@ DEFAULT_GRACEFUL_TIMEOUT_S = 20.0
 _R = TypeVar("_R")
 
 TaskIdLike = str | TaskID | TaskResult
+
+
+class RunningConsumer(Protocol):
+    """What ``_start_consumer`` returns: the adapter's consumer threads."""
+
+    def alive(self) -> bool:
+        """Whether every thread of the consumer is running."""
+
+    def stop(self, timeout: float) -> None:
+        """Stop fetching, hand back fetched-but-unstarted tasks at once, let
+        running tasks finish for up to ``timeout`` seconds, then hand back the
+        rest; return once done."""
 
 
 def _async_twin(sync_method: Callable[..., _R]) -> Callable[..., Awaitable[_R]]:
@@ -97,6 +109,7 @@ class TaskProcessorAdapter(ABC):
         self.consumer_concurrency: int = config.consumer_concurrency or DEFAULT_CONSUMER_CONCURRENCY
         self._handlers: dict[str, Handler] = {}
         self._runner: TaskRunner | None = None
+        self._consumer: RunningConsumer | None = None
 
     # -- capabilities ----------------------------------------------------
     @classmethod
@@ -138,20 +151,26 @@ class TaskProcessorAdapter(ABC):
             return
         self._connect()
         self._runner = TaskRunner(self.config, self.alias or type(self).__name__, self._handlers)
-        self._start_consumer(self._runner, self.consumer_concurrency, **kwargs)
+        try:
+            self._consumer = self._start_consumer(self._runner, self.consumer_concurrency, **kwargs)
+        except BaseException:
+            self._runner.close()
+            self._runner = None
+            raise
 
     def stop_consumer(self, timeout: float | None = None) -> None:
         """Stop fetching, hand back fetched-but-unstarted tasks at once, and let
         running tasks finish for up to ``timeout`` seconds (then their leases are
         released so another consumer runs them again)."""
-        runner = self._runner
+        runner, consumer = self._runner, self._consumer
         if runner is None:
             return
         try:
-            self._stop_consumer(DEFAULT_GRACEFUL_TIMEOUT_S if timeout is None else timeout)
+            if consumer is not None:
+                consumer.stop(DEFAULT_GRACEFUL_TIMEOUT_S if timeout is None else timeout)
         finally:
             runner.close()
-            self._runner = None
+            self._runner = self._consumer = None
 
     @property
     def consumer_started(self) -> bool:
@@ -216,18 +235,24 @@ class TaskProcessorAdapter(ABC):
         finished one is left as it is, and the outcome says so.
         """
         self.require(Capability.CANCEL_PENDING)
-        outcome = self._cancel(task_id_of(task_id))
-        if outcome.cancelled and outcome.status is TaskState.CANCELLED:
+        task_id = task_id_of(task_id)
+        changed, status = self._cancel(task_id)
+        if status is TaskState.CANCELLED and changed:
+            message = "cancelled before it started; it will never run"
             emit(
                 "cancelled",
                 TaskEvent(
-                    task_id=outcome.id,
+                    task_id=task_id,
                     task_name=None,
                     queue_name=self.config.queue_name,
                     adapter=self.alias,
                 ),
             )
-        return outcome
+        elif changed:
+            message = "cancel requested; the running handler is being stopped"
+        else:
+            message = f"already {status.value}; nothing changed"
+        return CancelOutcome(id=task_id, cancelled=changed, status=status, message=message)
 
     def retry_task_sync(self, task_id: TaskIdLike) -> TaskResult:
         """Enqueue a finished task's original payload again under a new id
@@ -247,7 +272,7 @@ class TaskProcessorAdapter(ABC):
             broker_ok, detail = False, f"broker unreachable: {type(e).__name__}: {e}"
         consumer: bool | None = None
         if self._runner is not None:
-            consumer = self._consumer_alive()
+            consumer = self._consumer is not None and self._consumer.alive()
             if not consumer:
                 detail = (detail + "; " if detail else "") + "consumer is not running"
         return HealthReport(
@@ -373,21 +398,18 @@ class TaskProcessorAdapter(ABC):
         """The task as first enqueued; raise TaskNotFound if unknown or expired."""
 
     @abstractmethod
-    def _cancel(self, task_id: str) -> CancelOutcome:
-        """Cancel durably as :meth:`cancel_task_sync` describes."""
+    def _cancel(self, task_id: str) -> tuple[bool, TaskState]:
+        """Cancel durably as :meth:`cancel_task_sync` describes; return whether
+        anything changed and the status after the call (STARTED for a running
+        task whose cancel was requested). TaskNotFound if unknown or expired."""
 
     @abstractmethod
-    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> None:
-        """Start fetching with at most ``concurrency`` tasks fetched at once and
-        hand each to ``runner.process`` with a DeliveryRecorder."""
-
-    @abstractmethod
-    def _stop_consumer(self, timeout: float) -> None:
-        """Stop as :meth:`stop_consumer` describes; return once done."""
-
-    @abstractmethod
-    def _consumer_alive(self) -> bool:
-        """Whether the started consumer's threads are alive."""
+    def _start_consumer(
+        self, runner: TaskRunner, concurrency: int, **kwargs: Any
+    ) -> RunningConsumer:
+        """Start fetching with at most ``concurrency`` tasks fetched at once,
+        handing each to ``runner.process`` with a DeliveryRecorder; return the
+        running consumer (stopped by :meth:`stop_consumer`)."""
 
     def _metrics(self) -> AdapterMetrics:
         """Queue depth and in-flight count (QUEUE_METRICS)."""

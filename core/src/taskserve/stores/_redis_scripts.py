@@ -36,6 +36,33 @@ end
 return redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 """
 
+# KEYS: task, running; ARGV: id, queue, name, payload, now, lease_deadline, max_attempts, ttl
+# -> {delivery number, 1 if STARTED was set}: BEGIN_DELIVERY and START in one step,
+# starting only a delivery within the attempt budget.
+BEGIN_AND_START = (
+    IS_TERMINAL
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'queue', ARGV[2], 'name', ARGV[3],
+    'payload', ARGV[4], 'status', 'PENDING', 'attempts', 0, 'deliveries', 0,
+    'created_at', ARGV[5], 'updated_at', ARGV[5], 'retried_from', '')
+end
+local n = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+if n > tonumber(ARGV[7]) then return {n, 0} end
+local st = redis.call('HGET', KEYS[1], 'status')
+if is_terminal(st) then return {n, 0} end
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return {n, 0}
+end
+redis.call('HSET', KEYS[1], 'status', 'STARTED', 'updated_at', ARGV[5], 'attempts', n)
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+return {n, 1}
+"""
+)
+
 # KEYS: task, running; ARGV: id, now, lease_deadline, attempt, ttl
 START = (
     IS_TERMINAL

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from taskserve.errors import BrokerUnavailable, TaskNotFound
-from taskserve.execution import DeliveryRecorder
+from taskserve.execution import DeliveryRecorder, TaskRunner
 from taskserve.models import DeadLetter, TaskError, TaskResult
 from taskserve.secrets import redact_url
 from taskserve.serialization import TaskMessage
@@ -70,6 +70,7 @@ class RedisTaskStore:
         self._running_key = f"{prefix}:running:{queue_name}"
         self._create = self.client.register_script(scripts.CREATE)
         self._begin = self.client.register_script(scripts.BEGIN_DELIVERY)
+        self._begin_and_start = self.client.register_script(scripts.BEGIN_AND_START)
         self._start = self.client.register_script(scripts.START)
         self._finish = self.client.register_script(scripts.FINISH)
         self._retry = self.client.register_script(scripts.RETRY)
@@ -81,7 +82,8 @@ class RedisTaskStore:
         """Key of a task's record."""
         return f"{self.prefix}:task:{task_id}"
 
-    def _dlq_keys(self, queue: str) -> tuple[str, str]:
+    def dead_letter_keys(self, queue: str) -> tuple[str, str]:
+        """Keys of dead-letter queue ``queue``: (order zset, records hash)."""
         return f"{self.prefix}:dlq:{queue}:order", f"{self.prefix}:dlq:{queue}:records"
 
     @property
@@ -213,6 +215,30 @@ class RedisTaskStore:
             )
         )
 
+    def begin_and_start(
+        self, message: TaskMessage, lease_s: float, max_attempts: int
+    ) -> tuple[int, bool]:
+        """:meth:`begin_delivery` and :meth:`start` in one atomic step (one round
+        trip): count the delivery, then set STARTED unless the count exceeds
+        ``max_attempts`` or the task is finished or cancelled. Returns the
+        delivery's number and whether it was started."""
+        now = time.time()
+        number, started = self._call(
+            self._begin_and_start,
+            keys=[self.task_key(message.id), self._running_key],
+            args=[
+                message.id,
+                message.queue_name,
+                message.name,
+                message.to_bytes(),
+                now,
+                now + lease_s,
+                max_attempts,
+                self._ttl,
+            ],
+        )
+        return int(number), bool(int(started))
+
     def release(self, task_id: str) -> None:
         """Undo the count of a delivery whose outcome could not be recorded."""
         self._call(self._release, keys=[self.task_key(task_id), self._running_key], args=[task_id])
@@ -242,7 +268,9 @@ class RedisTaskStore:
         ``dead_letter`` in the same atomic step. A cancel requested while the
         task ran makes it CANCELLED instead (no dead letter). Returns whether
         it changed."""
-        order_key, records_key = self._dlq_keys(dead_letter.queue_name if dead_letter else "-")
+        order_key, records_key = self.dead_letter_keys(
+            dead_letter.queue_name if dead_letter else "-"
+        )
         return bool(
             self._call(
                 self._finish,
@@ -299,7 +327,7 @@ class RedisTaskStore:
     # -- dead letters ----------------------------------------------------------
     def add_dead_letter(self, record: DeadLetter) -> None:
         """Store a dead letter that belongs to no task record (undecodable bytes)."""
-        order_key, records_key = self._dlq_keys(record.queue_name)
+        order_key, records_key = self.dead_letter_keys(record.queue_name)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(records_key, record.id, record.model_dump_json())
         pipe.zadd(order_key, {record.id: record.failed_at})
@@ -309,7 +337,7 @@ class RedisTaskStore:
         self, queue: str, limit: int | None, ids: list[str] | None
     ) -> list[DeadLetter]:
         """Records of dead-letter queue ``queue``, oldest first."""
-        order_key, records_key = self._dlq_keys(queue)
+        order_key, records_key = self.dead_letter_keys(queue)
         if ids is None:
             end = -1 if limit is None else limit - 1
             ids = [str(_text(i)) for i in self._call(self.client.zrange, order_key, 0, end)]
@@ -320,7 +348,7 @@ class RedisTaskStore:
 
     def delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
         """Delete records of ``queue`` (all when ``ids`` is None); return how many."""
-        order_key, records_key = self._dlq_keys(queue)
+        order_key, records_key = self.dead_letter_keys(queue)
         if ids is None:
             count = int(self._call(self.client.zcard, order_key))
             self._call(self.client.delete, order_key, records_key)
@@ -333,11 +361,25 @@ class RedisTaskStore:
         removed, _ = self._call(pipe.execute)
         return int(removed)
 
+    def purge_queue(self, dead_letter_queues: Iterable[str | None] = ()) -> None:
+        """Delete everything this queue keeps: task records, leases,
+        idempotency keys, and the given dead-letter queues."""
+        queue = self.queue_name
+        keys = [self._running_key]
+        for dead_letter_queue in dead_letter_queues:
+            if dead_letter_queue:
+                keys += self.dead_letter_keys(dead_letter_queue)
+        keys += self.client.scan_iter(match=f"{self.prefix}:idem:{queue}:*", count=1000)
+        for key in self.client.scan_iter(match=f"{self.prefix}:task:*", count=1000):
+            if self.client.hget(key, "queue") == queue.encode():
+                keys.append(key)
+        self._call(self.client.delete, *keys)
+
     def count_dead_letters(self, queue: str | None) -> int | None:
         """How many records ``queue`` holds (None when no queue is configured)."""
         if queue is None:
             return None
-        return int(self._call(self.client.zcard, self._dlq_keys(queue)[0]))
+        return int(self._call(self.client.zcard, self.dead_letter_keys(queue)[0]))
 
 
 class StoreRecorder(DeliveryRecorder):
@@ -357,6 +399,17 @@ class StoreRecorder(DeliveryRecorder):
         self._store = store
         self._lease_s = lease_s
         self._republish = republish
+
+    def begin(self, message: TaskMessage, runner: TaskRunner) -> tuple[int, DeliveryRecorder]:
+        """Count a delivery of ``message`` and, when ``runner`` has its handler,
+        set STARTED in the same round trip; the attempt and the recorder to pass
+        to ``runner.process`` for this delivery."""
+        if message.name not in runner.handlers:
+            return self._store.begin_delivery(message), self
+        attempt, started = self._store.begin_and_start(
+            message, self._lease_s, runner.config.max_attempts
+        )
+        return attempt, _BegunRecorder(self._store, self._lease_s, self._republish, started)
 
     def mark_started(self, message: TaskMessage, attempt: int) -> bool:
         return self._store.start(message.id, attempt, self._lease_s)
@@ -387,3 +440,21 @@ class StoreRecorder(DeliveryRecorder):
             self._store.finish(
                 dead_letter.id, TaskState.FAILURE, error=error, dead_letter=dead_letter
             )
+
+
+class _BegunRecorder(StoreRecorder):
+    """The recorder of a delivery that :meth:`StoreRecorder.begin` already tried
+    to start: the runner's start is answered without another round trip."""
+
+    def __init__(
+        self,
+        store: RedisTaskStore,
+        lease_s: float,
+        republish: Callable[[TaskMessage, float], None],
+        started: bool,
+    ) -> None:
+        super().__init__(store, lease_s, republish)
+        self._started = started
+
+    def mark_started(self, message: TaskMessage, attempt: int) -> bool:
+        return self._started

@@ -17,15 +17,13 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from celery import Celery
 
-from taskserve.adapter import TaskProcessorAdapter
 from taskserve.capabilities import Capability
 from taskserve.config import AdapterConfig, TaskProcessorConfig
 from taskserve.errors import BrokerUnavailable, ConfigError
 from taskserve.execution import TaskRunner
-from taskserve.models import AdapterMetrics, CancelOutcome, DeadLetter, TaskResult
 from taskserve.secrets import redact_url
 from taskserve.serialization import TaskMessage
-from taskserve.states import TaskState
+from taskserve.stores.redis_adapter import RedisStoreAdapter
 from taskserve.stores.redis_store import RedisTaskStore
 from taskserve_celery.app import build_app, publish, ready_count
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
@@ -35,7 +33,7 @@ from taskserve_celery.delays import DelayedRetries
 _T = TypeVar("_T")
 
 
-class CeleryAdapter(TaskProcessorAdapter):
+class CeleryAdapter(RedisStoreAdapter):
     """Celery on Redis or RabbitMQ, with task state in Redis.
 
     Construct it with a :class:`~taskserve.TaskProcessorConfig` whose
@@ -76,7 +74,6 @@ class CeleryAdapter(TaskProcessorAdapter):
         self._app: Celery | None = None
         self._store: RedisTaskStore | None = None
         self._delays: DelayedRetries | None = None
-        self._consumer: CeleryConsumer | None = None
 
     @property
     def settings(self) -> CeleryAdapterConfig:
@@ -153,35 +150,10 @@ class CeleryAdapter(TaskProcessorAdapter):
     def _publish(self, message: TaskMessage) -> None:
         publish(self.app, message, self.config.queue_name, self.settings.task_custom_config)
 
-    def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
-        result, created = self.store.create(message, idempotency_key)
-        if not created:
-            return result
-        try:
-            self._publish(message)
-        except BaseException:
-            self.store.discard(message.id)
-            raise
-        return result
-
-    def _get_status(self, task_id: str) -> TaskResult:
-        return self.store.status(task_id)
-
-    def _get_message(self, task_id: str) -> TaskMessage:
-        return self.store.message(task_id)
-
-    def _cancel(self, task_id: str) -> CancelOutcome:
-        changed, status = self.store.cancel(task_id)
-        if status is TaskState.CANCELLED:
-            text = "cancelled before it started; it will never run"
-        elif changed:
-            text = "cancel requested; the running handler is being stopped"
-        else:
-            text = f"already {status.value}; nothing changed"
-        return CancelOutcome(id=task_id, cancelled=changed, status=status, message=text)
-
     # -- consumer ----------------------------------------------------------
-    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> None:
+    def _start_consumer(
+        self, runner: TaskRunner, concurrency: int, **kwargs: Any
+    ) -> CeleryConsumer:
         if kwargs:
             raise ConfigError(f"unknown start_consumer options: {', '.join(sorted(kwargs))}")
         consumer = CeleryConsumer(
@@ -195,33 +167,9 @@ class CeleryAdapter(TaskProcessorAdapter):
             publish=self._publish,
         )
         consumer.start()
-        self._consumer = consumer
-
-    def _stop_consumer(self, timeout: float) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            consumer.stop(timeout)
-
-    def _consumer_alive(self) -> bool:
-        return self._consumer is not None and self._consumer.alive()
+        return consumer
 
     # -- operations --------------------------------------------------------
-    def _metrics(self) -> AdapterMetrics:
+    def _queue_depth(self) -> int:
         ready = self._with_broker(lambda channel: ready_count(channel, self.config.queue_name))
-        return AdapterMetrics(
-            queue_name=self.config.queue_name,
-            queue_depth=ready + self.delays.count(),
-            in_flight=self.store.in_flight(),
-            dead_letters_failed=self.store.count_dead_letters(self.config.failed_task_queue_name),
-            dead_letters_unprocessable=self.store.count_dead_letters(
-                self.config.unprocessable_task_queue_name
-            ),
-        )
-
-    def _list_dead_letters(
-        self, queue: str, limit: int | None, ids: list[str] | None
-    ) -> list[DeadLetter]:
-        return self.store.dead_letters(queue, limit, ids)
-
-    def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
-        return self.store.delete_dead_letters(queue, ids)
+        return int(ready) + self.delays.count()

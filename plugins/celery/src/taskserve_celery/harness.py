@@ -14,13 +14,14 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import redis
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
 from taskserve import TaskProcessorConfig
+from taskserve.stores.redis_store import RedisTaskStore
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
-from taskserve_conformance.harness import BrokerHarness  # type: ignore[import-untyped,unused-ignore]
+from taskserve_conformance.harness import BrokerHarness
+from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_AMQP = "amqp://guest:guest@127.0.0.1:1//"
@@ -36,8 +37,12 @@ def _settings(config: TaskProcessorConfig) -> CeleryAdapterConfig:
     return settings
 
 
-def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+def _store(config: TaskProcessorConfig) -> RedisTaskStore:
+    """The adapter's state store, reached directly (not through the adapter)."""
+    settings = _settings(config)
+    return RedisTaskStore(
+        settings.state_url, config.queue_name, result_ttl_s=1, prefix=settings.key_prefix
+    )
 
 
 @contextlib.contextmanager
@@ -58,13 +63,7 @@ def _queue(name: str) -> Queue:
     return Queue(name, exchange, routing_key=name, durable=True)  # type: ignore[no-untyped-call]
 
 
-def _dead_letter_keys(config: TaskProcessorConfig) -> list[str]:
-    prefix = _settings(config).key_prefix
-    queues = [config.failed_task_queue_name, config.unprocessable_task_queue_name]
-    return [f"{prefix}:dlq:{q}:{part}" for q in queues if q for part in ("order", "records")]
-
-
-class CeleryHarness(BrokerHarness):  # type: ignore[misc,unused-ignore]
+class CeleryHarness(BrokerHarness):
     """Broker-level access to the Redis or RabbitMQ broker of the Celery adapter."""
 
     def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
@@ -84,23 +83,11 @@ class CeleryHarness(BrokerHarness):  # type: ignore[misc,unused-ignore]
                 retry=True,
             )
 
-    @contextlib.contextmanager
-    def break_dead_letters(self, config: TaskProcessorConfig) -> Iterator[None]:
-        """Make the hashes of dead-letter records strings, so every write to them
-        fails (the store writes the record first); listing still works."""
-        client = _redis(_settings(config).state_url)
-        keys = [key for key in _dead_letter_keys(config) if key.endswith(":records")]
-        saved = {key: client.dump(key) for key in keys}
-        try:
-            for key in keys:
-                client.set(key, "dead-letter writes are broken by the harness")
-            yield
-        finally:
-            for key, dumped in saved.items():
-                client.delete(key)
-                if dumped is not None:
-                    client.restore(key, 0, dumped)
-            client.close()
+    def break_dead_letters(
+        self, config: TaskProcessorConfig
+    ) -> contextlib.AbstractContextManager[None]:
+        """Every write of a dead-letter record fails inside the block."""
+        return broken_dead_letter_writes(_store(config), config)
 
     def unreachable_adapter_config(self, config: TaskProcessorConfig) -> Mapping[str, Any]:
         """The same settings pointing at closed ports."""
@@ -115,11 +102,7 @@ class CeleryHarness(BrokerHarness):  # type: ignore[misc,unused-ignore]
     def cleanup(self, config: TaskProcessorConfig) -> None:
         """Delete the queue and exchange, and the store's keys of ``config``'s queue."""
         settings = _settings(config)
-        store = _redis(settings.state_url)
-        try:
-            _delete_store_keys(store, config)
-        finally:
-            store.close()
+        _delete_store_keys(config)
         with _broker(settings) as connection:
             channel = connection.default_channel
             if settings.broker_kind is BrokerKind.REDIS:
@@ -129,20 +112,16 @@ class CeleryHarness(BrokerHarness):  # type: ignore[misc,unused-ignore]
                 channel.exchange_delete(config.queue_name)
 
 
-def _delete_store_keys(client: redis.Redis, config: TaskProcessorConfig) -> None:
-    """The store's keys of ``config``'s queue: tasks, leases, idempotency keys,
-    dead letters, delayed retries and kombu's unacked index (other queues under
-    the same prefix are kept)."""
-    prefix = _settings(config).key_prefix
-    queue = config.queue_name
-    client.delete(f"{prefix}:running:{queue}", *_dead_letter_keys(config))
-    for pattern in (f"{prefix}:idem:{queue}:*", f"{prefix}:celery:{queue}:*"):
-        for key in client.scan_iter(match=pattern, count=1000):
-            client.delete(key)
-    for key in client.scan_iter(match=f"{prefix}:task:*", count=1000):
-        owner = client.hget(key, "queue")
-        if owner == queue.encode() or owner is None:
-            client.delete(key)  # no queue: the record of an undecodable dead letter
+def _delete_store_keys(config: TaskProcessorConfig) -> None:
+    """The store's keys of ``config``'s queue, and its delayed retries."""
+    store = _store(config)
+    try:
+        purge_store(store, config)
+        prefix = _settings(config).key_prefix
+        for key in store.client.scan_iter(match=f"{prefix}:celery:{config.queue_name}:*"):
+            store.client.delete(key)
+    finally:
+        store.close()
 
 
 def _delete_kombu_keys(channel: Any, queue: str) -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from taskserve.adapter import TaskProcessorAdapter
 from taskserve.capabilities import Capability
 from taskserve.config import AdapterConfig, TaskProcessorConfig
 from taskserve.errors import BrokerUnavailable, ConfigError
 from taskserve.execution import TaskRunner
-from taskserve.models import AdapterMetrics, CancelOutcome, DeadLetter, TaskResult
+from taskserve.models import TaskResult
 from taskserve.secrets import redact_url
 from taskserve.serialization import TaskMessage
-from taskserve.states import TaskState
+from taskserve.stores.redis_adapter import RedisStoreAdapter
 from taskserve.stores.redis_store import RedisTaskStore
 from taskserve_dramatiq.brokers import TaskBroker, build_broker
 from taskserve_dramatiq.config import DramatiqAdapterConfig
@@ -30,7 +29,7 @@ logger = logging.getLogger(__name__)
 _RESERVED_SUFFIXES = (".DQ", ".XQ")
 
 
-class DramatiqAdapter(TaskProcessorAdapter):
+class DramatiqAdapter(RedisStoreAdapter):
     """Queue adapter on Dramatiq (Redis or RabbitMQ broker)."""
 
     alias: ClassVar[str] = "dramatiq"
@@ -45,14 +44,18 @@ class DramatiqAdapter(TaskProcessorAdapter):
                 "reserves for its delay and dead-letter queues; choose another name"
             )
         settings = self.settings
-        self.store = RedisTaskStore(
+        self._store = RedisTaskStore(
             settings.results_url or settings.broker_url,
             config.queue_name,
             result_ttl_s=config.result_ttl_s,
             prefix=settings.results_prefix,
         )
         self.broker: TaskBroker = build_broker(settings, config)
-        self._consumer: DramatiqConsumer | None = None
+
+    @property
+    def store(self) -> RedisTaskStore:
+        """The Redis store of this queue's task records and dead letters."""
+        return self._store
 
     @property
     def settings(self) -> DramatiqAdapterConfig:
@@ -87,74 +90,28 @@ class DramatiqAdapter(TaskProcessorAdapter):
     # -- producer ---------------------------------------------------------------
     def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
         check_json_encoder()
-        result, created = self.store.create(message, idempotency_key)
-        if not created:
-            return result
-        try:
-            self._broker_call(
-                f"publishing task {message.id}",
-                self.broker.enqueue,
-                to_dramatiq(message, self.config.queue_name),
-            )
-        except BrokerUnavailable:
-            try:
-                self.store.discard(message.id)
-            except Exception:
-                logger.exception("taskserve: could not discard unpublished task %s", message.id)
-            raise
-        return result
+        return super()._enqueue(message, idempotency_key)
 
-    def _get_status(self, task_id: str) -> TaskResult:
-        return self.store.status(task_id)
-
-    def _get_message(self, task_id: str) -> TaskMessage:
-        return self.store.message(task_id)
-
-    def _cancel(self, task_id: str) -> CancelOutcome:
-        changed, status = self.store.cancel(task_id)
-        if status is TaskState.CANCELLED:
-            message = "cancelled before it started; it will never run"
-        elif changed:
-            message = "cancel requested; the running handler is being stopped"
-        else:
-            message = f"already {status.value}; nothing changed"
-        return CancelOutcome(id=task_id, cancelled=changed, status=status, message=message)
+    def _publish(self, message: TaskMessage) -> None:
+        self._broker_call(
+            f"publishing task {message.id}",
+            self.broker.enqueue,
+            to_dramatiq(message, self.config.queue_name),
+        )
 
     # -- consumer -------------------------------------------------------------
-    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> None:
+    def _start_consumer(
+        self, runner: TaskRunner, concurrency: int, **kwargs: Any
+    ) -> DramatiqConsumer:
         if kwargs:
             raise ConfigError(f"unknown start_consumer options: {', '.join(sorted(kwargs))}")
         check_json_encoder()
-        self._consumer = DramatiqConsumer(
+        consumer = DramatiqConsumer(
             self.broker, self.store, self.config, self.settings, runner, concurrency
         )
-        self._consumer.start()
-
-    def _stop_consumer(self, timeout: float) -> None:
-        if self._consumer is not None:
-            self._consumer.stop(timeout)
-            self._consumer = None
-
-    def _consumer_alive(self) -> bool:
-        return self._consumer is not None and self._consumer.alive()
+        consumer.start()
+        return consumer
 
     # -- operations -------------------------------------------------------------
-    def _metrics(self) -> AdapterMetrics:
-        depth = self._broker_call("reading the queue depth", self.broker.queue_depth)
-        return AdapterMetrics(
-            queue_name=self.config.queue_name,
-            queue_depth=int(depth),
-            in_flight=self.store.in_flight(),
-            dead_letters_failed=self.store.count_dead_letters(self.config.failed_task_queue_name),
-            dead_letters_unprocessable=self.store.count_dead_letters(
-                self.config.unprocessable_task_queue_name
-            ),
-        )
-
-    def _list_dead_letters(
-        self, queue: str, limit: int | None, ids: list[str] | None
-    ) -> list[DeadLetter]:
-        return self.store.dead_letters(queue, limit, ids)
-
-    def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
-        return self.store.delete_dead_letters(queue, ids)
+    def _queue_depth(self) -> int:
+        return int(self._broker_call("reading the queue depth", self.broker.queue_depth))

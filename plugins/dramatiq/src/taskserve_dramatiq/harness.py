@@ -19,7 +19,9 @@ import pika.exceptions
 import redis
 
 from taskserve import TaskProcessorConfig
-from taskserve_conformance.harness import BrokerHarness  # type: ignore[import-untyped, unused-ignore]
+from taskserve.stores.redis_store import RedisTaskStore
+from taskserve_conformance.harness import BrokerHarness
+from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
 from taskserve_dramatiq.config import DramatiqAdapterConfig
 
 
@@ -34,6 +36,17 @@ def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
 
 
+def _store(config: TaskProcessorConfig) -> RedisTaskStore:
+    """The adapter's state store, reached directly (not through the adapter)."""
+    settings = _settings(config)
+    return RedisTaskStore(
+        settings.results_url or settings.broker_url,
+        config.queue_name,
+        result_ttl_s=1,
+        prefix=settings.results_prefix,
+    )
+
+
 @contextlib.contextmanager
 def _rabbitmq_channel(url: str) -> Iterator[Any]:
     connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -44,13 +57,7 @@ def _rabbitmq_channel(url: str) -> Iterator[Any]:
             connection.close()
 
 
-def _dead_letter_keys(config: TaskProcessorConfig) -> list[str]:
-    prefix = _settings(config).results_prefix
-    queues = [config.failed_task_queue_name, config.unprocessable_task_queue_name]
-    return [f"{prefix}:dlq:{q}:{part}" for q in queues if q for part in ("order", "records")]
-
-
-class DramatiqHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
+class DramatiqHarness(BrokerHarness):
     """Broker-level access to the Redis and RabbitMQ brokers of the Dramatiq adapter."""
 
     def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
@@ -84,24 +91,11 @@ class DramatiqHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
                 properties=pika.BasicProperties(delivery_mode=2),
             )
 
-    @contextlib.contextmanager
-    def break_dead_letters(self, config: TaskProcessorConfig) -> Iterator[None]:
-        """Make the hashes of dead-letter records strings, so every write of a
-        record fails (reads still see empty queues)."""
-        settings = _settings(config)
-        client = _redis(settings.results_url or settings.broker_url)
-        keys = [key for key in _dead_letter_keys(config) if key.endswith(":records")]
-        saved = {key: client.dump(key) for key in keys}
-        try:
-            for key in keys:
-                client.set(key, "dead-letter writes are broken by the harness")
-            yield
-        finally:
-            for key, dumped in saved.items():
-                client.delete(key)
-                if dumped is not None:
-                    client.restore(key, 0, dumped)
-            client.close()
+    def break_dead_letters(
+        self, config: TaskProcessorConfig
+    ) -> contextlib.AbstractContextManager[None]:
+        """Every write of a dead-letter record fails inside the block."""
+        return broken_dead_letter_writes(_store(config), config)
 
     def unreachable_adapter_config(self, config: TaskProcessorConfig) -> Mapping[str, Any]:
         """The same settings pointing at closed ports."""
@@ -113,9 +107,9 @@ class DramatiqHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
     def cleanup(self, config: TaskProcessorConfig) -> None:
         """Delete the queues, Dramatiq keys and store keys of ``config``."""
         settings = _settings(config)
-        store = _redis(settings.results_url or settings.broker_url)
+        store = _store(config)
         try:
-            _delete_store_keys(store, config)
+            purge_store(store, config)
         finally:
             store.close()
         if settings.kind == "redis":
@@ -128,20 +122,6 @@ class DramatiqHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
         with _rabbitmq_channel(settings.broker_url) as channel:
             for suffix in ("", ".DQ", ".XQ"):
                 channel.queue_delete(queue=f"{config.queue_name}{suffix}")
-
-
-def _delete_store_keys(client: redis.Redis, config: TaskProcessorConfig) -> None:
-    """The store's keys of ``config``'s queue: its tasks, leases, idempotency
-    keys and dead letters (other queues under the same prefix are kept)."""
-    prefix = _settings(config).results_prefix
-    queue = config.queue_name
-    client.delete(f"{prefix}:running:{queue}", *_dead_letter_keys(config))
-    for key in client.scan_iter(match=f"{prefix}:idem:{queue}:*", count=1000):
-        client.delete(key)
-    for key in client.scan_iter(match=f"{prefix}:task:*", count=1000):
-        owner = client.hget(key, "queue")
-        if owner == queue.encode() or owner is None:
-            client.delete(key)  # no queue: the record of an undecodable dead letter
 
 
 def _delete_dramatiq_keys(client: redis.Redis, namespace: str, queue: str) -> None:

@@ -18,15 +18,14 @@ from typing import Any, ClassVar
 import redis
 from rq.utils import get_version
 
-from taskserve.adapter import TaskProcessorAdapter
 from taskserve.capabilities import Capability
 from taskserve.config import AdapterConfig, TaskProcessorConfig
 from taskserve.errors import BrokerUnavailable, ConfigError
 from taskserve.execution import Handler, TaskRunner
-from taskserve.models import AdapterMetrics, CancelOutcome, DeadLetter, TaskResult
+from taskserve.models import TaskResult
 from taskserve.secrets import redact_url
 from taskserve.serialization import TaskMessage
-from taskserve.states import TaskState
+from taskserve.stores.redis_adapter import RedisStoreAdapter
 from taskserve.stores.redis_store import RedisTaskStore
 from taskserve_rq.broker import RQBroker
 from taskserve_rq.config import RQAdapterConfig
@@ -44,7 +43,7 @@ SOCKET_TIMEOUT_S = 30.0
 """Socket timeout of Redis commands (RQ raises it above a blocking fetch)."""
 
 
-class RQAdapter(TaskProcessorAdapter):
+class RQAdapter(RedisStoreAdapter):
     """Tasks as RQ jobs; consumers are RQ SimpleWorkers in threads of the replica."""
 
     alias: ClassVar[str] = "rq"
@@ -60,7 +59,7 @@ class RQAdapter(TaskProcessorAdapter):
             socket_timeout=SOCKET_TIMEOUT_S,
             health_check_interval=30,
         )
-        self.store = RedisTaskStore(
+        self._store = RedisTaskStore(
             settings.redis_url,
             config.queue_name,
             result_ttl_s=config.result_ttl_s,
@@ -74,8 +73,12 @@ class RQAdapter(TaskProcessorAdapter):
             job_timeout_s=settings.job_timeout_s,
             job_result_ttl_s=settings.job_result_ttl_s,
         )
-        self._consumer: RQConsumer | None = None
         self._time_limits: dict[str, float | None] = {}
+
+    @property
+    def store(self) -> RedisTaskStore:
+        """The Redis store of this queue's task records and dead letters."""
+        return self._store
 
     @property
     def settings(self) -> RQAdapterConfig:
@@ -115,50 +118,17 @@ class RQAdapter(TaskProcessorAdapter):
                 f"task id {message.id!r} cannot be an RQ job id: use letters, digits, "
                 "'_' and '-' only"
             )
-        result, created = self.store.create(message, idempotency_key)
-        if not created:
-            return result
-        try:
-            with self._redis(f"enqueuing task {message.id}"):
-                self.broker.publish(message)
-        except BrokerUnavailable:
-            try:
-                self.store.discard(message.id)
-            except Exception:
-                logger.exception(
-                    "taskserve: could not remove the record of unsent task %s", message.id
-                )
-            raise
-        return result
+        return super()._enqueue(message, idempotency_key)
 
-    def _get_status(self, task_id: str) -> TaskResult:
-        return self.store.status(task_id)
+    def _publish(self, message: TaskMessage) -> None:
+        with self._redis(f"enqueuing task {message.id}"):
+            self.broker.publish(message)
 
-    def _get_message(self, task_id: str) -> TaskMessage:
-        return self.store.message(task_id)
+    def _unqueue(self, task_id: str) -> None:
+        with self._redis(f"removing cancelled task {task_id} from the queue"):
+            self.broker.unqueue(task_id)
 
-    def _cancel(self, task_id: str) -> CancelOutcome:
-        changed, status = self.store.cancel(task_id)
-        if status is TaskState.CANCELLED and changed:
-            try:
-                with self._redis(f"removing cancelled task {task_id} from the queue"):
-                    self.broker.unqueue(task_id)
-            except BrokerUnavailable:
-                # The cancel is recorded: a consumer that fetches the job skips it.
-                logger.warning(
-                    "taskserve: task %s is cancelled but its job stays queued until a "
-                    "consumer skips it",
-                    task_id,
-                    exc_info=True,
-                )
-            message = "cancelled before it started; it will never run"
-        elif changed:
-            message = "cancel requested; the running handler is being stopped"
-        else:
-            message = f"already {status.value}; nothing changed"
-        return CancelOutcome(id=task_id, cancelled=changed, status=status, message=message)
-
-    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> None:
+    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> RQConsumer:
         if kwargs:
             raise ConfigError(f"unknown start_consumer options: {', '.join(sorted(kwargs))}")
         with self._redis("checking the Redis version"):
@@ -170,7 +140,7 @@ class RQAdapter(TaskProcessorAdapter):
                 f"{'.'.join(map(str, version))}"
             )
         settings = self.settings
-        self._consumer = RQConsumer(
+        consumer = RQConsumer(
             self.broker,
             self.store,
             self.config,
@@ -181,34 +151,13 @@ class RQAdapter(TaskProcessorAdapter):
             job_result_ttl_s=settings.job_result_ttl_s,
             dequeue_timeout_s=settings.dequeue_timeout_s,
         )
-        self._consumer.start()
+        consumer.start()
+        return consumer
 
-    def _stop_consumer(self, timeout: float) -> None:
-        if self._consumer is not None:
-            self._consumer.stop(timeout)
-            self._consumer = None
+    def _queue_depth(self) -> int:
+        with self._redis("reading the queue depth"):
+            return int(self.broker.depth())
 
-    def _consumer_alive(self) -> bool:
-        return self._consumer is not None and self._consumer.alive()
-
-    def _metrics(self) -> AdapterMetrics:
-        with self._redis("reading queue metrics"):
-            depth = self.broker.depth()
-            in_flight = self.broker.in_flight()
-        return AdapterMetrics(
-            queue_name=self.config.queue_name,
-            queue_depth=depth,
-            in_flight=in_flight,
-            dead_letters_failed=self.store.count_dead_letters(self.config.failed_task_queue_name),
-            dead_letters_unprocessable=self.store.count_dead_letters(
-                self.config.unprocessable_task_queue_name
-            ),
-        )
-
-    def _list_dead_letters(
-        self, queue: str, limit: int | None, ids: list[str] | None
-    ) -> list[DeadLetter]:
-        return self.store.dead_letters(queue, limit, ids)
-
-    def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
-        return self.store.delete_dead_letters(queue, ids)
+    def _in_flight(self) -> int:
+        with self._redis("reading the running tasks"):
+            return int(self.broker.in_flight())

@@ -12,16 +12,18 @@ from __future__ import annotations
 import contextlib
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from taskserve import TaskProcessorConfig
-from taskserve_conformance.harness import (  # type: ignore[import-untyped, unused-ignore]
+from taskserve.stores.redis_store import RedisTaskStore
+from taskserve_conformance.harness import (
     BrokerHarness,
 )
+from taskserve_conformance.redis_store import broken_dead_letter_writes
 from taskserve_rq.config import RQAdapterConfig
 
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -62,13 +64,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _dead_letter_record_keys(config: TaskProcessorConfig) -> list[str]:
-    prefix = _settings(config).key_prefix
-    queues = (config.failed_task_queue_name, config.unprocessable_task_queue_name)
-    return [f"{prefix}:dlq:{q}:records" for q in queues if q]
-
-
-class RQHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
+class RQHarness(BrokerHarness):
     """Broker-level access to the RQ adapter's Redis."""
 
     def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
@@ -97,23 +93,15 @@ class RQHarness(BrokerHarness):  # type: ignore[misc, unused-ignore]
         finally:
             client.close()
 
-    @contextlib.contextmanager
-    def break_dead_letters(self, config: TaskProcessorConfig) -> Iterator[None]:
-        """Make the hashes of the store's dead-letter records strings: every write
-        of a record fails, while listing (which reads the order zset) still works."""
-        client = _client(_settings(config))
-        keys = _dead_letter_record_keys(config)
-        saved = {key: client.dump(key) for key in keys}
-        try:
-            for key in keys:
-                client.set(key, "dead-letter writes are broken by the harness")
-            yield
-        finally:
-            for key, dumped in saved.items():
-                client.delete(key)
-                if dumped is not None:
-                    client.restore(key, 0, dumped)
-            client.close()
+    def break_dead_letters(
+        self, config: TaskProcessorConfig
+    ) -> contextlib.AbstractContextManager[None]:
+        """Every write of a dead-letter record fails inside the block."""
+        settings = _settings(config)
+        store = RedisTaskStore(
+            settings.redis_url, config.queue_name, result_ttl_s=1, prefix=settings.key_prefix
+        )
+        return broken_dead_letter_writes(store, config)
 
     def unreachable_adapter_config(self, config: TaskProcessorConfig) -> Mapping[str, Any]:
         """The same settings pointing at a closed port."""

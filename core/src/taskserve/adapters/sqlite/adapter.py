@@ -16,7 +16,7 @@ from taskserve.adapters.sqlite.store import SqliteStore
 from taskserve.capabilities import Capability
 from taskserve.config import AdapterConfig, TaskProcessorConfig
 from taskserve.execution import TaskRunner
-from taskserve.models import AdapterMetrics, CancelOutcome, DeadLetter, TaskResult
+from taskserve.models import AdapterMetrics, DeadLetter, TaskResult
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
 
@@ -32,7 +32,6 @@ class SqliteAdapter(TaskProcessorAdapter):
         super().__init__(config)
         settings = self.settings
         self.store = SqliteStore(settings.path, settings.busy_timeout_s)
-        self._consumer: SqliteConsumer | None = None
 
     @property
     def settings(self) -> SqliteAdapterConfig:
@@ -61,30 +60,18 @@ class SqliteAdapter(TaskProcessorAdapter):
         self.store.ensure_schema()
         return self.store.message(task_id)
 
-    def _cancel(self, task_id: str) -> CancelOutcome:
+    def _cancel(self, task_id: str) -> tuple[bool, TaskState]:
         self.store.ensure_schema()
-        changed, status = self.store.cancel(task_id, self.config.result_ttl_s)
-        if status is TaskState.CANCELLED:
-            message = "cancelled before it started; it will never run"
-        elif changed:
-            message = "cancel requested; the running handler is being stopped"
-        else:
-            message = f"already {status.value}; nothing changed"
-        return CancelOutcome(id=task_id, cancelled=changed, status=status, message=message)
+        return self.store.cancel(task_id, self.config.result_ttl_s)
 
-    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> None:
-        self._consumer = SqliteConsumer(
+    def _start_consumer(
+        self, runner: TaskRunner, concurrency: int, **kwargs: Any
+    ) -> SqliteConsumer:
+        consumer = SqliteConsumer(
             self.store, self.config, runner, concurrency, self.settings.poll_interval_s
         )
-        self._consumer.start()
-
-    def _stop_consumer(self, timeout: float) -> None:
-        if self._consumer is not None:
-            self._consumer.stop(timeout)
-            self._consumer = None
-
-    def _consumer_alive(self) -> bool:
-        return self._consumer is not None and self._consumer.alive()
+        consumer.start()
+        return consumer
 
     def _metrics(self) -> AdapterMetrics:
         counts = self.store.counts(self.config.queue_name)
