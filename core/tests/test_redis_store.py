@@ -194,3 +194,53 @@ def test_finished_records_expire_after_the_ttl(store: RedisTaskStore) -> None:
     short.finish(message.id, TaskState.SUCCESS, result=1, has_result=True)
     assert 0 < short.client.ttl(short.task_key(message.id)) <= 1
     short.close()
+
+
+def test_begin_and_start_counts_and_starts_in_one_step(store: RedisTaskStore) -> None:
+    message = _message()
+    store.create(message, None)
+    assert store.begin_and_start(message, 5, max_attempts=2) == (1, True)
+    status = store.status(message.id)
+    assert status.status is TaskState.STARTED and status.attempts == 1
+    assert store.in_flight() == 1
+    assert store.begin_and_start(message, 5, max_attempts=2) == (2, True)
+    assert store.begin_and_start(message, 5, max_attempts=2) == (3, False)
+    assert store.status(message.id).attempts == 2
+
+
+def test_begin_and_start_leaves_finished_and_cancelled_tasks(store: RedisTaskStore) -> None:
+    done, cancelled, unknown = _message(), _message(), _message()
+    store.create(done, None)
+    store.begin_and_start(done, 5, max_attempts=3)
+    store.finish(done.id, TaskState.SUCCESS, result=1, has_result=True)
+    assert store.begin_and_start(done, 5, max_attempts=3) == (2, False)
+    assert store.status(done.id).status is TaskState.SUCCESS
+    store.create(cancelled, None)
+    store.cancel(cancelled.id)
+    assert store.begin_and_start(cancelled, 5, max_attempts=3) == (1, False)
+    assert store.status(cancelled.id).status is TaskState.CANCELLED
+    assert store.begin_and_start(unknown, 5, max_attempts=3) == (1, True)  # no record: created
+    assert store.message(unknown.id) == unknown
+
+
+def test_recorder_begin_starts_only_what_the_runner_runs(store: RedisTaskStore) -> None:
+    from taskserve import TaskProcessorConfig
+    from taskserve.execution import Outcome, TaskRunner
+    from taskserve.stores.redis_store import StoreRecorder
+
+    config = TaskProcessorConfig(queue_name="q", max_retries=0)
+    runner = TaskRunner(config, "test", {"t": lambda *args, **kwargs: "ok"})
+    recorder = StoreRecorder(store, 5, lambda message, delay: None)
+    known = _message()
+    unknown = build_message(
+        task_name="other", args=None, kwargs=None, queue_name="q", max_payload_bytes=10_000
+    )
+    for message in (known, unknown):
+        store.create(message, None)
+    attempt, begun = recorder.begin(known, runner)
+    assert attempt == 1 and store.status(known.id).status is TaskState.STARTED
+    assert runner.process(known, attempt, begun) is Outcome.SUCCEEDED
+    assert store.status(known.id).status is TaskState.SUCCESS
+    attempt, begun = recorder.begin(unknown, runner)
+    assert attempt == 1 and begun is recorder
+    assert store.status(unknown.id).status is TaskState.PENDING

@@ -32,7 +32,7 @@ from celery import Celery
 
 from taskserve.config import TaskProcessorConfig
 from taskserve.errors import BrokerUnavailable
-from taskserve.execution import TaskRunner
+from taskserve.execution import DeliveryRecorder, TaskRunner
 from taskserve.leases import LeaseKeeper
 from taskserve.secrets import redact_url
 from taskserve.serialization import TaskMessage
@@ -245,10 +245,11 @@ class CeleryConsumer:
                 self._finish(delivery, _Settle.HAND_BACK)
                 return
             attempt = 1
+            recorder: DeliveryRecorder = self._recorder
             if isinstance(payload, TaskMessage):
                 delivery.task_id = payload.id
-                attempt = self._store.begin_delivery(payload)
-            self._runner.process(payload, attempt, self._recorder)
+                attempt, recorder = self._recorder.begin(payload, self._runner)
+            self._runner.process(payload, attempt, recorder)
         except Exception:
             logger.exception(
                 "taskserve-celery: the outcome of task %s could not be recorded; it will be "

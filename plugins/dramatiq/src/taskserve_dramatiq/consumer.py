@@ -21,7 +21,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import iter_queue
 
 from taskserve.config import TaskProcessorConfig
-from taskserve.execution import TaskRunner
+from taskserve.execution import DeliveryRecorder, TaskRunner
 from taskserve.leases import LeaseKeeper
 from taskserve.serialization import TaskMessage
 from taskserve.stores.redis_store import RedisTaskStore, StoreRecorder
@@ -160,10 +160,11 @@ class DramatiqConsumer:
         try:
             payload = payload_of(message, self._config.queue_name)
             attempt = 1
+            recorder: DeliveryRecorder = self._recorder
             if isinstance(payload, TaskMessage):
-                attempt = self._store.begin_delivery(payload)
+                attempt, recorder = self._recorder.begin(payload, self._runner)
                 task_id = payload.id
-            self._runner.process(payload, attempt, self._recorder)
+            self._runner.process(payload, attempt, recorder)
         except BaseException:
             logger.exception(
                 "taskserve: the outcome of message %s could not be recorded; it will be "

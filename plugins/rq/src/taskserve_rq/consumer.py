@@ -39,7 +39,7 @@ from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegis
 from rq.utils import now, utcformat
 
 from taskserve.config import TaskProcessorConfig
-from taskserve.execution import Outcome, TaskRunner
+from taskserve.execution import DeliveryRecorder, Outcome, TaskRunner
 from taskserve.leases import MAX_TICK_S, LeaseKeeper
 from taskserve.serialization import TaskMessage
 from taskserve.stores.redis_store import RedisTaskStore, StoreRecorder
@@ -249,16 +249,16 @@ class RQConsumer:
         payload = decode_job_data(job.data)
         message = payload if isinstance(payload, TaskMessage) else None
         try:
-            if message is not None:
-                attempt = self._store.begin_delivery(message)
-                self._time_limits[message.id] = self._time_limit(job)
-            else:
-                attempt = 1
-            recorder = StoreRecorder(
+            store_recorder = StoreRecorder(
                 self._store,
                 self._lease_s,
                 lambda _message, delay_s: self._reschedule(delivery, delay_s),
             )
+            attempt = 1
+            recorder: DeliveryRecorder = store_recorder
+            if message is not None:
+                self._time_limits[message.id] = self._time_limit(job)
+                attempt, recorder = store_recorder.begin(message, self._runner)
             try:
                 outcome = self._runner.process(payload, attempt, recorder)
             except Exception:
