@@ -146,6 +146,14 @@ def _startup_table(results: Results) -> list[str]:
     return _table(header, rows)
 
 
+def _replica_timeline(timeline: Sequence[tuple[float, int, int]]) -> str:
+    steps = [
+        f"{running}{f' +{stopping}' if stopping else ''} at {moment:g} s"
+        for moment, running, stopping in timeline
+    ]
+    return ", ".join(steps)
+
+
 def _contender(key: str) -> Contender:
     parts = key.split("/")
     return Contender(*parts)
@@ -254,9 +262,9 @@ def render(results: Results, notes: str | None = None) -> str:
                 f"{a.wall_s:.1f} s" if a.wall_s is not None else "did not finish",
                 str(a.peak_replicas),
                 f"{a.replica_seconds:.0f}",
-                str(a.scale_downs_with_work_left),
+                f"{a.stopping_seconds:.0f}",
                 str(a.redelivered),
-                " → ".join(f"{count}@{moment:g}s" for moment, count in a.timeline),
+                _replica_timeline(a.timeline),
             ]
             for a in results.autoscaling
         ]
@@ -265,9 +273,9 @@ def render(results: Results, notes: str | None = None) -> str:
             f"all {first.tasks} done after",
             "peak replicas",
             "replica-seconds",
-            "scale-downs with work left",
+            "of which stopping",
             "tasks run twice",
-            "RUNNING replicas over time",
+            "replicas over time (RUNNING, +STOPPING)",
         ]
         lines += [
             "## Autoscaling",

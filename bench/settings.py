@@ -40,9 +40,9 @@ class Settings:
 FULL = Settings(
     preset="full",
     repetitions=3,
-    target_s=6.0,
-    calibration_tasks=300,
-    latency_samples=50,
+    target_s=7.0,
+    calibration_tasks=200,
+    latency_samples=40,
     concurrency=8,
     crash_lease_s=5.0,
     crash_wait_s=20.0,

@@ -224,5 +224,5 @@ class Suite:
             wall = f"{outcome.wall_s:.1f}s" if outcome.wall_s is not None else "did not finish"
             self.log(
                 f"{policy}: all done after {wall}, peak {outcome.peak_replicas} replicas, "
-                f"replicas over time {outcome.timeline}"
+                f"(RUNNING, STOPPING) over time {outcome.timeline}"
             )

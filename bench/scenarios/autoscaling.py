@@ -4,10 +4,12 @@ The same consumer application (taskserve-celery on Redis, concurrency 1 per
 replica, 1 to 3 replicas, one replica at the start) is deployed under each
 policy with the same autoscaling settings; then ``tasks`` tasks of
 ``task_s`` seconds are enqueued at once, and the wall time until the last one
-is SUCCESS is measured. The replica count (RUNNING replicas, as Serve reports
-it) is sampled meanwhile: its peak, its integral (replica-seconds), and how
-often it dropped while tasks were still unfinished. Both policies poll the
-broker every ``POLL_INTERVAL_S``.
+is SUCCESS is measured. The replicas Serve reports RUNNING and STOPPING are
+sampled meanwhile: the peak of RUNNING, the replica-seconds of both (what the
+run cost), and the replica-seconds spent STOPPING: an idle replica stops within
+about a second, a busy one drains its task first, so draining time shows busy
+replicas being scaled away. Both policies poll the broker every
+``POLL_INTERVAL_S``.
 """
 
 from __future__ import annotations
@@ -53,9 +55,10 @@ class AutoscalingResult:
     wall_s: float | None
     peak_replicas: int
     replica_seconds: float
-    scale_downs_with_work_left: int
+    stopping_seconds: float
     redelivered: int
-    timeline: list[tuple[float, int]] = field(default_factory=list)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    """(seconds, RUNNING, STOPPING) at each change."""
 
 
 def _policy(name: str, config: Any) -> Any:
@@ -80,14 +83,15 @@ def _policy(name: str, config: Any) -> Any:
     )
 
 
-def _running_replicas(app: str) -> int:
+def _replicas(app: str) -> tuple[int, int]:
+    """(RUNNING, STOPPING) replicas of the application's consumer."""
     from ray import serve
 
     status = serve.status().applications.get(app)
     if status is None or "consumer" not in status.deployments:
-        return 0
+        return 0, 0
     states: dict[Any, int] = dict(status.deployments["consumer"].replica_states)
-    return int(states.get("RUNNING", 0))
+    return int(states.get("RUNNING", 0)), int(states.get("STOPPING", 0))
 
 
 def run_policy(policy: str, tasks: int, task_s: float, workdir: Path) -> AutoscalingResult:
@@ -103,7 +107,7 @@ def run_policy(policy: str, tasks: int, task_s: float, workdir: Path) -> Autosca
     app = f"bench-{run_id}"
     settings = {**AUTOSCALING_SETTINGS, "policy": _policy(policy, config)}
     deployment = consumer_deployment(config, max_ongoing_requests=1, autoscaling_config=settings)
-    timeline: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, int]] = []
     wall: float | None = None
     try:
         serve.run(deployment.bind(), name=app, route_prefix=None)
@@ -112,7 +116,7 @@ def run_policy(policy: str, tasks: int, task_s: float, workdir: Path) -> Autosca
         deadline = time.monotonic() + tasks * task_s * 2 + 120
         pending = set(ids)
         while pending and time.monotonic() < deadline:
-            timeline.append((time.perf_counter() - started, _running_replicas(app)))
+            samples.append((time.perf_counter() - started, *_replicas(app)))
             pending = {
                 i
                 for i in pending
@@ -127,22 +131,20 @@ def run_policy(policy: str, tasks: int, task_s: float, workdir: Path) -> Autosca
         serve.delete(app)
         producer.shutdown()
         cleanup("celery", config)
-    counts = [count for _, count in timeline]
-    replica_seconds = sum(
-        count * (later - moment) for (moment, count), (later, _) in itertools.pairwise(timeline)
-    )
-    drops = sum(1 for before, after in itertools.pairwise(counts) if after < before)
+    spans = [(later[0] - sample[0], sample) for sample, later in itertools.pairwise(samples)]
     changes = [
-        point for i, point in enumerate(timeline) if i == 0 or point[1] != timeline[i - 1][1]
+        (round(moment, 1), running, stopping)
+        for i, (moment, running, stopping) in enumerate(samples)
+        if i == 0 or (running, stopping) != samples[i - 1][1:]
     ]
     return AutoscalingResult(
         policy=policy,
         tasks=tasks,
         task_s=task_s,
         wall_s=wall,
-        peak_replicas=max(counts, default=0),
-        replica_seconds=replica_seconds,
-        scale_downs_with_work_left=drops,
+        peak_replicas=max((running for _, running, _ in samples), default=0),
+        replica_seconds=sum(span * (running + stopping) for span, (_, running, stopping) in spans),
+        stopping_seconds=sum(span * stopping for span, (_, _, stopping) in spans),
         redelivered=redelivered,
-        timeline=[(round(moment, 1), count) for moment, count in changes],
+        timeline=changes,
     )
