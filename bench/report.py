@@ -54,6 +54,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def ratio_summary(pairs: Sequence[Ratio]) -> list[str]:
+    """One row per adapter, broker and system compared with: the throughput
+    ratio of each task (the README's table)."""
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for pair in pairs:
+        row = rows.setdefault((_where(pair.taskserve.contender), pair.other.contender.label), {})
+        row[pair.task] = DASH if math.isnan(pair.value) else f"{pair.value:.2f}{TIMES}"
+    tasks = list(TASK_LABELS)
+    header = ["adapter, broker", "taskserve throughput over", *(TASK_LABELS[t] for t in tasks)]
+    body = [
+        [where, other, *(row.get(t, DASH) for t in tasks)] for (where, other), row in rows.items()
+    ]
+    return _table(header, body)
+
+
 def ratio_table(pairs: Sequence[Ratio]) -> list[str]:
     """taskserve against each other system: throughput and latency side by side."""
     rows = []
@@ -212,6 +227,8 @@ def render(results: Results, notes: str | None = None) -> str:
     if pairs:
         lines += [
             "## Throughput: taskserve against the raw engines and Ray's built-in",
+            "",
+            *ratio_summary(pairs),
             "",
             *ratio_table(pairs),
             "",
