@@ -72,7 +72,16 @@ def _panel(axis: Any, found: Sequence[Summary], task: str, groups: list[tuple[st
                 error_kw={"linewidth": 0.7},
             )
     axis.set_xticks(range(len(groups)))
-    axis.set_xticklabels([f"{engine}\n{_BROKERS[broker]}" for engine, broker in groups])
+    concurrency = {
+        (s.contender.engine, s.contender.broker): s.concurrency for s in found if s.task == task
+    }
+    axis.set_xticklabels(
+        [
+            f"{engine}\n{_BROKERS[broker]}\nconcurrency {concurrency.get((engine, broker), '?')}"
+            for engine, broker in groups
+        ],
+        fontsize=8,
+    )
     axis.set_xlim(-0.5, len(groups) - 0.5)
     axis.set_title(f"{TASK_LABELS[task]} task")
     axis.set_ylabel("tasks/s, one consumer")
