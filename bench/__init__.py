@@ -9,8 +9,9 @@ Modules, one job each:
 
 - :mod:`bench.tasks` - the tasks every system runs;
 - :mod:`bench.engines` - one module per system (taskserve's adapters, raw
-  Celery, raw Dramatiq, raw RQ, Ray's built-in Celery adapter): a producer
-  session in this process and the command of its consumer process;
+  Celery, raw Dramatiq, raw RQ, Ray's built-in Celery adapter): its
+  producer in this process, the command of its consumer process, and the
+  cleanup of what a run created;
 - :mod:`bench.runner` - the one runner: N tasks through one system,
   throughput and enqueue-to-SUCCESS-visible latency;
 - :mod:`bench.scenarios` - crash-to-redelivery, ``serve.run`` to first

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.brokers import RABBITMQ, REDIS, SQLITE_FILE
-from bench.engines.base import Session, SessionOptions
+from bench.engines.base import Trial, TrialOptions
 
 TASKSERVE = "taskserve"
 RAW = "raw"
@@ -61,28 +61,28 @@ class Contender:
             return "Ray built-in"
         return " ".join(part for part in ("raw", _ENGINE_NAMES[self.engine], self.variant) if part)
 
-    def open(self, options: SessionOptions) -> Session:
-        """A session of this system on a fresh queue."""
+    def open(self, options: TrialOptions) -> Trial:
+        """A trial of this system on a fresh queue."""
         if self.system == TASKSERVE:
-            from bench.engines.adapters import AdapterSession
+            from bench.engines.adapters import AdapterTrial
 
-            return AdapterSession(self.engine, self.broker, options)
+            return AdapterTrial(self.engine, self.broker, options)
         if self.system == RAY:
-            from bench.engines.ray_celery import RayCelerySession
+            from bench.engines.ray_celery import RayCeleryTrial
 
-            return RayCelerySession(self.broker, options)
+            return RayCeleryTrial(self.broker, options)
         if self.engine == "celery":
-            from bench.engines.raw_celery import RawCelerySession
+            from bench.engines.raw_celery import RawCeleryTrial
 
-            return RawCelerySession(self.broker, options)
+            return RawCeleryTrial(self.broker, options)
         if self.engine == "dramatiq":
-            from bench.engines.raw_dramatiq import RawDramatiqSession
+            from bench.engines.raw_dramatiq import RawDramatiqTrial
 
-            return RawDramatiqSession(self.broker, options)
+            return RawDramatiqTrial(self.broker, options)
         if self.engine == "rq":
-            from bench.engines.raw_rq import RawRQSession
+            from bench.engines.raw_rq import RawRQTrial
 
-            return RawRQSession(self.variant, options)
+            return RawRQTrial(self.variant, options)
         raise ValueError(f"no system {self.key}")
 
 

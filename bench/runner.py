@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.contenders import Contender
-from bench.engines.base import Session, SessionOptions
+from bench.engines.base import Trial, TrialOptions
 from bench.process import ConsumerProcess
 from bench.stats import percentile
 from bench.watcher import VisibilityWatcher
@@ -63,12 +63,12 @@ def size_tasks(throughput: float, target_s: float, low: int = 100, high: int = 5
     return max(low, min(high, round(throughput * target_s / 100) * 100))
 
 
-def _send(session: Session, watcher: VisibilityWatcher, task: str, count: int) -> list[float]:
+def _send(trial: Trial, watcher: VisibilityWatcher, task: str, count: int) -> list[float]:
     """Enqueue ``count`` tasks one after the other; the time each call started."""
     started: list[float] = []
     for _ in range(count):
         started.append(time.perf_counter())
-        watcher.add(session.enqueue(task))
+        watcher.add(trial.enqueue(task))
     return started
 
 
@@ -79,25 +79,25 @@ def run(contender: Contender, plan: RunPlan, workdir: Path) -> RunResult:
     run_id = uuid.uuid4().hex[:12]
     markers = workdir / f"markers-{run_id}"
     markers.mkdir(parents=True, exist_ok=True)
-    options = SessionOptions(
+    options = TrialOptions(
         run_id=run_id, concurrency=plan.concurrency, workdir=workdir, markers=markers
     )
-    session = contender.open(options)
+    trial = contender.open(options)
     try:
-        with VisibilityWatcher(session) as watcher:
-            sent = _send(session, watcher, plan.task, plan.tasks)
+        with VisibilityWatcher(trial) as watcher:
+            sent = _send(trial, watcher, plan.task, plan.tasks)
             enqueue_rate = (plan.tasks - 1) / (time.perf_counter() - sent[1])
-            consumer = ConsumerProcess(session.consumer(), workdir / f"{run_id}.log", markers)
+            consumer = ConsumerProcess(trial.consumer(), workdir / f"{run_id}.log", markers)
             with consumer:
                 watcher.start()
                 seen = watcher.wait(plan.tasks, RUN_TIMEOUT_S)
                 drain_s = seen[-1] - seen[0]
                 latencies = []
                 for done in range(plan.tasks + 1, plan.tasks + plan.latency_samples + 1):
-                    started = _send(session, watcher, plan.task, 1)[0]
+                    started = _send(trial, watcher, plan.task, 1)[0]
                     latencies.append(watcher.wait(done, RUN_TIMEOUT_S)[-1] - started)
     finally:
-        session.close()
+        trial.close()
     return RunResult(
         key=contender.key,
         task=plan.task,

@@ -13,7 +13,7 @@ import threading
 import time
 from types import TracebackType
 
-from bench.engines.base import Session
+from bench.engines.base import Trial
 
 POLL_S = 0.0005
 
@@ -21,8 +21,8 @@ POLL_S = 0.0005
 class VisibilityWatcher:
     """Records ``time.perf_counter()`` when each added task is seen SUCCESS."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, trial: Trial) -> None:
+        self._trial = trial
         self._ids: list[str] = []
         self.visible_at: list[float] = []
         self._error: BaseException | None = None
@@ -50,7 +50,7 @@ class VisibilityWatcher:
         seen = 0
         try:
             while not self._stop.is_set():
-                if seen < len(self._ids) and self._session.succeeded(self._ids[seen]):
+                if seen < len(self._ids) and self._trial.succeeded(self._ids[seen]):
                     self.visible_at.append(time.perf_counter())
                     seen += 1
                 else:

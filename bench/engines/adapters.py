@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.brokers import REDIS, REDIS_URL, SQLITE_FILE, broker_url, pika_url
-from bench.engines.base import ConsumerCommand, Session, SessionOptions, TaskFailed
+from bench.engines.base import ConsumerCommand, TaskFailed, Trial, TrialOptions
 
 DRAMATIQ_WORKER_TIMEOUT_S = 0.1
 """Idle poll of Dramatiq consumers, taskserve's and raw alike."""
@@ -24,7 +24,7 @@ DRAMATIQ_WORKER_TIMEOUT_S = 0.1
 ADAPTERS = ("sqlite", "celery", "dramatiq", "rq")
 
 
-def adapter_config(adapter: str, broker: str, options: SessionOptions) -> Any:
+def adapter_config(adapter: str, broker: str, options: TrialOptions) -> Any:
     """The typed ``adapter_config`` of ``adapter`` on ``broker`` for one run."""
     prefix = f"bench-{options.run_id}"
     if adapter == "sqlite":
@@ -60,7 +60,7 @@ def adapter_config(adapter: str, broker: str, options: SessionOptions) -> Any:
     raise ValueError(f"unknown adapter '{adapter}'; known: {', '.join(ADAPTERS)}")
 
 
-def processor_config(adapter: str, broker: str, options: SessionOptions, **fields: Any) -> Any:
+def processor_config(adapter: str, broker: str, options: TrialOptions, **fields: Any) -> Any:
     """The :class:`~taskserve.TaskProcessorConfig` of one run."""
     from taskserve import TaskProcessorConfig
 
@@ -105,10 +105,10 @@ def cleanup(adapter: str, config: Any) -> None:
     harness.cleanup(config)
 
 
-class AdapterSession(Session):
+class AdapterTrial(Trial):
     """A taskserve adapter on a fresh queue."""
 
-    def __init__(self, adapter: str, broker: str, options: SessionOptions) -> None:
+    def __init__(self, adapter: str, broker: str, options: TrialOptions) -> None:
         from taskserve import instantiate_adapter_from_config
 
         if (adapter == "sqlite") != (broker == SQLITE_FILE):

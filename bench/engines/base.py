@@ -19,7 +19,7 @@ class TaskFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SessionOptions:
+class TrialOptions:
     """Settings of one run of one system.
 
     ``run_id`` makes the queue and key names unique; ``workdir`` holds the
@@ -48,7 +48,7 @@ def bench_consumer(engine: str, **spec: Any) -> ConsumerCommand:
     return ConsumerCommand([sys.executable, "-m", "bench.consume", engine, json.dumps(spec)])
 
 
-class Session(ABC):
+class Trial(ABC):
     """One system on one fresh queue.
 
     The producer side lives in this process; :meth:`consumer` says how to

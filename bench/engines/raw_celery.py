@@ -4,7 +4,7 @@ The settings match taskserve-celery's consumer: the ``threads`` pool with the
 run's concurrency, late acknowledgement, one prefetched message per thread
 (prefetch multiplier 1), JSON only, no remote control, events, gossip, mingle
 or heartbeat; results in the Redis result backend so SUCCESS is visible. The
-helpers reading Celery results and deleting Celery's broker state are shared
+functions reading Celery results and deleting Celery's broker state are shared
 with Ray's built-in adapter (:mod:`bench.engines.ray_celery`).
 """
 
@@ -21,9 +21,9 @@ from bench.brokers import REDIS, REDIS_URL, broker_url
 from bench.engines.base import (
     READY_LINE,
     ConsumerCommand,
-    Session,
-    SessionOptions,
     TaskFailed,
+    Trial,
+    TrialOptions,
     bench_consumer,
 )
 from bench.tasks import HANDLERS
@@ -94,10 +94,10 @@ def delete_celery_state(app: Any, broker: str, queue: str, task_ids: Iterable[st
             channel.exchange_delete(queue)
 
 
-class RawCelerySession(Session):
+class RawCeleryTrial(Trial):
     """Raw Celery on a fresh queue."""
 
-    def __init__(self, broker: str, options: SessionOptions) -> None:
+    def __init__(self, broker: str, options: TrialOptions) -> None:
         self.broker = broker
         self.queue = f"bench-raw-{options.run_id}"
         self.concurrency = options.concurrency

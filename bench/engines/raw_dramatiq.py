@@ -21,9 +21,9 @@ from bench.engines.adapters import DRAMATIQ_WORKER_TIMEOUT_S
 from bench.engines.base import (
     READY_LINE,
     ConsumerCommand,
-    Session,
-    SessionOptions,
     TaskFailed,
+    Trial,
+    TrialOptions,
     bench_consumer,
 )
 from bench.tasks import HANDLERS
@@ -51,10 +51,10 @@ def build_broker(broker: str, run_id: str, queue: str) -> tuple[Any, Any, dict[s
     return raw, backend, actors
 
 
-class RawDramatiqSession(Session):
+class RawDramatiqTrial(Trial):
     """Raw Dramatiq on a fresh queue."""
 
-    def __init__(self, broker: str, options: SessionOptions) -> None:
+    def __init__(self, broker: str, options: TrialOptions) -> None:
         self.broker_name = broker
         self.run_id = options.run_id
         self.queue = f"bench-raw-{options.run_id}"

@@ -19,9 +19,9 @@ from bench.brokers import REDIS_URL
 from bench.engines.base import (
     READY_LINE,
     ConsumerCommand,
-    Session,
-    SessionOptions,
     TaskFailed,
+    Trial,
+    TrialOptions,
     bench_consumer,
 )
 
@@ -38,10 +38,10 @@ def _queue(name: str) -> Any:
     return Queue(name, connection=redis.Redis.from_url(REDIS_URL), serializer=JSONSerializer)
 
 
-class RawRQSession(Session):
+class RawRQTrial(Trial):
     """Raw RQ on a fresh queue, consumed by one worker of ``worker_class``."""
 
-    def __init__(self, worker_class: str, options: SessionOptions) -> None:
+    def __init__(self, worker_class: str, options: TrialOptions) -> None:
         if worker_class not in WORKER_CLASSES:
             raise ValueError(f"worker_class must be one of {', '.join(WORKER_CLASSES)}")
         self.worker_class = worker_class

@@ -21,9 +21,9 @@ from bench.brokers import REDIS_URL, broker_url
 from bench.engines.base import (
     READY_LINE,
     ConsumerCommand,
-    Session,
-    SessionOptions,
     TaskFailed,
+    Trial,
+    TrialOptions,
     bench_consumer,
 )
 from bench.engines.raw_celery import delete_celery_state
@@ -51,10 +51,10 @@ def ray_adapter(broker: str, queue: str, concurrency: int) -> Any:
     return adapter
 
 
-class RayCelerySession(Session):
+class RayCeleryTrial(Trial):
     """Ray's built-in Celery adapter on a fresh queue."""
 
-    def __init__(self, broker: str, options: SessionOptions) -> None:
+    def __init__(self, broker: str, options: TrialOptions) -> None:
         self.broker = broker
         self.queue = f"bench-ray-{options.run_id}"
         self.concurrency = options.concurrency

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.brokers import REDIS, REDIS_URL
 from bench.engines.adapters import cleanup, processor_config
-from bench.engines.base import SessionOptions
+from bench.engines.base import TrialOptions
 from bench.scenarios.local_serve import consumer_deployment
 
 TASKSERVE_POLICY = "taskserve QueueDepthAutoscalingPolicy"
@@ -101,7 +101,7 @@ def run_policy(policy: str, tasks: int, task_s: float, workdir: Path) -> Autosca
     from taskserve import TaskState, instantiate_adapter_from_config
 
     run_id = uuid.uuid4().hex[:12]
-    options = SessionOptions(run_id=run_id, concurrency=1, workdir=workdir, markers=workdir)
+    options = TrialOptions(run_id=run_id, concurrency=1, workdir=workdir, markers=workdir)
     config = processor_config("celery", REDIS, options)
     producer = instantiate_adapter_from_config(config)
     app = f"bench-{run_id}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.contenders import TASKSERVE, Contender
-from bench.engines.base import SessionOptions
+from bench.engines.base import TrialOptions
 from bench.process import ConsumerProcess
 from bench.tasks import starts
 
@@ -50,15 +50,15 @@ def crash_to_redelivery(
     run_id = uuid.uuid4().hex[:12]
     markers = workdir / f"markers-{run_id}"
     markers.mkdir(parents=True, exist_ok=True)
-    options = SessionOptions(
+    options = TrialOptions(
         run_id=run_id, concurrency=1, workdir=workdir, markers=markers, lease_s=lease_s
     )
-    session = contender.open(options)
+    trial = contender.open(options)
     try:
-        command = session.consumer()
+        command = trial.consumer()
         victim = ConsumerProcess(command, workdir / f"{run_id}-victim.log", markers).start()
         try:
-            session.enqueue("hold", [wait_s + 60.0])
+            trial.enqueue("hold", [wait_s + 60.0])
             if not _wait_starts(markers, 1, START_TIMEOUT_S):
                 raise RuntimeError(f"{contender.key}: the task did not start")
             survivor = ConsumerProcess(command, workdir / f"{run_id}-survivor.log", markers)
@@ -70,7 +70,7 @@ def crash_to_redelivery(
         finally:
             victim.kill()
     finally:
-        session.close()
+        trial.close()
     redelivery = float(found[1]["time"]) - killed if len(found) >= 2 else None
     lease = lease_s if contender.system == TASKSERVE else None
     return CrashResult(contender.key, lease, wait_s, redelivery)

@@ -18,9 +18,9 @@ from typing import Any
 
 from bench.brokers import REDIS, SQLITE_FILE
 from bench.contenders import TASKSERVE, Contender
-from bench.engines.adapters import AdapterSession
-from bench.engines.base import Session, SessionOptions
-from bench.engines.ray_celery import RayCelerySession, ray_processor_config
+from bench.engines.adapters import AdapterTrial
+from bench.engines.base import Trial, TrialOptions
+from bench.engines.ray_celery import RayCeleryTrial, ray_processor_config
 from bench.scenarios.local_serve import consumer_deployment, ray_consumer_deployment
 
 TIMEOUT_S = 120.0
@@ -42,13 +42,13 @@ class StartupResult:
     first_success_s: float
 
 
-def _application(session: Session) -> Any:
-    if isinstance(session, AdapterSession):
-        return consumer_deployment(session.config, max_ongoing_requests=1).bind()
-    if isinstance(session, RayCelerySession):
-        config = ray_processor_config(session.broker, session.queue)
+def _application(trial: Trial) -> Any:
+    if isinstance(trial, AdapterTrial):
+        return consumer_deployment(trial.config, max_ongoing_requests=1).bind()
+    if isinstance(trial, RayCeleryTrial):
+        config = ray_processor_config(trial.broker, trial.queue)
         return ray_consumer_deployment(config, max_ongoing_requests=1).bind()
-    raise TypeError(f"no Serve consumer for {type(session).__name__}")
+    raise TypeError(f"no Serve consumer for {type(trial).__name__}")
 
 
 def serve_run_to_first_success(contender: Contender, workdir: Path) -> StartupResult:
@@ -56,18 +56,18 @@ def serve_run_to_first_success(contender: Contender, workdir: Path) -> StartupRe
     from ray import serve
 
     run_id = uuid.uuid4().hex[:12]
-    options = SessionOptions(run_id=run_id, concurrency=1, workdir=workdir, markers=workdir)
-    session = contender.open(options)
+    options = TrialOptions(run_id=run_id, concurrency=1, workdir=workdir, markers=workdir)
+    trial = contender.open(options)
     name = f"bench-{run_id}"
     try:
-        task_id = session.enqueue("noop")
-        application = _application(session)
+        task_id = trial.enqueue("noop")
+        application = _application(trial)
         started = time.perf_counter()
         try:
             serve.run(application, name=name, route_prefix=None)
             returned = time.perf_counter()
             deadline = time.monotonic() + TIMEOUT_S
-            while not session.succeeded(task_id):
+            while not trial.succeeded(task_id):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no SUCCESS within {TIMEOUT_S:.0f}s of serve.run")
                 time.sleep(0.002)
@@ -75,5 +75,5 @@ def serve_run_to_first_success(contender: Contender, workdir: Path) -> StartupRe
         finally:
             serve.delete(name)
     finally:
-        session.close()
+        trial.close()
     return StartupResult(contender.key, returned - started, succeeded - started)
