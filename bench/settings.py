@@ -40,8 +40,8 @@ class Settings:
 FULL = Settings(
     preset="full",
     repetitions=3,
-    target_s=7.0,
-    calibration_tasks=200,
+    target_s=6.0,
+    calibration_tasks=300,
     latency_samples=40,
     concurrency=8,
     crash_lease_s=5.0,
