@@ -12,4 +12,7 @@ scripts/ensure_brokers.sh
 .venv/bin/ruff format --check .
 .venv/bin/mypy core/src
 
-.venv/bin/pytest "$@"
+# Tests wait on brokers and consumer processes far more than they compute, so
+# they run in parallel worker processes (pytest-xdist), more than there are
+# cores; tests sharing one Ray Serve instance form one xdist group.
+.venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-4}" --dist loadgroup "$@"

@@ -65,6 +65,10 @@ from taskserve_conformance.reporting import DELIVERY_PROPERTY, DeliveryReport
 DEFAULT_TEST_TIMEOUT_S = 600.0
 """Per-test timeout applied to suite tests when none is configured."""
 
+SERVE_XDIST_GROUP = "taskserve-serve"
+"""The pytest-xdist group of every test using the shared Serve instance: under
+``--dist loadgroup`` they run in one worker process, which starts one Ray."""
+
 _CONSUMERS_KEY = pytest.StashKey[ConsumerPool]()
 
 
@@ -80,10 +84,14 @@ def _timeout_configured(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests whose capability is not declared; mark declared known failures
-    as strict xfails; give suite tests a timeout if none is configured."""
+    as strict xfails; give suite tests a timeout if none is configured; put the
+    tests sharing the Serve instance in one pytest-xdist group."""
     adapters: dict[type, type[TaskProcessorAdapter]] = {}
     add_timeout = not _timeout_configured(config)
+    group_serve_tests = config.pluginmanager.hasplugin("xdist")
     for item in items:
+        if group_serve_tests and "serve_instance" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(SERVE_XDIST_GROUP))
         test_class = getattr(item, "cls", None)
         if test_class is None or getattr(test_class, "adapter", None) is None:
             continue
