@@ -12,7 +12,7 @@ lint:
 	scripts/bootstrap.sh
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy core/src
+	.venv/bin/mypy core/src plugins/*/src conformance/src bench
 
 bench:  ## Benchmarks (not part of the tests)
 	scripts/bootstrap.sh

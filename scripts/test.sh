@@ -10,7 +10,7 @@ scripts/ensure_brokers.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy core/src
+.venv/bin/mypy core/src plugins/*/src conformance/src bench
 
 # Tests wait on brokers and consumer processes far more than they compute, so
 # they run in parallel worker processes (pytest-xdist), more than there are

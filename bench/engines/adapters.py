@@ -43,14 +43,14 @@ def adapter_config(adapter: str, broker: str, options: TrialOptions) -> Any:
         if broker == REDIS:
             return DramatiqAdapterConfig(
                 broker_url=REDIS_URL,
-                results_prefix=prefix,
+                key_prefix=prefix,
                 broker_options={"namespace": prefix},
                 worker_timeout_s=DRAMATIQ_WORKER_TIMEOUT_S,
             )
         return DramatiqAdapterConfig(
             broker_url=pika_url(),
-            results_url=REDIS_URL,
-            results_prefix=prefix,
+            state_url=REDIS_URL,
+            key_prefix=prefix,
             worker_timeout_s=DRAMATIQ_WORKER_TIMEOUT_S,
         )
     if adapter == "rq":
@@ -91,15 +91,15 @@ def cleanup(adapter: str, config: Any) -> None:
         return
     harness: Any
     if adapter == "celery":
-        from taskserve_celery.harness import CeleryHarness
+        from taskserve_celery.testing import CeleryHarness
 
         harness = CeleryHarness()
     elif adapter == "dramatiq":
-        from taskserve_dramatiq.harness import DramatiqHarness
+        from taskserve_dramatiq.testing import DramatiqHarness
 
         harness = DramatiqHarness()
     else:
-        from taskserve_rq.harness import RQHarness
+        from taskserve_rq.testing import RQHarness
 
         harness = RQHarness()
     harness.cleanup(config)

@@ -1,7 +1,7 @@
 """Harness pieces for adapters that keep task state in the core's Redis store.
 
 The Celery, Dramatiq and RQ adapters (and any third-party adapter built on
-:class:`taskserve.stores.redis_store.RedisTaskStore`) break dead-letter
+:class:`taskserve.kit.RedisTaskStore`) break dead-letter
 writes and clean up the store the same way; their harnesses call these.
 """
 
@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from taskserve import TaskProcessorConfig
-from taskserve.stores.redis_store import RedisTaskStore
+from taskserve.kit import RedisTaskStore, TaskProcessorConfig
 
 _BROKEN = "dead-letter writes are broken by the conformance harness"
 

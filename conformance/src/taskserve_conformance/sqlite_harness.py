@@ -16,7 +16,8 @@ from typing import Any
 
 from taskserve import TaskProcessorConfig
 from taskserve.adapters.sqlite import SqliteAdapterConfig
-from taskserve.adapters.sqlite.store import SqliteStore
+from taskserve.adapters.sqlite.dialect import SqliteDialect
+from taskserve.kit import SqlTaskStore
 from taskserve_conformance.harness import BrokerHarness
 
 
@@ -27,8 +28,9 @@ def _settings(config: TaskProcessorConfig) -> SqliteAdapterConfig:
     return settings
 
 
-def _store(settings: SqliteAdapterConfig) -> SqliteStore:
-    store = SqliteStore(settings.path, settings.busy_timeout_s)
+def _store(settings: SqliteAdapterConfig, queue_name: str) -> SqlTaskStore:
+    dialect = SqliteDialect(settings.path, settings.busy_timeout_s)
+    store = SqlTaskStore(dialect, queue_name, result_ttl_s=60.0)
     store.ensure_schema()
     return store
 
@@ -42,9 +44,9 @@ class SqliteHarness(BrokerHarness):
 
     def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
         """Insert ``body`` as a queued row of ``config.queue_name``."""
-        store = _store(_settings(config))
+        store = _store(_settings(config), config.queue_name)
         try:
-            store.insert_raw(config.queue_name, body, row_id=f"raw-{uuid.uuid4()}")
+            store.insert_raw(body, task_id=f"raw-{uuid.uuid4()}")
         finally:
             store.close()
 
@@ -52,7 +54,7 @@ class SqliteHarness(BrokerHarness):
     def break_dead_letters(self, config: TaskProcessorConfig) -> Iterator[None]:
         """Abort every insert into this config's dead-letter queues."""
         settings = _settings(config)
-        _store(settings).close()  # the trigger needs the table
+        _store(settings, config.queue_name).close()  # the trigger needs the table
         queues = [config.failed_task_queue_name, config.unprocessable_task_queue_name]
         # Queue names are validated as [A-Za-z0-9_.:-], safe to inline.
         listed = ", ".join(f"'{q}'" for q in queues if q)

@@ -13,6 +13,7 @@ from taskserve.adapter import TaskProcessorAdapter
 from taskserve.capabilities import Capability
 from taskserve.config import AdapterConfig, TaskProcessorConfig
 from taskserve.context import TaskContext, current_task
+from taskserve.engine.runner import DeliveryRecorder, Outcome, TaskRunner
 from taskserve.errors import (
     AdapterNotFound,
     ArgumentBindingError,
@@ -21,14 +22,15 @@ from taskserve.errors import (
     ConsumerLost,
     NonRetryableError,
     PayloadError,
+    RecordingFailed,
     TaskCancelled,
+    TaskIdInUse,
     TaskNotFound,
     TaskserveError,
     UndecodableMessage,
     UnknownTask,
     UnsupportedCapability,
 )
-from taskserve.execution import DeliveryRecorder, Outcome, TaskRunner
 from taskserve.factory import instantiate_adapter_from_config
 from taskserve.hooks import TaskEvent, hookimpl
 from taskserve.models import (
@@ -41,8 +43,8 @@ from taskserve.models import (
     TaskID,
     TaskResult,
 )
+from taskserve.redaction import SecretUrl, redact_url
 from taskserve.registry import installed_adapters, resolve_adapter
-from taskserve.secrets import SecretUrl, redact_url
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
 
@@ -101,12 +103,14 @@ __all__ = [
     "NonRetryableError",
     "Outcome",
     "PayloadError",
+    "RecordingFailed",
     "SecretUrl",
     "TaskCancelled",
     "TaskContext",
     "TaskError",
     "TaskEvent",
     "TaskID",
+    "TaskIdInUse",
     "TaskMessage",
     "TaskNotFound",
     "TaskProcessorAdapter",

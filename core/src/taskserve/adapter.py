@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from taskserve.capabilities import Capability
 from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.engine.runner import Handler, TaskRunner
 from taskserve.errors import ConfigError, UnsupportedCapability
-from taskserve.execution import Handler, TaskRunner
 from taskserve.hooks import TaskEvent
 from taskserve.models import (
     AdapterMetrics,
@@ -145,14 +145,14 @@ class TaskProcessorAdapter(ABC):
         """Names of the registered handlers."""
         return sorted(self._handlers)
 
-    def start_consumer(self, **kwargs: Any) -> None:
+    def start_consumer(self) -> None:
         """Start consuming ``queue_name`` in background threads of this process."""
         if self._runner is not None:
             return
         self._connect()
         self._runner = TaskRunner(self.config, self.alias or type(self).__name__, self._handlers)
         try:
-            self._consumer = self._start_consumer(self._runner, self.consumer_concurrency, **kwargs)
+            self._consumer = self._start_consumer(self._runner, self.consumer_concurrency)
         except BaseException:
             self._runner.close()
             self._runner = None
@@ -404,9 +404,7 @@ class TaskProcessorAdapter(ABC):
         task whose cancel was requested). TaskNotFound if unknown or expired."""
 
     @abstractmethod
-    def _start_consumer(
-        self, runner: TaskRunner, concurrency: int, **kwargs: Any
-    ) -> RunningConsumer:
+    def _start_consumer(self, runner: TaskRunner, concurrency: int) -> RunningConsumer:
         """Start fetching with at most ``concurrency`` tasks fetched at once,
         handing each to ``runner.process`` with a DeliveryRecorder; return the
         running consumer (stopped by :meth:`stop_consumer`)."""

@@ -100,6 +100,15 @@ class TaskProcessorConfig(BaseModel):
     max_payload_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest encoded task payload accepted."
     )
+    max_recording_failures: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Deliveries in a row whose outcome cannot be recorded (a result the store "
+            "refuses, say) before the task ends FAILURE with the recording error instead "
+            "of being delivered again."
+        ),
+    )
     consumer_concurrency: int | None = Field(
         default=None,
         ge=1,

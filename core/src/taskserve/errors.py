@@ -44,6 +44,22 @@ class TaskNotFound(TaskserveError, KeyError):
         return str(self.args[0])
 
 
+class TaskIdInUse(TaskserveError, ValueError):
+    """A task was enqueued with an explicit id that another task already has."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(
+            f"task id '{task_id}' is already in use on this queue; omit task_id to get a "
+            "fresh one, or pass an idempotency_key to get the first task back"
+        )
+
+
+class RecordingFailed(TaskserveError):
+    """A delivery's outcome could not be recorded in the task store, delivery
+    after delivery; the task ended FAILURE with this error."""
+
+
 class PayloadError(TaskserveError, ValueError):
     """Task arguments or a result cannot be serialized as JSON, or are too large."""
 

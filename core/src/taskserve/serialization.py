@@ -7,6 +7,7 @@ an error that names where it is, so nothing half-valid reaches the broker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -70,23 +71,29 @@ class TaskMessage:
     queue_name: str
     enqueued_at: float = field(default_factory=time.time)
     retried_from: str | None = None
+    seq: int | None = None
+    """Publish number given by a ledger store (see :class:`~taskserve.kit.LedgerStore`);
+    None in stored payloads and on engines without a ledger."""
+
+    def with_seq(self, seq: int | None) -> TaskMessage:
+        """This message as published under publish number ``seq``."""
+        return dataclasses.replace(self, seq=seq)
 
     def to_json(self) -> str:
         """The message as JSON text (its args and kwargs already checked)."""
-        return json.dumps(
-            {
-                "v": WIRE_VERSION,
-                "id": self.id,
-                "name": self.name,
-                "args": self.args,
-                "kwargs": self.kwargs,
-                "queue": self.queue_name,
-                "enqueued_at": self.enqueued_at,
-                "retried_from": self.retried_from,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        data: dict[str, Any] = {
+            "v": WIRE_VERSION,
+            "id": self.id,
+            "name": self.name,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue_name,
+            "enqueued_at": self.enqueued_at,
+            "retried_from": self.retried_from,
+        }
+        if self.seq is not None:
+            data["seq"] = self.seq
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def to_bytes(self) -> bytes:
         """The message as UTF-8 JSON bytes."""
@@ -115,6 +122,7 @@ class TaskMessage:
                 queue_name=data.get("queue", ""),
                 enqueued_at=float(data.get("enqueued_at") or time.time()),
                 retried_from=data.get("retried_from"),
+                seq=data.get("seq"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PayloadError(f"message lacks or mistypes a field: {e}") from e
@@ -122,6 +130,10 @@ class TaskMessage:
             raise PayloadError("message 'id' and 'name' must be strings")
         if not isinstance(message.args, list) or not isinstance(message.kwargs, dict):
             raise PayloadError("message 'args' must be a list and 'kwargs' an object")
+        if message.seq is not None and (type(message.seq) is not int or message.seq < 1):
+            raise PayloadError("message 'seq' must be a positive integer")
+        if message.retried_from is not None and not isinstance(message.retried_from, str):
+            raise PayloadError("message 'retried_from' must be a string")
         return message
 
 

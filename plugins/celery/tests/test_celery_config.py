@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from taskserve import Capability, ConfigError, TaskProcessorConfig, resolve_adapter
 from taskserve.serve import TaskAdapter
 from taskserve_celery import CeleryAdapter, CeleryAdapterConfig
-from taskserve_celery.app import build_app, transport_options
+from taskserve_celery.engine import build_app, transport_options
 
 REDIS = "redis://:s3cret-pw@127.0.0.1:6379/0"
 AMQP = "amqp://guest:s3cret-pw@127.0.0.1:5672//"

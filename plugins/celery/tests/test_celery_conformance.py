@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from taskserve_celery import CeleryAdapterConfig
-from taskserve_celery.harness import CeleryHarness
+from taskserve_celery.testing import CeleryHarness
 from taskserve_conformance import AdapterConformance, BrokerHarness
 
 pytest_plugins = ["taskserve_conformance.plugin"]

@@ -17,7 +17,7 @@ from kombu.asynchronous import get_event_loop
 
 from taskserve import DeadLetterKind, TaskProcessorConfig, TaskState
 from taskserve_celery import CeleryAdapter, CeleryAdapterConfig
-from taskserve_celery.harness import CeleryHarness
+from taskserve_celery.testing import CeleryHarness
 from taskserve_conformance import hold_for, wait_for_status, wait_until
 
 REDIS_URL = os.environ.get("TASKSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -8,20 +8,28 @@ from taskserve import Capability, ConfigError, TaskProcessorConfig
 from taskserve_dramatiq import DramatiqAdapter, DramatiqAdapterConfig
 
 
-def test_redis_broker_is_the_default_results_store() -> None:
+def test_redis_broker_is_the_default_state_store() -> None:
     config = DramatiqAdapterConfig(broker_url="redis://127.0.0.1:6379/3")
-    assert config.results_url == "redis://127.0.0.1:6379/3"
+    assert config.state_url == "redis://127.0.0.1:6379/3"
     assert config.kind == "redis"
     assert config.time_limit_s is None
 
 
-def test_rabbitmq_needs_a_results_url() -> None:
-    with pytest.raises(ValueError, match="results_url is required"):
+def test_rabbitmq_needs_a_state_url() -> None:
+    with pytest.raises(ValueError, match="state_url is required"):
         DramatiqAdapterConfig(broker_url="amqp://guest:guest@127.0.0.1:5672/%2F")
     config = DramatiqAdapterConfig(
-        broker_url="amqp://guest:guest@127.0.0.1:5672/%2F", results_url="redis://127.0.0.1"
+        broker_url="amqp://guest:guest@127.0.0.1:5672/%2F", state_url="redis://127.0.0.1"
     )
     assert config.kind == "rabbitmq"
+
+
+def test_former_field_names_still_work_with_a_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="'results_url' is deprecated, use 'state_url'"):
+        config = DramatiqAdapterConfig.model_validate(
+            {"broker_url": "amqp://h", "results_url": "redis://h", "results_prefix": "p"}
+        )
+    assert (config.state_url, config.key_prefix) == ("redis://h", "p")
 
 
 @pytest.mark.parametrize(
@@ -29,14 +37,18 @@ def test_rabbitmq_needs_a_results_url() -> None:
     [
         ({"broker_url": "kafka://host"}, "not a Dramatiq broker URL"),
         (
-            {"broker_url": "amqp://h", "results_url": "amqp://h"},
-            "results_url '.*' must be a Redis URL",
+            {"broker_url": "amqp://h", "state_url": "amqp://h"},
+            "state_url '.*' must be a Redis URL",
         ),
         ({"broker_url": "redis://h", "unknown": 1}, "unknown"),
         ({"broker_url": "redis://h", "broker_options": {"prefetch": 3}}, "not an option"),
         ({"broker_url": "redis://h", "broker_options": {"url": "x"}}, "cannot be set"),
         ({"broker_url": "redis://h", "broker_options": {"namespace": 3}}, "must be of type str"),
-        ({"broker_url": "amqp://h", "results_url": "redis://h", "time_limit_s": 0}, "greater"),
+        ({"broker_url": "amqp://h", "state_url": "redis://h", "time_limit_s": 0}, "greater"),
+        (
+            {"broker_url": "amqp://h", "state_url": "redis://h", "results_url": "redis://h"},
+            "former name of 'state_url'",
+        ),
     ],
 )
 def test_invalid_settings_are_rejected(fields: dict[str, object], message: str) -> None:
@@ -46,7 +58,7 @@ def test_invalid_settings_are_rejected(fields: dict[str, object], message: str) 
 
 def test_passwords_stay_out_of_reprs_and_errors() -> None:
     config = DramatiqAdapterConfig(
-        broker_url="amqp://user:s3cret@host:5672/%2F", results_url="redis://:s3cret@host/0"
+        broker_url="amqp://user:s3cret@host:5672/%2F", state_url="redis://:s3cret@host/0"
     )
     assert "s3cret" not in repr(config)
     with pytest.raises(ValueError) as error:

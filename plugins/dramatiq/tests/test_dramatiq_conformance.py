@@ -8,7 +8,7 @@ import pytest
 
 from taskserve_conformance import AdapterConformance, BrokerHarness
 from taskserve_dramatiq import DramatiqAdapterConfig
-from taskserve_dramatiq.harness import DramatiqHarness
+from taskserve_dramatiq.testing import DramatiqHarness
 
 pytest_plugins = ["taskserve_conformance.plugin"]
 
@@ -27,7 +27,7 @@ class TestDramatiqRedisConformance(AdapterConformance):
     def adapter_config(self) -> DramatiqAdapterConfig:
         return DramatiqAdapterConfig(
             broker_url=REDIS_URL,
-            results_prefix=_unique("results"),
+            key_prefix=_unique("results"),
             broker_options={"namespace": _unique("broker")},
             worker_timeout_s=0.2,
         )
@@ -44,8 +44,8 @@ class TestDramatiqRabbitmqConformance(AdapterConformance):
     def adapter_config(self) -> DramatiqAdapterConfig:
         return DramatiqAdapterConfig(
             broker_url=RABBITMQ_URL,
-            results_url=REDIS_URL,
-            results_prefix=_unique("results"),
+            state_url=REDIS_URL,
+            key_prefix=_unique("results"),
             worker_timeout_s=0.2,
         )
 

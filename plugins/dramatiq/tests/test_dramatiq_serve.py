@@ -13,7 +13,7 @@ import pytest
 from taskserve_conformance import BrokerHarness
 from taskserve_conformance.serve import ServeConformance
 from taskserve_dramatiq import DramatiqAdapterConfig
-from taskserve_dramatiq.harness import DramatiqHarness
+from taskserve_dramatiq.testing import DramatiqHarness
 
 pytest_plugins = ["taskserve_conformance.plugin", "taskserve_conformance.serve"]
 
@@ -32,7 +32,7 @@ class TestDramatiqRedisServe(ServeConformance):
     def adapter_config(self) -> DramatiqAdapterConfig:
         return DramatiqAdapterConfig(
             broker_url=REDIS_URL,
-            results_prefix=_unique("results"),
+            key_prefix=_unique("results"),
             broker_options={"namespace": _unique("broker")},
             worker_timeout_s=0.2,
         )
@@ -49,8 +49,8 @@ class TestDramatiqRabbitmqServe(ServeConformance):
     def adapter_config(self) -> DramatiqAdapterConfig:
         return DramatiqAdapterConfig(
             broker_url=RABBITMQ_URL,
-            results_url=REDIS_URL,
-            results_prefix=_unique("results"),
+            state_url=REDIS_URL,
+            key_prefix=_unique("results"),
             worker_timeout_s=0.2,
         )
 

@@ -36,9 +36,9 @@ from taskserve import (
 from taskserve.adapter import TaskProcessorAdapter
 from taskserve.serialization import TaskMessage
 from taskserve_rq import RQAdapter, RQAdapterConfig
-from taskserve_rq.harness import RQHarness
-from taskserve_rq.job import RUN_TASK, SERIALIZER, decode_job_data
+from taskserve_rq.testing import RQHarness
 from taskserve_rq.timeouts import ThreadDeathPenalty
+from taskserve_rq.wire import RUN_TASK, SERIALIZER, decode_job_data
 from taskserve_rq.worker import EmbeddedWorker
 
 REDIS_URL = os.environ.get("TASKSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -296,15 +296,20 @@ def test_cancel_of_a_queued_task_takes_it_off_the_rq_queue(
     assert queue.job_ids == [kept.id]
 
 
-def test_retry_waits_in_rq_scheduled_registry(make_adapter: Callable[..., RQAdapter]) -> None:
+def test_a_retry_waits_in_the_ledger_and_reads_scheduled_in_rq(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
     producer = make_adapter(max_retries=1, retry_backoff_s=30.0)
     consumer = _consumer(producer, {"fail": lambda: 1 / 0})
     try:
         task = producer.enqueue_task_sync("fail")
         _wait_for(producer, task, TaskState.RETRY)
         client = producer.store.client
-        _until(lambda: client.zscore(producer.broker.scheduled_key, task.id) is not None, "?")
-        assert client.zscore(producer.broker.scheduled_key, task.id) > time.time() + 20
+        _until(
+            lambda: client.hget(Job.key_for(task.id), "status") == b"scheduled",
+            "RQ's job hash did not read 'scheduled' during the backoff",
+        )
+        assert client.llen(producer.broker.queue_key) == 0  # not enqueued before it is due
         assert producer.get_metrics_sync().queue_depth == 1
     finally:
         consumer.shutdown()
@@ -357,12 +362,20 @@ def test_a_stopping_consumer_hands_fetched_jobs_back(
     running = producer.enqueue_task_sync("hold")
     waiting = producer.enqueue_task_sync("hold")
     _wait_for(producer, running, TaskState.STARTED)
-    consumer.stop_consumer(timeout=0.0)  # the running task goes back too
-    release.set()
+    consumer.stop_consumer(timeout=0.0)  # the running task goes back too, to the ledger
     queue = Queue(producer.config.queue_name, connection=producer.store.client)
-    assert set(queue.job_ids) == {running.id, waiting.id}
-    assert producer.get_task_status_sync(waiting.id).status is TaskState.PENDING
+    assert queue.job_ids == [waiting.id]
+    for task in (running, waiting):
+        assert producer.get_task_status_sync(task.id).status is TaskState.PENDING
+    assert producer.get_metrics_sync().queue_depth == 2
     consumer.shutdown()
+    successor = _consumer(producer, {"hold": lambda: "held"})  # its ledger publishes it
+    try:
+        for task in (running, waiting):
+            assert _wait_for(producer, task, TaskState.SUCCESS).result == "held"
+    finally:
+        release.set()
+        successor.shutdown()
 
 
 def test_a_worker_whose_loop_ends_restarts(
@@ -438,7 +451,7 @@ def test_a_long_task_keeps_its_lease_and_rq_started_entry(
         started = StartedJobRegistry(producer.config.queue_name, connection=producer.store.client)
         watch_until = time.monotonic() + 3.0  # three leases: one not renewed would be reaped
         while time.monotonic() < watch_until:
-            assert runs == [1] and producer.broker.in_flight() == 1
+            assert runs == [1] and producer.get_metrics_sync().in_flight == 1
             assert started.get_job_ids(cleanup=True) == [task.id]  # RQ's cleanup keeps it
             time.sleep(0.1)
         release.set()

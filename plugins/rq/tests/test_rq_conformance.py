@@ -9,7 +9,7 @@ import pytest
 
 from taskserve_conformance import AdapterConformance, BrokerHarness
 from taskserve_rq import RQAdapterConfig
-from taskserve_rq.harness import RQHarness
+from taskserve_rq.testing import RQHarness
 
 pytest_plugins = ["taskserve_conformance.plugin"]
 

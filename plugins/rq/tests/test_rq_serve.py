@@ -21,7 +21,7 @@ from taskserve import TaskProcessorConfig
 from taskserve_conformance import BrokerHarness
 from taskserve_conformance.serve import ServeConformance
 from taskserve_rq import RQAdapterConfig
-from taskserve_rq.harness import RQHarness
+from taskserve_rq.testing import RQHarness
 
 pytest_plugins = ["taskserve_conformance.plugin"]
 

@@ -205,7 +205,7 @@ def queue_depth_autoscaling_policy(
 
     from taskserve.config import TaskProcessorConfig
     from taskserve.errors import ConfigError
-    from taskserve.secrets import redact_url
+    from taskserve.redaction import redact_url
 
     source: Any = task_processor_config
     if isinstance(source, TaskProcessorConfig):

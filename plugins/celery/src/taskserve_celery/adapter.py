@@ -17,23 +17,26 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from celery import Celery
 
-from taskserve.capabilities import Capability
-from taskserve.config import AdapterConfig, TaskProcessorConfig
-from taskserve.errors import BrokerUnavailable, ConfigError
-from taskserve.execution import TaskRunner
-from taskserve.secrets import redact_url
-from taskserve.serialization import TaskMessage
-from taskserve.stores.redis_adapter import RedisStoreAdapter
-from taskserve.stores.redis_store import RedisTaskStore
-from taskserve_celery.app import build_app, publish, ready_count
+from taskserve.kit import (
+    AdapterConfig,
+    BrokerUnavailable,
+    Capability,
+    ConfigError,
+    RedisTaskStore,
+    StoreAdapter,
+    TaskMessage,
+    TaskProcessorConfig,
+    TaskRunner,
+    redact_url,
+)
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_celery.consumer import CeleryConsumer
-from taskserve_celery.delays import DelayedRetries
+from taskserve_celery.engine import build_app, publish, ready_count
 
 _T = TypeVar("_T")
 
 
-class CeleryAdapter(RedisStoreAdapter):
+class CeleryAdapter(StoreAdapter[RedisTaskStore]):
     """Celery on Redis or RabbitMQ, with task state in Redis.
 
     Construct it with a :class:`~taskserve.TaskProcessorConfig` whose
@@ -72,8 +75,6 @@ class CeleryAdapter(RedisStoreAdapter):
             raise ConfigError("queue_name is taken from the TaskProcessorConfig; do not pass both")
         super().__init__(config)
         self._app: Celery | None = None
-        self._store: RedisTaskStore | None = None
-        self._delays: DelayedRetries | None = None
 
     @property
     def settings(self) -> CeleryAdapterConfig:
@@ -88,46 +89,30 @@ class CeleryAdapter(RedisStoreAdapter):
             self._app = build_app(self.config, self.settings)
         return self._app
 
-    @property
-    def store(self) -> RedisTaskStore:
-        """The Redis state store at ``backend_url``."""
-        if self._store is None:
-            self._store = RedisTaskStore(
-                self.settings.state_url,
-                self.config.queue_name,
-                result_ttl_s=self.config.result_ttl_s,
-                prefix=self.settings.key_prefix,
-            )
-        return self._store
-
-    @property
-    def delays(self) -> DelayedRetries:
-        """Retries of this queue waiting for their backoff."""
-        if self._delays is None:
-            key = f"{self.settings.key_prefix}:celery:{self.config.queue_name}:delayed"
-            self._delays = DelayedRetries(self.store.client, key)
-        return self._delays
+    def _build_store(self) -> RedisTaskStore:
+        return RedisTaskStore(
+            self.settings.state_url,
+            self.config.queue_name,
+            result_ttl_s=self.config.result_ttl_s,
+            prefix=self.settings.key_prefix,
+        )
 
     # -- connections -------------------------------------------------------
     def _connect(self) -> None:
-        _ = self.app, self.store, self.delays
+        _ = self.app
+        super()._connect()
 
-    def _close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-            self._delays = None
+    def _close_engine(self) -> None:
         if self._app is not None:
             self._app.close()
             self._app = None
 
-    def _ping(self) -> None:
-        self.store.ping()
+    def _ping_engine(self) -> None:
         if self.settings.broker_kind is BrokerKind.REDIS and (
             self.settings.backend_url is None
             or self.settings.backend_url == self.settings.broker_url
         ):
-            return
+            return  # the store's ping reached this Redis already
         self._with_broker(lambda channel: ready_count(channel, self.config.queue_name))
 
     def _with_broker(self, call: Callable[[Any], _T]) -> _T:
@@ -150,26 +135,18 @@ class CeleryAdapter(RedisStoreAdapter):
     def _publish(self, message: TaskMessage) -> None:
         publish(self.app, message, self.config.queue_name, self.settings.task_custom_config)
 
+    def _engine_depth(self) -> int:
+        return int(self._with_broker(lambda channel: ready_count(channel, self.config.queue_name)))
+
     # -- consumer ----------------------------------------------------------
-    def _start_consumer(
-        self, runner: TaskRunner, concurrency: int, **kwargs: Any
-    ) -> CeleryConsumer:
-        if kwargs:
-            raise ConfigError(f"unknown start_consumer options: {', '.join(sorted(kwargs))}")
-        consumer = CeleryConsumer(
+    def _make_consumer(self, runner: TaskRunner, concurrency: int) -> CeleryConsumer:
+        return CeleryConsumer(
             app=self.app,
             config=self.config,
             broker_kind=self.settings.broker_kind,
             store=self.store,
-            delays=self.delays,
             runner=runner,
             concurrency=concurrency,
             publish=self._publish,
+            engine_depth=self._engine_depth,
         )
-        consumer.start()
-        return consumer
-
-    # -- operations --------------------------------------------------------
-    def _queue_depth(self) -> int:
-        ready = self._with_broker(lambda channel: ready_count(channel, self.config.queue_name))
-        return int(ready) + self.delays.count()

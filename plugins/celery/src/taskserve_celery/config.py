@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from taskserve.config import AdapterConfig
-from taskserve.secrets import RedactedUrl
+from taskserve.kit import AdapterConfig, RedactedUrl
 
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
 """Broker URL schemes of the Redis transport."""

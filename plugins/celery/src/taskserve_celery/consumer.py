@@ -1,26 +1,31 @@
-"""The Celery adapter's consumer: deliveries, their settlement, and stopping.
+"""The Celery adapter's consumer, on the kit's consumer base.
 
-Every message the embedded worker fetches becomes a delivery, run in a
-thread of Celery's pool:
+The embedded Celery worker (:mod:`taskserve_celery.worker`) fetches messages
+in its consumer thread and hands each to :meth:`CeleryConsumer.on_message`,
+which reads its TaskMessage (:mod:`taskserve_celery.wire`) and offers it to
+the base, whose pool runs it: begun in the store, run, recorded, and only
+then acknowledged. What is Celery's own here:
 
-1. its TaskMessage is read (:mod:`taskserve_celery.wire`); the store counts
-   the delivery, crashed ones included, which gives the attempt number;
-2. :meth:`TaskRunner.process` runs it to its recorded outcome (status,
-   result, retry, dead letter) through a :class:`StoreRecorder`;
-3. only then is the message acknowledged. If recording failed, the count is
-   undone and the message is handed back to the broker after a pause.
+* settling a message: acknowledge, or hand it back with a requeue (RabbitMQ
+  puts it back where it was, kombu's Redis transport behind the queue); every
+  write on a RabbitMQ connection takes the wire lock (py-amqp connections are
+  not thread-safe);
+* delivering again later when the store cannot take a task back: on RabbitMQ a
+  copy is published at the tail of the queue and the original acknowledged
+  (a requeued message would come straight back); on Redis the message is
+  rejected after the pause;
+* on Redis, kombu's visibility of fetched messages: extended with the lease
+  while they run, and messages held longer than the lease restored
+  (:mod:`taskserve_celery.visibility`).
 
-A delivery is settled (acknowledged or handed back) exactly once, under the
-lock that serializes writes on the consumer's connection. A stop stops
-fetching, hands back what has not started, waits for running tasks up to the
-graceful timeout, then hands back the rest; their handlers may go on, but
-their late acknowledgement is dropped.
+Retries are not sent as Celery ETA messages (which Redis would deliver twice
+past its visibility timeout, and which a worker holds in memory): the store's
+ledger publishes them when due.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import threading
 import time
@@ -30,23 +35,23 @@ from typing import Any
 
 from celery import Celery
 
-from taskserve.config import TaskProcessorConfig
-from taskserve.errors import BrokerUnavailable
-from taskserve.execution import DeliveryRecorder, TaskRunner
-from taskserve.leases import LeaseKeeper
-from taskserve.secrets import redact_url
-from taskserve.serialization import TaskMessage
-from taskserve.stores.redis_store import RedisTaskStore, StoreRecorder
+from taskserve.kit import (
+    BrokerUnavailable,
+    ConsumerBase,
+    Delivery,
+    Settlement,
+    TaskMessage,
+    TaskProcessorConfig,
+    TaskRunner,
+    TaskStore,
+    redact_url,
+)
 from taskserve_celery.config import BrokerKind
-from taskserve_celery.delays import DelayedRetries
 from taskserve_celery.visibility import RedisVisibility
 from taskserve_celery.wire import body_bytes, read_delivery
 from taskserve_celery.worker import EmbeddedWorker
 
 logger = logging.getLogger(__name__)
-
-REDELIVERY_DELAY_S = 1.0
-"""Pause before handing back a delivery whose outcome could not be recorded."""
 
 START_TIMEOUT_S = 30.0
 """Longest wait for the worker to connect and start consuming."""
@@ -54,35 +59,9 @@ START_TIMEOUT_S = 30.0
 HAND_BACK_TIMEOUT_S = 5.0
 """Longest wait, at stop, for the worker thread to hand back what it holds."""
 
-HOUSEKEEPING_EVERY_S = 0.25
-"""How often due retries are published (bounds the lateness of a retry)."""
 
-
-class _Settle(enum.Enum):
-    """How a delivery ends on the broker."""
-
-    ACK = "acknowledge"
-    HAND_BACK = "hand back"
-    """Requeue at once (an unstarted task at a stop): RabbitMQ puts it back where
-    it was, kombu's Redis transport behind the queue."""
-    RESEND = "resend"
-    """Deliver again later, behind the tasks queued meanwhile: its outcome could
-    not be recorded, and it must not block the queue while that lasts."""
-
-
-class _Delivery:
-    """One fetched message, until it is acknowledged or handed back."""
-
-    __slots__ = ("message", "settled", "task_id")
-
-    def __init__(self, message: Any) -> None:
-        self.message = message
-        self.task_id: str | None = None
-        self.settled = False
-
-
-class CeleryConsumer:
-    """Consumes one queue with an embedded Celery worker (a DeliveryHandler)."""
+class CeleryConsumer(ConsumerBase):
+    """Consumes one queue with an embedded Celery worker (its DeliveryHandler)."""
 
     def __init__(
         self,
@@ -90,220 +69,79 @@ class CeleryConsumer:
         app: Celery,
         config: TaskProcessorConfig,
         broker_kind: BrokerKind,
-        store: RedisTaskStore,
-        delays: DelayedRetries,
+        store: TaskStore,
         runner: TaskRunner,
         concurrency: int,
         publish: Callable[[TaskMessage], None],
+        engine_depth: Callable[[], int],
     ) -> None:
+        super().__init__(
+            store=store,
+            config=config,
+            runner=runner,
+            concurrency=concurrency,
+            name="celery",
+            publish=publish,
+            engine_depth=engine_depth,
+        )
         # py-amqp connections are not thread-safe: acknowledgements from the pool
         # threads and the consumer thread's own writes take turns. kombu's Redis
         # transport acknowledges through pooled Redis connections instead.
         self.wire_lock: AbstractContextManager[Any] = (
             threading.Lock() if broker_kind is BrokerKind.AMQP else contextlib.nullcontext()
         )
-        self._settling = threading.Lock()
-        self._resend_copies = broker_kind is BrokerKind.AMQP
         self._app = app
-        self._concurrency = concurrency
-        self._config = config
-        self._store = store
-        self._delays = delays
-        self._runner = runner
-        self._publish = publish
-        self._deliveries: set[_Delivery] = set()
-        self._idle = threading.Condition()
-        self._stop_fetching = threading.Event()
+        self._resend_copies = broker_kind is BrokerKind.AMQP
         self._exit = threading.Event()
         self._handed_back = threading.Event()
-        self._recorder = StoreRecorder(store, config.lease_s, self._republish)
         self._visibility = RedisVisibility(app) if broker_kind is BrokerKind.REDIS else None
-        self._restore_every_s = min(max(config.lease_s / 4, HOUSEKEEPING_EVERY_S), 5.0)
+        self._restore_every_s = min(max(config.lease_s / 4, 0.25), 5.0)
         self._last_restore = 0.0
         self._worker = EmbeddedWorker(
             app, config.queue_name, concurrency, broker_kind, self, config.lease_s
         )
-        self._keeper = LeaseKeeper(
-            runner,
-            config.lease_s,
-            extend=self._extend,
-            cancel_requested=store.cancel_requested,
-            housekeeping=self._housekeeping,
-            housekeeping_every_s=HOUSEKEEPING_EVERY_S,
-            name=f"taskserve-celery-leases-{config.queue_name}",
-        )
         self._broker = redact_url(str(app.conf.broker_url))
 
-    # -- lifecycle ---------------------------------------------------------
-    def start(self) -> None:
-        """Start the worker and wait until it consumes; BrokerUnavailable if it cannot."""
+    # -- the engine's part -------------------------------------------------------
+    def _start_engine(self) -> None:
         self._worker.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._worker.ready.wait(0.05):
             if not self._worker.alive() or time.monotonic() > deadline:
-                self.stop(0.0)
+                self._exit.set()
                 raise BrokerUnavailable(
-                    f"the Celery worker for queue '{self._config.queue_name}' could not start "
+                    f"the Celery worker for queue '{self.config.queue_name}' could not start "
                     f"consuming from {self._broker} within {START_TIMEOUT_S:.0f}s"
                 )
-        self._keeper.start()
 
-    def alive(self) -> bool:
-        """Whether the worker and lease threads run and the consumer was not stopped."""
-        return (
-            self._worker.alive()
-            and self._worker.ready.is_set()
-            and self._keeper.alive()
-            and not self._stop_fetching.is_set()
-        )
+    def _engine_alive(self) -> bool:
+        return self._worker.alive() and self._worker.ready.is_set()
 
-    def stop(self, timeout: float) -> None:
-        """Stop fetching, hand back unstarted deliveries at once, let running ones
-        finish for up to ``timeout`` seconds, then hand back the rest."""
-        self._stop_fetching.set()
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._deliveries and time.monotonic() < deadline:
-                self._idle.wait(max(deadline - time.monotonic(), 0.0))
-        leftover = self._runner.running_task_ids()
-        if leftover:
-            logger.warning(
-                "taskserve-celery: %d task(s) still running after the %.1fs graceful timeout "
-                "were handed back to queue '%s'",
-                len(leftover),
-                timeout,
-                self._config.queue_name,
-            )
+    def _stop_fetching(self) -> None:
+        """The consumer thread cancels its consumer on its next turn."""
+
+    def _stop_engine(self, abandoned: bool) -> None:
         self._exit.set()
         if self._worker.alive() and self._worker.ready.is_set():
             self._handed_back.wait(HAND_BACK_TIMEOUT_S)
-            self._worker.join(HAND_BACK_TIMEOUT_S if not leftover else 0.0)
-        # With tasks left running the keeper would wait for them; they were handed back.
-        self._keeper.stop(timeout=0.5 if leftover else 5.0)
+            self._worker.join(0.0 if abandoned else HAND_BACK_TIMEOUT_S)
         if self._visibility is not None:
             self._visibility.close()
 
-    # -- DeliveryHandler (called by the embedded worker) -------------------
-    def fetching_wanted(self) -> bool:
-        return not self._stop_fetching.is_set()
+    def _settle(self, delivery: Delivery, how: Settlement) -> None:
+        with self.wire_lock:
+            if how is Settlement.ACK:
+                delivery.handle.ack()
+            else:
+                delivery.handle.reject(requeue=True)
 
-    def exit_wanted(self) -> bool:
-        return self._exit.is_set()
-
-    def wait_for_capacity(self, timeout: float) -> None:
-        with self._idle:
-            if len(self._deliveries) >= self._concurrency:
-                self._idle.wait(timeout)
-
-    def on_message(self, message: Any) -> None:
-        if self._stop_fetching.is_set():
-            self._hand_back(message)
-            return
-        delivery = _Delivery(message)
-        with self._idle:
-            self._deliveries.add(delivery)
-        try:
-            self._worker.submit(self._deliver, delivery)
-        except Exception:
-            logger.exception("taskserve-celery: the worker pool refused a delivery")
-            self._finish(delivery, _Settle.HAND_BACK)
-
-    def hand_back_unsettled(self) -> None:
-        with self._idle:
-            unsettled = list(self._deliveries)
-        for delivery in unsettled:
-            self._settle(delivery, _Settle.HAND_BACK)
-        self._handed_back.set()
-
-    def on_poison(self, error: Exception) -> None:
-        doc = getattr(error, "doc", None)
-        if isinstance(doc, str):
-            # kombu's Redis transport popped an item that is not a kombu
-            # message at all; keep its bytes as an undecodable dead letter.
-            try:
-                self._runner.process(doc.encode(), 1, self._recorder)
-                return
-            except Exception:
-                logger.exception("taskserve-celery: could not dead-letter an unreadable item")
-        logger.error(
-            "taskserve-celery: dropped an item of queue '%s' the transport cannot read: %r",
-            self._config.queue_name,
-            error,
-        )
-
-    # -- one delivery ------------------------------------------------------
-    def _deliver(self, delivery: _Delivery) -> None:
-        message = delivery.message
-        try:
-            payload = read_delivery(
-                body_bytes(message.body),
-                message.headers,
-                message.content_type,
-                self._config.queue_name,
-            )
-            if self._stop_fetching.is_set():
-                self._finish(delivery, _Settle.HAND_BACK)
-                return
-            attempt = 1
-            recorder: DeliveryRecorder = self._recorder
-            if isinstance(payload, TaskMessage):
-                delivery.task_id = payload.id
-                attempt, recorder = self._recorder.begin(payload, self._runner)
-            self._runner.process(payload, attempt, recorder)
-        except Exception:
-            logger.exception(
-                "taskserve-celery: the outcome of task %s could not be recorded; it will be "
-                "delivered again",
-                delivery.task_id or "(undecoded)",
-            )
-            if delivery.task_id is not None:
-                try:
-                    self._store.release(delivery.task_id)
-                except Exception:
-                    logger.exception(
-                        "taskserve-celery: could not release task %s", delivery.task_id
-                    )
-            self._stop_fetching.wait(REDELIVERY_DELAY_S)
-            self._finish(delivery, _Settle.RESEND)
-        else:
-            self._finish(delivery, _Settle.ACK)
-
-    def _finish(self, delivery: _Delivery, how: _Settle) -> None:
-        try:
-            self._settle(delivery, how)
-        finally:
-            with self._idle:
-                self._deliveries.discard(delivery)
-                self._idle.notify_all()
-
-    def _settle(self, delivery: _Delivery, how: _Settle) -> None:
-        with self._settling:
-            if delivery.settled:
-                return
-            delivery.settled = True
-        message = delivery.message
-        try:
-            if how is _Settle.RESEND and self._resend_copies:
-                # RabbitMQ requeues a rejected message at the head of the queue,
-                # where it would be fetched again at once: publish a copy at the
-                # tail instead, then acknowledge the original.
-                self._resend(message)
-                how = _Settle.ACK
-            with self.wire_lock:
-                if how is _Settle.ACK:
-                    message.ack()
-                else:
-                    # kombu's Redis transport puts a rejected message at the tail.
-                    message.reject(requeue=True)
-        except Exception as e:
-            logger.warning(
-                "taskserve-celery: could not %s task %s (%r); the broker will deliver it again",
-                how.value,
-                delivery.task_id or "(undecoded)",
-                e,
-            )
-
-    def _resend(self, message: Any) -> None:
+    def _resend_later(self, delivery: Delivery) -> Settlement:
+        self._stopping.wait(self.redelivery_delay_s)
+        if not self._resend_copies:
+            return Settlement.HAND_BACK  # kombu's Redis transport requeues at the tail
+        # RabbitMQ would put a rejected message back at the head, where it is
+        # fetched again at once: publish a copy at the tail instead.
+        message = delivery.handle
         properties = {
             key: message.properties[key]
             for key in ("correlation_id", "reply_to", "priority")
@@ -312,8 +150,8 @@ class CeleryConsumer:
         with self._app.producer_or_acquire() as producer:
             producer.publish(
                 message.body,
-                exchange=self._config.queue_name,
-                routing_key=self._config.queue_name,
+                exchange=self.config.queue_name,
+                routing_key=self.config.queue_name,
                 headers=message.headers,
                 content_type=message.content_type,
                 content_encoding=message.content_encoding,
@@ -321,33 +159,57 @@ class CeleryConsumer:
                 retry=True,
                 **properties,
             )
+        return Settlement.ACK
 
-    def _hand_back(self, message: Any) -> None:
-        with self.wire_lock:
-            try:
-                message.reject(requeue=True)
-            except Exception as e:
-                logger.warning("taskserve-celery: could not hand back a message: %r", e)
-
-    # -- retries, leases, housekeeping -------------------------------------
-    def _republish(self, message: TaskMessage, delay_s: float) -> None:
-        if delay_s <= 0:
-            self._publish(message)
-        else:
-            self._delays.schedule(message.id, delay_s)
-
-    def _extend(self, task_ids: list[str]) -> None:
-        self._store.extend_leases(task_ids, self._config.lease_s)
+    def _extend_engine(self, held: list[Delivery]) -> None:
         if self._visibility is not None:
-            with self._idle:
-                held = [d.message.delivery_tag for d in self._deliveries if not d.settled]
-            self._visibility.extend(held)
+            self._visibility.extend(d.handle.delivery_tag for d in held)
 
     def _housekeeping(self) -> None:
-        if self._stop_fetching.is_set():
-            return
-        self._delays.publish_due(self._store.message, self._publish)
         now = time.monotonic()
         if self._visibility is not None and now - self._last_restore >= self._restore_every_s:
             self._last_restore = now
             self._visibility.restore_expired()
+
+    # -- DeliveryHandler (called by the embedded worker's consumer thread) ----------
+    def fetching_wanted(self) -> bool:
+        return not self.stopping
+
+    def exit_wanted(self) -> bool:
+        return self._exit.is_set()
+
+    def on_message(self, message: Any) -> None:
+        payload = read_delivery(
+            body_bytes(message.body), message.headers, message.content_type, self.config.queue_name
+        )
+        self.offer(Delivery(message, payload))
+
+    def hand_back_unsettled(self) -> None:
+        """Requeue what the consumer thread still holds, then let it end."""
+        self._handed_back.set()
+
+    def on_poison(self, error: Exception) -> None:
+        doc = getattr(error, "doc", None)
+        if isinstance(doc, str):
+            # kombu's Redis transport popped an item that is not a kombu
+            # message at all; keep its bytes as an undecodable dead letter.
+            self.offer(Delivery(_Unacknowledgeable(), doc.encode()))
+            return
+        logger.error(
+            "taskserve-celery: dropped an item of queue '%s' the transport cannot read: %r",
+            self.config.queue_name,
+            error,
+        )
+
+
+class _Unacknowledgeable:
+    """The handle of an item kombu popped but could not parse: there is nothing
+    to acknowledge or requeue on the broker."""
+
+    delivery_tag = None
+
+    def ack(self) -> None:
+        """Nothing to acknowledge."""
+
+    def reject(self, requeue: bool) -> None:
+        """Nothing to requeue: the bytes are kept as a dead letter instead."""

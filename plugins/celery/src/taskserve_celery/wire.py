@@ -21,8 +21,7 @@ import json
 import time
 from typing import Any
 
-from taskserve.errors import PayloadError
-from taskserve.serialization import TaskMessage
+from taskserve.kit import PayloadError, TaskMessage
 
 EXECUTE_TASK = "taskserve.execute"
 """Celery task name of every message the adapter publishes."""

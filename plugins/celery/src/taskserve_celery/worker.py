@@ -15,9 +15,9 @@ embedded one must not have is left out or replaced:
 * stopping never goes through Celery's shutdown path, which waits for every
   running thread and changes the process-wide default socket timeout.
 
-Celery still manages the broker connection (reconnecting after a loss), the
-prefetch limit (QoS of ``concurrency`` messages, acknowledged late) and the
-threads pool (on daemon threads, see :mod:`taskserve_celery.pool`).
+Celery still manages the broker connection (reconnecting after a loss) and
+the prefetch limit (QoS of ``concurrency`` messages, acknowledged late);
+tasks run on the consumer's pool (:class:`taskserve.kit.ConsumerBase`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 from celery import Celery, bootsteps
 from celery import _state as celery_state
+from celery.concurrency.thread import TaskPool
 from celery.worker import WorkController
 from celery.worker.consumer import Consumer
 
 from taskserve_celery.config import BrokerKind
-from taskserve_celery.pool import DaemonThreadPool
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class DeliveryHandler(Protocol):
     def exit_wanted(self) -> bool:
         """True once the consumer thread must hand back what it holds and end."""
 
-    def wait_for_capacity(self, timeout: float) -> None:
+    def wait_for_capacity(self, timeout: float) -> object:
         """Return once a pool slot is free, or after ``timeout`` seconds."""
 
     def hand_back_unsettled(self) -> None:
@@ -68,10 +68,6 @@ class DeliveryHandler(Protocol):
 
     def on_poison(self, error: Exception) -> None:
         """The transport could not even read a message off the broker."""
-
-
-def _ignore(_: Any) -> None:
-    """Result callback of pool jobs (they settle their message themselves)."""
 
 
 class _Finished(Exception):
@@ -233,7 +229,9 @@ class EmbeddedWorker:
             broker_kind=broker_kind,
             heartbeat_s=max(1, math.ceil(lease_s)),
             on_ready=self.ready.set,
-            pool_cls=DaemonThreadPool,
+            # Tasks run on the consumer's own pool; Celery's threads pool only sets
+            # the prefetch limit (its size), and never starts a thread.
+            pool_cls=TaskPool,
             concurrency=concurrency,
             prefetch_multiplier=1,
             consumer_cls=_TaskserveConsumer,
@@ -258,10 +256,6 @@ class EmbeddedWorker:
         except BaseException as e:
             self._failure = e
             logger.exception("taskserve-celery: the embedded Celery worker died")
-
-    def submit(self, fn: Callable[[Any], None], arg: Any) -> None:
-        """Run ``fn(arg)`` in a thread of the worker's pool."""
-        self._controller.pool.apply_async(fn, args=(arg,), callback=_ignore)
 
     def alive(self) -> bool:
         """Whether the worker thread is running."""

@@ -1,8 +1,9 @@
 """The ``dramatiq`` adapter: tasks on Dramatiq's Redis or RabbitMQ broker.
 
-Messages move through Dramatiq; task status, results, cancel requests, leases
-and dead letters are kept in a :class:`~taskserve.stores.redis_store.RedisTaskStore`,
-so the adapter keeps every promise of the contract on both brokers.
+Messages move through Dramatiq; task status, results, cancel requests, leases,
+dead letters and the ledger of published messages are kept in the kit's
+Redis task store, so the adapter keeps every promise of the contract on both
+brokers, and a message Dramatiq loses is published again.
 """
 
 from __future__ import annotations
@@ -10,18 +11,22 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from taskserve.capabilities import Capability
-from taskserve.config import AdapterConfig, TaskProcessorConfig
-from taskserve.errors import BrokerUnavailable, ConfigError
-from taskserve.execution import TaskRunner
-from taskserve.models import TaskResult
-from taskserve.secrets import redact_url
-from taskserve.serialization import TaskMessage
-from taskserve.stores.redis_adapter import RedisStoreAdapter
-from taskserve.stores.redis_store import RedisTaskStore
-from taskserve_dramatiq.brokers import TaskBroker, build_broker
+from taskserve.kit import (
+    AdapterConfig,
+    BrokerUnavailable,
+    Capability,
+    ConfigError,
+    RedisTaskStore,
+    StoreAdapter,
+    TaskMessage,
+    TaskProcessorConfig,
+    TaskResult,
+    TaskRunner,
+    redact_url,
+)
 from taskserve_dramatiq.config import DramatiqAdapterConfig
 from taskserve_dramatiq.consumer import DramatiqConsumer
+from taskserve_dramatiq.engine import TaskBroker, build_broker
 from taskserve_dramatiq.wire import check_json_encoder, to_dramatiq
 
 logger = logging.getLogger(__name__)
@@ -29,7 +34,7 @@ logger = logging.getLogger(__name__)
 _RESERVED_SUFFIXES = (".DQ", ".XQ")
 
 
-class DramatiqAdapter(RedisStoreAdapter):
+class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
     """Queue adapter on Dramatiq (Redis or RabbitMQ broker)."""
 
     alias: ClassVar[str] = "dramatiq"
@@ -43,19 +48,7 @@ class DramatiqAdapter(RedisStoreAdapter):
                 f"queue_name '{config.queue_name}' ends with .DQ or .XQ, which Dramatiq "
                 "reserves for its delay and dead-letter queues; choose another name"
             )
-        settings = self.settings
-        self._store = RedisTaskStore(
-            settings.results_url or settings.broker_url,
-            config.queue_name,
-            result_ttl_s=config.result_ttl_s,
-            prefix=settings.results_prefix,
-        )
-        self.broker: TaskBroker = build_broker(settings, config)
-
-    @property
-    def store(self) -> RedisTaskStore:
-        """The Redis store of this queue's task records and dead letters."""
-        return self._store
+        self.broker: TaskBroker = build_broker(self.settings, config)
 
     @property
     def settings(self) -> DramatiqAdapterConfig:
@@ -63,15 +56,22 @@ class DramatiqAdapter(RedisStoreAdapter):
         assert isinstance(self.adapter_config, DramatiqAdapterConfig)
         return self.adapter_config
 
+    def _build_store(self) -> RedisTaskStore:
+        settings = self.settings
+        return RedisTaskStore(
+            settings.state_url or settings.broker_url,
+            self.config.queue_name,
+            result_ttl_s=self.config.result_ttl_s,
+            prefix=settings.key_prefix,
+        )
+
     # -- connections ----------------------------------------------------------
     def _connect(self) -> None:
         check_json_encoder()
+        super()._connect()
 
-    def _close(self) -> None:
-        try:
-            self.broker.close()
-        finally:
-            self.store.close()
+    def _close_engine(self) -> None:
+        self.broker.close()
 
     def _broker_call(self, action: str, fn: Any, *args: Any) -> Any:
         try:
@@ -83,8 +83,7 @@ class DramatiqAdapter(RedisStoreAdapter):
                 f"{redact_url(str(e))}"
             ) from e
 
-    def _ping(self) -> None:
-        self.store.ping()
+    def _ping_engine(self) -> None:
         self._broker_call("ping", self.broker.ping)
 
     # -- producer ---------------------------------------------------------------
@@ -99,19 +98,18 @@ class DramatiqAdapter(RedisStoreAdapter):
             to_dramatiq(message, self.config.queue_name),
         )
 
-    # -- consumer -------------------------------------------------------------
-    def _start_consumer(
-        self, runner: TaskRunner, concurrency: int, **kwargs: Any
-    ) -> DramatiqConsumer:
-        if kwargs:
-            raise ConfigError(f"unknown start_consumer options: {', '.join(sorted(kwargs))}")
-        check_json_encoder()
-        consumer = DramatiqConsumer(
-            self.broker, self.store, self.config, self.settings, runner, concurrency
-        )
-        consumer.start()
-        return consumer
-
-    # -- operations -------------------------------------------------------------
-    def _queue_depth(self) -> int:
+    def _engine_depth(self) -> int:
         return int(self._broker_call("reading the queue depth", self.broker.queue_depth))
+
+    # -- consumer -------------------------------------------------------------
+    def _make_consumer(self, runner: TaskRunner, concurrency: int) -> DramatiqConsumer:
+        check_json_encoder()
+        return DramatiqConsumer(
+            broker=self.broker,
+            store=self.store,
+            config=self.config,
+            settings=self.settings,
+            runner=runner,
+            concurrency=concurrency,
+            publish=self._publish,
+        )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from taskserve.config import AdapterConfig
-from taskserve.secrets import RedactedUrl, redact_url
+from taskserve.kit import AdapterConfig, RedactedUrl, redact_url
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 """URL schemes served by Dramatiq's Redis broker (and usable as results store)."""
@@ -32,6 +32,10 @@ _DERIVED_OPTIONS = {
 }
 
 
+_RENAMED = {"results_url": "state_url", "results_prefix": "key_prefix"}
+"""Former field names, still accepted (with a DeprecationWarning)."""
+
+
 def broker_kind(url: str) -> str:
     """``"redis"`` or ``"rabbitmq"`` for a broker URL; ValueError otherwise."""
     scheme = urlsplit(url).scheme.lower()
@@ -50,7 +54,7 @@ class DramatiqAdapterConfig(AdapterConfig):
 
     Messages travel through Dramatiq's Redis or RabbitMQ broker; task status,
     results, cancel requests and dead letters are kept in Redis
-    (``results_url``), which is the broker itself when the broker is Redis.
+    (``state_url``), which is the broker itself when the broker is Redis.
     """
 
     adapter_alias: ClassVar[str | None] = "dramatiq"
@@ -58,17 +62,19 @@ class DramatiqAdapterConfig(AdapterConfig):
     broker_url: RedactedUrl = Field(
         description="Dramatiq broker: redis://host:6379/0 or amqp://user:password@host:5672/vhost."
     )
-    results_url: RedactedUrl | None = Field(
+    state_url: RedactedUrl | None = Field(
         default=None,
         description=(
-            "Redis URL where task status, results, cancel requests and dead letters are "
-            "kept. Defaults to broker_url when the broker is Redis; required with RabbitMQ."
+            "Redis URL of the task state store (status, results, cancel requests, dead "
+            "letters, the message ledger). Defaults to broker_url when the broker is Redis; "
+            "required with RabbitMQ. Formerly results_url."
         ),
     )
-    results_prefix: str = Field(
+    key_prefix: str = Field(
         default="taskserve",
         min_length=1,
-        description="Prefix of every key the adapter writes under results_url.",
+        description="Prefix of every key the adapter writes under state_url. Formerly "
+        "results_prefix.",
     )
     broker_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -107,11 +113,24 @@ class DramatiqAdapterConfig(AdapterConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_results_url(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("results_url") is None:
+    def _default_state_url(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for old, new in _RENAMED.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"'{old}' is the former name of '{new}'; give only '{new}'")
+                warnings.warn(
+                    f"DramatiqAdapterConfig: '{old}' is deprecated, use '{new}'",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                data[new] = data.pop(old)
+        if data.get("state_url") is None:
             broker_url = data.get("broker_url")
             if isinstance(broker_url, str) and urlsplit(broker_url).scheme in REDIS_SCHEMES:
-                return {**data, "results_url": broker_url}
+                data["state_url"] = broker_url
         return data
 
     @field_validator("broker_url")
@@ -144,15 +163,15 @@ class DramatiqAdapterConfig(AdapterConfig):
         return options
 
     @model_validator(mode="after")
-    def _check_results_url(self) -> DramatiqAdapterConfig:
-        if self.results_url is None:
+    def _check_state_url(self) -> DramatiqAdapterConfig:
+        if self.state_url is None:
             raise ValueError(
-                "results_url is required when the broker is RabbitMQ: give a redis:// URL "
+                "state_url is required when the broker is RabbitMQ: give a redis:// URL "
                 "where task status, results and dead letters are kept"
             )
-        if urlsplit(self.results_url).scheme not in REDIS_SCHEMES:
+        if urlsplit(self.state_url).scheme not in REDIS_SCHEMES:
             raise ValueError(
-                f"results_url '{redact_url(self.results_url)}' must be a Redis URL "
+                f"state_url '{redact_url(self.state_url)}' must be a Redis URL "
                 "(redis://, rediss:// or unix://)"
             )
         return self

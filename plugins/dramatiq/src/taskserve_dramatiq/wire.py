@@ -25,8 +25,7 @@ from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message, get_encoder
 
-from taskserve.errors import ConfigError, PayloadError
-from taskserve.serialization import WIRE_VERSION, TaskMessage, new_task_id
+from taskserve.kit import WIRE_VERSION, ConfigError, PayloadError, TaskMessage, new_task_id
 
 MARK_OPTION = "taskserve"
 """Message option marking a message that carries a TaskMessage."""

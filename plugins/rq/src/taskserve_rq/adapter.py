@@ -5,7 +5,7 @@ registries, its worker loop); taskserve's Redis task store keeps what RQ does
 not promise: forward-only status, durable cancel requests, delivery counts
 (crashed deliveries included), dead letters with the exact payload, and
 idempotency keys. See :mod:`taskserve_rq.consumer` for how a delivery runs and
-:mod:`taskserve_rq.broker` for leases and crash redelivery.
+:mod:`taskserve_rq.engine` for leases and crash redelivery.
 """
 
 from __future__ import annotations
@@ -13,25 +13,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import redis
 from rq.utils import get_version
 
-from taskserve.capabilities import Capability
-from taskserve.config import AdapterConfig, TaskProcessorConfig
-from taskserve.errors import BrokerUnavailable, ConfigError
-from taskserve.execution import Handler, TaskRunner
-from taskserve.models import TaskResult
-from taskserve.secrets import redact_url
-from taskserve.serialization import TaskMessage
-from taskserve.stores.redis_adapter import RedisStoreAdapter
-from taskserve.stores.redis_store import RedisTaskStore
-from taskserve_rq.broker import RQBroker
+from taskserve.kit import (
+    AdapterConfig,
+    BrokerUnavailable,
+    Capability,
+    ConfigError,
+    Handler,
+    RedisTaskStore,
+    StoreAdapter,
+    TaskMessage,
+    TaskProcessorConfig,
+    TaskResult,
+    TaskRunner,
+    redact_url,
+)
 from taskserve_rq.config import RQAdapterConfig
 from taskserve_rq.consumer import RQConsumer
-from taskserve_rq.job import valid_job_id
+from taskserve_rq.engine import RQBroker
 from taskserve_rq.timeouts import time_limited
+from taskserve_rq.wire import valid_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ SOCKET_TIMEOUT_S = 30.0
 """Socket timeout of Redis commands (RQ raises it above a blocking fetch)."""
 
 
-class RQAdapter(RedisStoreAdapter):
+class RQAdapter(StoreAdapter[RedisTaskStore]):
     """Tasks as RQ jobs; consumers are RQ SimpleWorkers in threads of the replica."""
 
     alias: ClassVar[str] = "rq"
@@ -59,13 +64,6 @@ class RQAdapter(RedisStoreAdapter):
             socket_timeout=SOCKET_TIMEOUT_S,
             health_check_interval=30,
         )
-        self._store = RedisTaskStore(
-            settings.redis_url,
-            config.queue_name,
-            result_ttl_s=config.result_ttl_s,
-            prefix=settings.key_prefix,
-            client=self._client,
-        )
         self.broker = RQBroker(
             self._client,
             config.queue_name,
@@ -76,15 +74,19 @@ class RQAdapter(RedisStoreAdapter):
         self._time_limits: dict[str, float | None] = {}
 
     @property
-    def store(self) -> RedisTaskStore:
-        """The Redis store of this queue's task records and dead letters."""
-        return self._store
-
-    @property
     def settings(self) -> RQAdapterConfig:
         """The typed adapter_config."""
         assert isinstance(self.adapter_config, RQAdapterConfig)
         return self.adapter_config
+
+    def _build_store(self) -> RedisTaskStore:
+        return RedisTaskStore(
+            self.settings.redis_url,
+            self.config.queue_name,
+            result_ttl_s=self.config.result_ttl_s,
+            prefix=self.settings.key_prefix,
+            client=self._client,
+        )
 
     @contextmanager
     def _redis(self, doing: str) -> Iterator[None]:
@@ -106,11 +108,8 @@ class RQAdapter(RedisStoreAdapter):
         return self._time_limits.get(task_id, self.settings.job_timeout_s)
 
     # -- contract primitives ---------------------------------------------------
-    def _close(self) -> None:
+    def _close_engine(self) -> None:
         self._client.close()
-
-    def _ping(self) -> None:
-        self.store.ping()
 
     def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
         if not valid_job_id(message.id):
@@ -128,9 +127,11 @@ class RQAdapter(RedisStoreAdapter):
         with self._redis(f"removing cancelled task {task_id} from the queue"):
             self.broker.unqueue(task_id)
 
-    def _start_consumer(self, runner: TaskRunner, concurrency: int, **kwargs: Any) -> RQConsumer:
-        if kwargs:
-            raise ConfigError(f"unknown start_consumer options: {', '.join(sorted(kwargs))}")
+    def _engine_depth(self) -> int:
+        with self._redis("reading the queue depth"):
+            return self.broker.queued()
+
+    def _make_consumer(self, runner: TaskRunner, concurrency: int) -> RQConsumer:
         with self._redis("checking the Redis version"):
             version = get_version(self._client)
         if tuple(version) < MIN_REDIS_VERSION:
@@ -140,24 +141,15 @@ class RQAdapter(RedisStoreAdapter):
                 f"{'.'.join(map(str, version))}"
             )
         settings = self.settings
-        consumer = RQConsumer(
-            self.broker,
-            self.store,
-            self.config,
-            runner,
-            concurrency,
+        return RQConsumer(
+            broker=self.broker,
+            store=self.store,
+            config=self.config,
+            runner=runner,
+            concurrency=concurrency,
+            publish=self._publish,
             time_limits=self._time_limits,
             default_time_limit_s=settings.job_timeout_s,
             job_result_ttl_s=settings.job_result_ttl_s,
             dequeue_timeout_s=settings.dequeue_timeout_s,
         )
-        consumer.start()
-        return consumer
-
-    def _queue_depth(self) -> int:
-        with self._redis("reading the queue depth"):
-            return int(self.broker.depth())
-
-    def _in_flight(self) -> int:
-        with self._redis("reading the running tasks"):
-            return int(self.broker.in_flight())

@@ -7,8 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from taskserve.config import AdapterConfig
-from taskserve.secrets import RedactedUrl
+from taskserve.kit import AdapterConfig, RedactedUrl
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 

@@ -1,4 +1,4 @@
-"""The RQ adapter's consumer: N embedded RQ workers and a lease keeper.
+"""The RQ adapter's consumer: N embedded RQ workers, on the kit's consumer base.
 
 Concurrency N means N :class:`~taskserve_rq.worker.EmbeddedWorker` threads,
 each fetching one job at a time with ``BLMOVE``: a job is fetched only by an
@@ -8,17 +8,16 @@ Each delivery of a job:
 
 1. is leased (``<job id>:<execution id>`` in the leases zset, deadline one
    lease ahead) in the same transaction in which RQ records it as started;
-2. is counted in the task store (``begin_delivery``: crashed deliveries count
-   toward the attempt budget) and run through taskserve's runner, which
-   records status, retries and dead letters in the store;
-3. is acknowledged only after that: its lease and intermediate entry are
-   dropped (``settle``), or, for a retry, the job moves to RQ's scheduled
-   registry for its backoff. If recording failed, the job goes back to the
-   queue a moment later, its delivery uncounted.
+2. runs through :meth:`~taskserve.kit.ConsumerBase.run_inline` in the worker's
+   thread: begun in the task store, run, recorded;
+3. is settled only after that: its lease and intermediate entry are dropped
+   and RQ's bookkeeping written (``_end_job``), in one transaction. A retry
+   waits in the store's ledger, which enqueues the job again when it is due.
 
-A :class:`~taskserve.leases.LeaseKeeper` thread renews the leases of the
-deliveries held here, relays cancel requests to running handlers, promotes
-due retries and reaps jobs whose consumer died (their lease ran out).
+Housekeeping promotes jobs RQ scheduled (deliveries sent again after a pause)
+and reaps jobs whose consumer died (their lease ran out): they go back to the
+queue head, while the ledger publishes the task again too; the duplicate is
+settled without running.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,19 +38,22 @@ from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry
 from rq.utils import now, utcformat
 
-from taskserve.config import TaskProcessorConfig
-from taskserve.execution import DeliveryRecorder, Outcome, TaskRunner
-from taskserve.leases import MAX_TICK_S, LeaseKeeper
-from taskserve.serialization import TaskMessage
-from taskserve.stores.redis_store import RedisTaskStore, StoreRecorder
-from taskserve_rq.broker import RQBroker
-from taskserve_rq.job import decode_job_data
+from taskserve.kit import (
+    MAX_TICK_S,
+    ConsumerBase,
+    Delivery,
+    Outcome,
+    Settlement,
+    TaskMessage,
+    TaskProcessorConfig,
+    TaskRunner,
+    TaskStore,
+)
+from taskserve_rq.engine import RQBroker
+from taskserve_rq.wire import decode_job_data
 from taskserve_rq.worker import EmbeddedWorker
 
 logger = logging.getLogger(__name__)
-
-REDELIVERY_DELAY_S = 1.0
-"""Pause before a delivery whose outcome could not be recorded runs again."""
 
 MAX_RESTART_DELAY_S = 30.0
 """Longest wait before a worker whose loop ended (Redis went away) starts again."""
@@ -65,45 +68,49 @@ _RQ_STATUS = {
 
 
 @dataclass
-class _Delivery:
-    """A job fetched by one of this consumer's workers."""
+class _Job:
+    """The engine's part of a delivery: the worker, the job and its lease."""
 
-    job_id: str
+    worker: EmbeddedWorker
+    job: Job
     member: str
     released: bool = False
-    """Handed back (retry, stop, failed recording): the job is no longer ours to end."""
+    """Handed back to RQ already (sent again later): only bookkeeping is left."""
     waits_as: JobStatus = JobStatus.QUEUED
-    """RQ status of a job handed back: queued, or scheduled for later."""
 
 
-class RQConsumer:
+class RQConsumer(ConsumerBase):
     """Consumes one queue with embedded RQ workers in threads of this process."""
 
     def __init__(
         self,
+        *,
         broker: RQBroker,
-        store: RedisTaskStore,
+        store: TaskStore,
         config: TaskProcessorConfig,
         runner: TaskRunner,
         concurrency: int,
-        *,
+        publish: Callable[[TaskMessage], None],
         time_limits: dict[str, float | None],
         default_time_limit_s: float | None,
         job_result_ttl_s: int,
         dequeue_timeout_s: int,
     ) -> None:
+        super().__init__(
+            store=store,
+            config=config,
+            runner=runner,
+            concurrency=concurrency,
+            name="rq",
+            publish=publish,
+            engine_depth=broker.queued,
+        )
         self._broker = broker
-        self._store = store
-        self._config = config
-        self._runner = runner
         self._time_limits = time_limits
         self._default_time_limit_s = default_time_limit_s
         self._job_result_ttl_s = job_result_ttl_s
         self._dequeue_timeout_s = dequeue_timeout_s
-        self._lease_s = config.lease_s
-        self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._held: dict[str, _Delivery] = {}
         self._restarting = 0
         self._reap_every_s = max(MAX_TICK_S, config.lease_s / 10)
         self._last_reap = 0.0
@@ -124,69 +131,76 @@ class RQConsumer:
             )
             for i, worker in enumerate(self._workers)
         ]
-        self._keeper = LeaseKeeper(
-            runner,
-            config.lease_s,
-            extend=self._extend,
-            cancel_requested=store.cancel_requested,
-            housekeeping=self._housekeeping,
-            housekeeping_every_s=min(config.lease_s / 3, MAX_TICK_S),
-            name="taskserve-rq-leases",
-        )
 
-    # -- lifecycle ---------------------------------------------------------------
-    def start(self) -> None:
-        """Start the workers and the lease keeper."""
-        self._keeper.start()
+    # -- the engine's part -------------------------------------------------------
+    def _start_engine(self) -> None:
         for thread in self._threads:
             thread.start()
 
-    def alive(self) -> bool:
-        """Whether every worker thread and the lease keeper run."""
-        return (
-            not self._stopping.is_set()
-            and self._restarting == 0
-            and self._keeper.alive()
-            and all(thread.is_alive() for thread in self._threads)
-        )
+    def _engine_alive(self) -> bool:
+        return self._restarting == 0 and all(thread.is_alive() for thread in self._threads)
 
-    def stop(self, timeout: float) -> None:
-        """Stop fetching (a job fetched meanwhile goes back to the queue head),
-        wait up to ``timeout`` s for running tasks, then hand the ones still
-        running back to the queue so another consumer runs them."""
-        self._stopping.set()
+    def _stop_fetching(self) -> None:
         for worker in self._workers:
             worker._stop_requested = True  # also ends a wait of `rq suspend`
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
-        with self._lock:
-            leftover = [d for d in self._held.values() if not d.released]
-            for delivery in leftover:
-                delivery.released = True
-        if leftover:
-            logger.warning(
-                "taskserve: %d task(s) still running after the %.1fs graceful timeout were "
-                "handed back to queue '%s'",
-                len(leftover),
-                timeout,
-                self._broker.name,
-            )
-        for delivery in leftover:
-            try:
-                self._broker.release(delivery.member, delivery.job_id, "front")
-            except redis.RedisError:
-                logger.exception(
-                    "taskserve: could not hand job %s back; it is redelivered once its "
-                    "lease runs out",
-                    delivery.job_id,
-                )
+
+    def _stop_engine(self, abandoned: bool) -> None:
         # Idle workers leave within one fetch timeout; busy ones are abandoned.
         idle_deadline = time.monotonic() + self._dequeue_timeout_s + 1.0
         for worker, thread in zip(self._workers, self._threads, strict=True):
             if worker.execution is None:
                 thread.join(max(idle_deadline - time.monotonic(), 0.0))
-        self._keeper.stop()
+
+    def _settle(self, delivery: Delivery, how: Settlement) -> None:
+        held: _Job = delivery.handle
+        if held.released:
+            self._end_job(held, held.waits_as)
+        elif how is Settlement.HAND_BACK:
+            self._broker.release(held.member, held.job.id, "front")
+            self._end_job(held, JobStatus.QUEUED)
+        elif delivery.begun is not None and delivery.begun.running_elsewhere:
+            # A duplicate of a job another delivery runs: only this delivery ends.
+            self._end_job(held, None, settle=True)
+        elif delivery.outcome is Outcome.RETRYING or delivery.outcome is None:
+            # The ledger enqueues the job again (when its retry is due, or at once
+            # for a task handed back at a stop).
+            self._end_job(held, JobStatus.SCHEDULED, settle=True)
+        else:
+            self._end_job(held, delivery.outcome, settle=True)
+
+    def _resend_later(self, delivery: Delivery) -> Settlement:
+        held: _Job = delivery.handle
+        with self._lock:
+            held.released = True
+            held.waits_as = JobStatus.SCHEDULED
+        try:
+            self._broker.release(held.member, held.job.id, time.time() + self.redelivery_delay_s)
+        except redis.RedisError:
+            logger.exception(
+                "taskserve: could not hand job %s back; it is redelivered once its lease runs out",
+                held.job.id,
+            )
+        return Settlement.ACK
+
+    def _extend_engine(self, held: list[Delivery]) -> None:
+        members = [d.handle.member for d in held if not d.handle.released]
+        self._broker.extend(members, self.config.lease_s)
+
+    def _housekeeping(self) -> None:
+        self._broker.promote_due()
+        now_s = time.monotonic()
+        if now_s - self._last_reap < self._reap_every_s:
+            return
+        self._last_reap = now_s
+        requeued = self._broker.reap(grace_s=self.config.lease_s)
+        if requeued:
+            logger.warning(
+                "taskserve: %d job(s) of queue '%s' whose consumer stopped renewing its "
+                "lease were handed back to the queue: %s",
+                len(requeued),
+                self._broker.name,
+                ", ".join(requeued),
+            )
 
     # -- worker threads ----------------------------------------------------------
     def _work(self, worker: EmbeddedWorker) -> None:
@@ -227,7 +241,17 @@ class RQConsumer:
             if self._stopping.is_set():
                 self._hand_back_unstarted(job.id)
                 return
-            self._deliver(worker, job)
+            member = worker.begin_execution(
+                job, lambda m, pipe: self._broker.lease(m, self.config.lease_s, pipe)
+            )
+            payload = decode_job_data(job.data)
+            if isinstance(payload, TaskMessage):
+                self._time_limits[payload.id] = self._time_limit(job)
+            try:
+                self.run_inline(Delivery(_Job(worker, job, member), payload))
+            finally:
+                if isinstance(payload, TaskMessage):
+                    self._time_limits.pop(payload.id, None)
         except Exception:
             logger.exception("taskserve: delivering job %s failed", job.id)
         finally:
@@ -239,97 +263,29 @@ class RQConsumer:
         pipe.lpush(self._broker.queue_key, job_id)
         pipe.execute()
 
-    def _deliver(self, worker: EmbeddedWorker, job: Job) -> None:
-        member = worker.begin_execution(
-            job, lambda m, pipe: self._broker.lease(m, self._lease_s, pipe)
-        )
-        delivery = _Delivery(job_id=job.id, member=member)
-        with self._lock:
-            self._held[member] = delivery
-        payload = decode_job_data(job.data)
-        message = payload if isinstance(payload, TaskMessage) else None
-        try:
-            store_recorder = StoreRecorder(
-                self._store,
-                self._lease_s,
-                lambda _message, delay_s: self._reschedule(delivery, delay_s),
-            )
-            attempt = 1
-            recorder: DeliveryRecorder = store_recorder
-            if message is not None:
-                self._time_limits[message.id] = self._time_limit(job)
-                attempt, recorder = store_recorder.begin(message, self._runner)
-            try:
-                outcome = self._runner.process(payload, attempt, recorder)
-            except Exception:
-                logger.exception(
-                    "taskserve: the outcome of job %s could not be recorded; it will be "
-                    "delivered again",
-                    job.id,
-                )
-                self._redeliver_later(delivery, message)
-                self._end_job(worker, job, delivery.waits_as)
-                return
-        finally:
-            if message is not None:
-                self._time_limits.pop(message.id, None)
-            with self._lock:
-                self._held.pop(member, None)
-        if delivery.released:  # handed back meanwhile: another delivery will end the job
-            self._end_job(worker, job, delivery.waits_as)
-        else:
-            self._end_job(worker, job, outcome, member)
-
     def _time_limit(self, job: Job) -> float | None:
         timeout = job.timeout
         if isinstance(timeout, int | float) and timeout > 0:
             return float(timeout)
         return self._default_time_limit_s
 
-    def _reschedule(self, delivery: _Delivery, delay_s: float) -> None:
-        """Make a failed attempt deliverable again after its backoff (record_retry)."""
-        where: str | float = time.time() + delay_s if delay_s > 0 else "back"
-        with self._lock:
-            delivery.released = True
-            delivery.waits_as = JobStatus.QUEUED if where == "back" else JobStatus.SCHEDULED
-        self._broker.release(delivery.member, delivery.job_id, where)
-
-    def _redeliver_later(self, delivery: _Delivery, message: TaskMessage | None) -> None:
-        with self._lock:
-            if delivery.released:
-                return
-            delivery.released = True
-            delivery.waits_as = JobStatus.SCHEDULED
-        try:
-            if message is not None:
-                self._store.release(message.id)
-            self._broker.release(delivery.member, delivery.job_id, time.time() + REDELIVERY_DELAY_S)
-        except Exception:
-            logger.exception(
-                "taskserve: could not hand job %s back; it is redelivered once its lease runs out",
-                delivery.job_id,
-            )
-
     def _end_job(
-        self,
-        worker: EmbeddedWorker,
-        job: Job,
-        outcome: Outcome | JobStatus,
-        settle_member: str | None = None,
+        self, held: _Job, outcome: Outcome | JobStatus | None, *, settle: bool = False
     ) -> None:
-        """The ack (with ``settle_member``) and RQ's bookkeeping after a delivery,
-        in one transaction: the execution leaves the started registry; a job that
-        ran to its end is deleted, or kept with its status for
-        ``job_result_ttl_s``. ``outcome`` a JobStatus: the job was handed back
-        and waits with that status, in the queue or the scheduled registry."""
+        """The ack (with ``settle``) and RQ's bookkeeping after a delivery, in one
+        transaction: the execution leaves the started registry; a job that ran
+        to its end is deleted, or kept with its status for ``job_result_ttl_s``.
+        ``outcome`` a JobStatus: the job waits with that status; None: the job
+        belongs to another delivery and is left as it is."""
+        worker, job = held.worker, held.job
         try:
             with worker.connection.pipeline() as pipe:
-                if settle_member is not None:
-                    self._broker.settle(settle_member, job.id, pipe)
+                if settle:
+                    self._broker.settle(held.member, job.id, pipe)
                 worker.cleanup_execution(job, pipeline=pipe)
                 if isinstance(outcome, JobStatus):
                     pipe.hset(job.key, "status", outcome.value)
-                else:
+                elif outcome is not None:
                     self._dispose(job, outcome, pipe)
                     if outcome is Outcome.SUCCEEDED:
                         worker.increment_successful_job_count(pipeline=pipe)
@@ -352,26 +308,3 @@ class RQConsumer:
         registry_class(queue=self._broker.queue).add(job, ttl=ttl, pipeline=pipe)
         pipe.hset(job.key, mapping={"status": status.value, "ended_at": utcformat(now())})
         pipe.expire(job.key, ttl)
-
-    # -- lease keeper callbacks ------------------------------------------------------
-    def _extend(self, running_task_ids: list[str]) -> None:
-        self._store.extend_leases(running_task_ids, self._lease_s)
-        with self._lock:
-            members = [m for m, d in self._held.items() if not d.released]
-        self._broker.extend(members, self._lease_s)
-
-    def _housekeeping(self) -> None:
-        self._broker.promote_due()
-        now = time.monotonic()
-        if now - self._last_reap < self._reap_every_s:
-            return
-        self._last_reap = now
-        requeued = self._broker.reap(grace_s=self._lease_s)
-        if requeued:
-            logger.warning(
-                "taskserve: %d job(s) of queue '%s' whose consumer stopped renewing its "
-                "lease were handed back to the queue: %s",
-                len(requeued),
-                self._broker.name,
-                ", ".join(requeued),
-            )

@@ -28,7 +28,7 @@ from typing import Any
 
 from rq.timeouts import BaseDeathPenalty, BaseTimeoutException, JobTimeoutException
 
-from taskserve.context import current_task
+from taskserve.kit import current_task
 
 
 class TimeLimitReached(BaseTimeoutException):

@@ -32,8 +32,8 @@ from rq.job import Job
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from taskserve_rq.job import SERIALIZER, TaskJob
 from taskserve_rq.timeouts import ThreadDeathPenalty
+from taskserve_rq.wire import SERIALIZER, TaskJob
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from taskserve.config import AdapterConfig
+from taskserve.kit import AdapterConfig
 
 
 class SqliteAdapterConfig(AdapterConfig):

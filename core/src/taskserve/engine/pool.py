@@ -1,11 +1,10 @@
-"""Celery's ``threads`` pool, on daemon threads.
+"""A fixed pool of daemon threads for running deliveries.
 
-Celery's threads pool runs tasks on a ``concurrent.futures.ThreadPoolExecutor``,
-whose threads the interpreter joins at exit: a handler still running when a
-consumer's graceful timeout ends would keep its process alive for as long as
-it runs. The consumer hands such tasks back to the broker before it stops, so
-the process may end without them; this pool runs tasks on daemon threads that
-do not hold the process open.
+``concurrent.futures.ThreadPoolExecutor`` threads are joined at interpreter
+exit: a handler still running when a consumer's graceful timeout ends would
+keep its process alive for as long as it runs. Consumers hand such tasks
+back before they stop, so the process may end without them; this pool runs
+calls on daemon threads, which never hold the process open.
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, cast
-
-from celery.concurrency.thread import TaskPool
+from typing import Any
 
 _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -76,13 +73,3 @@ class DaemonThreadExecutor:
                 future.set_exception(e)
             else:
                 future.set_result(result)
-
-
-class DaemonThreadPool(TaskPool):  # type: ignore[misc]
-    """Celery's threads pool whose threads never keep the process from exiting."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        pool = cast(Any, self)
-        pool.executor.shutdown(wait=False)  # the stock executor, never used
-        pool.executor = DaemonThreadExecutor(pool.limit, "taskserve-celery-task")

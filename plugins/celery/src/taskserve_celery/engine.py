@@ -17,10 +17,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 from kombu.exceptions import OperationalError
 
-from taskserve.config import TaskProcessorConfig
-from taskserve.errors import BrokerUnavailable
-from taskserve.secrets import redact_url
-from taskserve.serialization import TaskMessage
+from taskserve.kit import BrokerUnavailable, TaskMessage, TaskProcessorConfig, redact_url
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_celery.wire import send_task_arguments
 

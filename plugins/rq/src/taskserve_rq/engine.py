@@ -23,10 +23,10 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from taskserve.serialization import TaskMessage
-from taskserve_rq import _scripts as scripts
-from taskserve_rq.job import RUN_TASK, SERIALIZER, TaskJob, job_arguments
+from taskserve.kit import TaskMessage
+from taskserve_rq import scripts
 from taskserve_rq.timeouts import ThreadDeathPenalty
+from taskserve_rq.wire import RUN_TASK, SERIALIZER, TaskJob, job_arguments
 
 PROMOTE_BATCH = 500
 """Most scheduled jobs moved to the queue by one promotion."""
@@ -163,14 +163,6 @@ class RQBroker:
         return [i.decode() if isinstance(i, bytes) else str(i) for i in requeued]
 
     # -- metrics -----------------------------------------------------------------
-    def depth(self) -> int:
-        """Jobs waiting: queued, plus scheduled retries."""
-        pipe = self.connection.pipeline(transaction=False)
-        pipe.llen(self.queue_key)
-        pipe.zcard(self.scheduled_key)
-        queued, scheduled = pipe.execute()
-        return int(queued) + int(scheduled)
-
-    def in_flight(self) -> int:
-        """Deliveries held by live consumers."""
-        return int(self.connection.zcount(self.leases_key, time.time(), "+inf"))
+    def queued(self) -> int:
+        """Jobs waiting in the queue (scheduled ones, sent again later, not counted)."""
+        return int(self.connection.llen(self.queue_key))

@@ -19,11 +19,13 @@ from typing import Any
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from taskserve.errors import PayloadError
-from taskserve.serialization import TaskMessage
+from taskserve.kit import PayloadError, TaskMessage
 
-RUN_TASK = "taskserve_rq.job.run_task"
+RUN_TASK = "taskserve_rq.wire.run_task"
 """RQ function path of every taskserve job."""
+
+_FORMER_RUN_TASK = "taskserve_rq.job.run_task"
+"""The function path of jobs enqueued by taskserve-rq 0.1, still read."""
 
 SERIALIZER = JSONSerializer
 """RQ serializer of job data and metadata."""
@@ -95,7 +97,7 @@ def decode_job_data(data: bytes) -> TaskMessage | bytes:
     if (
         isinstance(call, list)
         and len(call) == 4
-        and call[0] == RUN_TASK
+        and call[0] in (RUN_TASK, _FORMER_RUN_TASK)
         and isinstance(call[2], list)
         and len(call[2]) == 1
         and isinstance(call[2][0], dict)

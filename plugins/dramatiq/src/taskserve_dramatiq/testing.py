@@ -4,7 +4,7 @@ It reaches Redis and RabbitMQ directly, never through the adapter: raw bytes
 are put where Dramatiq's consumers fetch them, dead-letter writes are made to
 fail by giving the store's dead-letter keys the wrong Redis type, and cleanup
 deletes the queues and keys a test created. Needs ``taskserve-conformance``
-(``pip install 'taskserve-dramatiq[conformance]'``).
+(``pip install 'taskserve-dramatiq[test]'``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import pika
 import pika.exceptions
 import redis
 
-from taskserve import TaskProcessorConfig
-from taskserve.stores.redis_store import RedisTaskStore
+from taskserve.kit import RedisTaskStore, TaskProcessorConfig
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
 from taskserve_dramatiq.config import DramatiqAdapterConfig
@@ -40,10 +39,10 @@ def _store(config: TaskProcessorConfig) -> RedisTaskStore:
     """The adapter's state store, reached directly (not through the adapter)."""
     settings = _settings(config)
     return RedisTaskStore(
-        settings.results_url or settings.broker_url,
+        settings.state_url or settings.broker_url,
         config.queue_name,
         result_ttl_s=1,
-        prefix=settings.results_prefix,
+        prefix=settings.key_prefix,
     )
 
 
@@ -102,7 +101,7 @@ class DramatiqHarness(BrokerHarness):
         settings = _settings(config)
         dead_redis = "redis://127.0.0.1:1/0"
         broker = dead_redis if settings.kind == "redis" else "amqp://guest:guest@127.0.0.1:1/%2F"
-        return {**settings.model_dump(), "broker_url": broker, "results_url": dead_redis}
+        return {**settings.model_dump(), "broker_url": broker, "state_url": dead_redis}
 
     def cleanup(self, config: TaskProcessorConfig) -> None:
         """Delete the queues, Dramatiq keys and store keys of ``config``."""

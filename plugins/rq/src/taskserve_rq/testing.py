@@ -18,8 +18,7 @@ from typing import Any
 
 import redis
 
-from taskserve import TaskProcessorConfig
-from taskserve.stores.redis_store import RedisTaskStore
+from taskserve.kit import RedisTaskStore, TaskProcessorConfig
 from taskserve_conformance.harness import (
     BrokerHarness,
 )

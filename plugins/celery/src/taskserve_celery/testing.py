@@ -5,7 +5,7 @@ through the adapter: raw bytes are published as a message with that exact
 body, dead-letter writes are made to fail by giving the store's dead-letter
 keys the wrong Redis type, and cleanup deletes the queue, exchange and keys a
 test created. Needs ``taskserve-conformance``
-(``pip install 'taskserve-celery[conformance]'``).
+(``pip install 'taskserve-celery[test]'``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from taskserve import TaskProcessorConfig
-from taskserve.stores.redis_store import RedisTaskStore
+from taskserve.kit import RedisTaskStore, TaskProcessorConfig
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store

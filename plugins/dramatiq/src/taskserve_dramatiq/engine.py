@@ -39,7 +39,7 @@ from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, TimeLimit
 
-from taskserve.config import TaskProcessorConfig
+from taskserve.kit import TaskProcessorConfig
 from taskserve_dramatiq.config import DramatiqAdapterConfig
 from taskserve_dramatiq.wire import as_bytes, decode_checked, placeholder
 

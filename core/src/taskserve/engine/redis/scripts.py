@@ -1,0 +1,242 @@
+"""Lua scripts of the Redis task store; each runs atomically on the server.
+
+A terminal record (SUCCESS, FAILURE, CANCELLED) is never changed again; every
+script checks that first. Keys of other records are built inside a script
+from the task-key prefix it is given (single-instance Redis, no cluster).
+"""
+
+from __future__ import annotations
+
+_COMMON = """
+local function is_terminal(st)
+  return st == 'SUCCESS' or st == 'FAILURE' or st == 'CANCELLED'
+end
+local function expire(task_key, ttl)
+  redis.call('EXPIRE', task_key, ttl)
+  local idem = redis.call('HGET', task_key, 'idem')
+  if idem and idem ~= '' then redis.call('EXPIRE', idem, ttl) end
+end
+local function new_record(task_key, id, queue, name, payload, now, retried_from)
+  redis.call('HSET', task_key, 'id', id, 'queue', queue, 'name', name,
+    'payload', payload, 'status', 'PENDING', 'attempts', 0,
+    'created_at', now, 'updated_at', now, 'retried_from', retried_from)
+end
+"""
+
+# KEYS: task, idempotency ('' = none), waiting, seq
+# ARGV: id, queue, name, payload, now, retried_from, task key prefix
+# -> {id, seq}: seq 0 = the idempotency key's existing task; id '' = id in use
+CREATE = (
+    _COMMON
+    + """
+if KEYS[2] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    if redis.call('EXISTS', ARGV[7] .. existing) == 1 then return {existing, 0} end
+    redis.call('DEL', KEYS[2])  -- its task expired: the key is free again
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'', 0} end
+new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local seq = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[1], 'seq', seq, 'publishes', 1, 'idem', KEYS[2])
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
+redis.call('ZADD', KEYS[3], seq, ARGV[1])
+return {ARGV[1], seq}
+"""
+)
+
+# KEYS: task, running, waiting, seen
+# ARGV: id, queue, name, payload, now, lease deadline, max attempts, ttl, owner, seq ('' = none)
+# -> {attempt, started, running elsewhere, lease deadline}
+BEGIN = (
+    _COMMON
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '')
+end
+if ARGV[10] ~= '' then
+  local seen = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tonumber(ARGV[10]) > seen then redis.call('SET', KEYS[4], ARGV[10]) end
+end
+local st = redis.call('HGET', KEYS[1], 'status')
+if is_terminal(st) then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return {0, 0, 0, ''}
+end
+if st == 'STARTED' then
+  local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if deadline and tonumber(deadline) > tonumber(ARGV[5]) then return {0, 0, 1, deadline} end
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if n > tonumber(ARGV[7]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return {n, 0, 0, ''}
+end
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[5])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  expire(KEYS[1], ARGV[8])
+  return {n, 0, 0, ''}
+end
+redis.call('HSET', KEYS[1], 'status', 'STARTED', 'updated_at', ARGV[5], 'owner', ARGV[9])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+return {n, 1, 0, ''}
+"""
+)
+
+# KEYS: task, running, waiting, scheduled, dlq order, dlq records
+# ARGV: id, status, now, ttl, result ('' = none), error ('' = none),
+#       dlq id ('' = none), dlq json, attempts ('' = keep)
+FINISH = (
+    _COMMON
+    + """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st or is_terminal(st) then return 0 end
+-- A cancel accepted while the task ran wins over the run's outcome (SPEC 5.2).
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[3])
+  expire(KEYS[1], ARGV[4])
+  return 1
+end
+-- The dead letter first: a script stopped by an error keeps its earlier writes,
+-- so a failed dead-letter write must leave the status untouched.
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
+  redis.call('ZADD', KEYS[5], ARGV[3], ARGV[7])
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'attempts', ARGV[9]) end
+expire(KEYS[1], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: task, running, scheduled; ARGV: id, now, error, ttl, due
+RETRY = (
+    _COMMON
+    + """
+redis.call('ZREM', KEYS[2], ARGV[1])
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st or is_terminal(st) then return 0 end
+-- A cancel accepted while the task ran wins over the run's outcome (SPEC 5.2).
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[2])
+  expire(KEYS[1], ARGV[4])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'status', 'RETRY', 'updated_at', ARGV[2], 'error', ARGV[3],
+  'owner', '', 'unrecorded', 0)
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: task, running, scheduled; ARGV: id, owner, uncount (1/0), now, due,
+# count the outcome as unrecorded (1/0)  -> consecutive unrecorded outcomes, or -1
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'STARTED' then return -1 end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return -1 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
+redis.call('HSET', KEYS[1], 'status', 'PENDING', 'owner', '', 'updated_at', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+if ARGV[6] == '1' then return redis.call('HINCRBY', KEYS[1], 'unrecorded', 1) end
+return 0
+"""
+
+# KEYS: task, running, waiting, scheduled; ARGV: id, now, ttl  ->  {changed, status}
+CANCEL = (
+    _COMMON
+    + """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {-1, ''} end
+if st == 'PENDING' or st == 'RETRY' then
+  redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  expire(KEYS[1], ARGV[3])
+  return {1, 'CANCELLED'}
+end
+if st == 'STARTED' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1', 'updated_at', ARGV[2])
+  return {1, 'STARTED'}
+end
+return {0, st}
+"""
+)
+
+# KEYS: waiting, scheduled, running, seq, seen, samples, republished, lock
+# ARGV: now, claim bound, engine empty (1/0), limit, task key prefix, lock token,
+#       lock ms, lease grace
+# -> {id, seq, reason, id, seq, reason, ...}: the tasks to publish now, each with
+# the publish sequence number its message must carry. Reasons: 'due' (a retry
+# or delayed task whose time came), 'lease' (its consumer stopped renewing the
+# lease), 'lost' (its message was not claimed although later ones were, or the
+# engine's queue is empty).
+RECONCILE = """
+if not redis.call('SET', KEYS[8], ARGV[6], 'NX', 'PX', ARGV[7]) then return {} end
+local now = tonumber(ARGV[1])
+local bound = tonumber(ARGV[2])
+local limit = tonumber(ARGV[4])
+local seq_now = tonumber(redis.call('GET', KEYS[4]) or '0')
+local seen_now = tonumber(redis.call('GET', KEYS[5]) or '0')
+redis.call('LPUSH', KEYS[6], ARGV[1] .. ':' .. seen_now .. ':' .. seq_now)
+redis.call('LTRIM', KEYS[6], 0, 127)
+local seen_then, seq_then = -1, -1
+for _, sample in ipairs(redis.call('LRANGE', KEYS[6], 0, -1)) do
+  local t, se, sq = string.match(sample, '^([^:]+):([^:]+):([^:]+)$')
+  if tonumber(t) <= now - bound then
+    seen_then, seq_then = tonumber(se), tonumber(sq)
+    break
+  end
+end
+local out = {}
+local function publish(id, reason)
+  local key = ARGV[5] .. id
+  local seq = redis.call('INCR', KEYS[4])
+  redis.call('HSET', key, 'seq', seq)
+  redis.call('HINCRBY', key, 'publishes', 1)
+  redis.call('ZADD', KEYS[1], seq, id)
+  table.insert(out, id)
+  table.insert(out, seq)
+  table.insert(out, reason)
+end
+local function status(id)
+  return redis.call('HGET', ARGV[5] .. id, 'status')
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',
+    now - tonumber(ARGV[8]), 'LIMIT', 0, limit)) do
+  redis.call('ZREM', KEYS[3], id)
+  if status(id) == 'STARTED' then
+    publish(id, 'lease')
+    redis.call('INCR', KEYS[7])
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
+  redis.call('ZREM', KEYS[2], id)
+  local st = status(id)
+  if st == 'PENDING' or st == 'RETRY' then publish(id, 'due') end
+end
+local passed = seen_then
+if ARGV[3] == '1' and seq_then > passed then passed = seq_then end
+if passed > 0 then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', passed,
+      'LIMIT', 0, limit)) do
+    redis.call('ZREM', KEYS[1], id)
+    local st = status(id)
+    if st == 'PENDING' or st == 'RETRY' then
+      publish(id, 'lost')
+      redis.call('INCR', KEYS[7])
+    end
+  end
+end
+return out
+"""

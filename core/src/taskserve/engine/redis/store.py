@@ -1,0 +1,478 @@
+"""Task records, leases, the ledger of unclaimed messages, and dead letters in Redis.
+
+Engines such as Celery, Dramatiq and RQ move messages well but disagree on
+status, cancellation and dead letters, and each has windows in which a
+message can be lost (a fetch that is popped but not yet recorded as
+unacknowledged, a publish lost in a broker restart, a producer killed between
+writing the record and publishing). Adapters built on them keep the task
+state in a :class:`RedisTaskStore` instead, and the store is the ledger: it
+implements the :class:`~taskserve.engine.store.TaskStore` contract with Lua
+scripts (every transition atomic, status forward-only, a dead letter written
+in the same step as the FAILURE status), and it knows which tasks still
+need a message, so :meth:`RedisTaskStore.reconcile` can publish again what
+the engine lost.
+
+The ledger. Every publish of a task gets a number from a per-queue sequence,
+carried in the message (``TaskMessage.seq``). A task waits in ``waiting``
+(scored by that number) from its publish until a consumer begins it; the
+highest number begun so far is kept in ``seen``. Messages of one queue are
+consumed in about the order they were published, so a task whose number was
+passed by ``seen`` more than ``claim_bound_s`` ago, and that is still not
+begun, was lost: it is published again under a new number. A task that
+merely waits behind a long backlog is never passed and never re-published;
+when the engine's queue is empty, everything published more than
+``claim_bound_s`` ago and still waiting is lost too. Retries, delayed tasks
+and tasks handed back wait in ``scheduled`` until they are due, and tasks
+whose consumer stopped renewing the lease (crashed) are published again
+from ``running`` a grace period after it ran out.
+
+Keys (``prefix`` defaults to ``taskserve``)::
+
+    {prefix}:task:{id}                 hash: the task record and its message
+    {prefix}:idem:{queue}:{key}        string: task id of an idempotency key
+    {prefix}:running:{queue}           zset: running task ids by lease deadline
+    {prefix}:waiting:{queue}           zset: published, unclaimed ids by publish number
+    {prefix}:scheduled:{queue}         zset: ids to publish at a time (retries, hand-backs)
+    {prefix}:seq:{queue}, :seen:{queue}, :samples:{queue}, :republished:{queue},
+    :reconciling:{queue}               the ledger's counters, history and lock
+    {prefix}:dlq:{name}:order          zset: dead-letter ids by time
+    {prefix}:dlq:{name}:records        hash: dead-letter id -> JSON record
+
+Requires the ``redis`` package (``pip install taskserve[redis]``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from taskserve.engine.redis import scripts
+from taskserve.engine.store import Begun, Inserted, QueueCounts, Republish
+from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
+from taskserve.models import DeadLetter, TaskError, TaskResult
+from taskserve.redaction import redact_url
+from taskserve.serialization import TaskMessage
+from taskserve.states import TaskState
+
+try:
+    import redis
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the Redis task store needs the 'redis' package: pip install 'taskserve[redis]'"
+    ) from e
+
+RECONCILE_BATCH = 500
+"""Most tasks one reconcile step publishes per reason."""
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisTaskStore:
+    """The state of one queue's tasks, kept in Redis (a :class:`TaskStore`)."""
+
+    def __init__(
+        self,
+        url: str,
+        queue_name: str,
+        *,
+        result_ttl_s: float,
+        prefix: str = "taskserve",
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.queue_name = queue_name
+        self.result_ttl_s = result_ttl_s
+        self.prefix = prefix
+        self.client: redis.Redis = client or redis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+        )
+        base = f"{prefix}:%s:{queue_name}"
+        self._running_key = base % "running"
+        self._waiting_key = base % "waiting"
+        self._scheduled_key = base % "scheduled"
+        self._seq_key = base % "seq"
+        self._seen_key = base % "seen"
+        self._ledger_keys = [
+            self._waiting_key,
+            self._scheduled_key,
+            self._running_key,
+            self._seq_key,
+            self._seen_key,
+            base % "samples",
+            base % "republished",
+            base % "reconciling",
+        ]
+        self._token = uuid.uuid4().hex
+        self._create = self.client.register_script(scripts.CREATE)
+        self._begin = self.client.register_script(scripts.BEGIN)
+        self._finish = self.client.register_script(scripts.FINISH)
+        self._retry = self.client.register_script(scripts.RETRY)
+        self._cancel = self.client.register_script(scripts.CANCEL)
+        self._release = self.client.register_script(scripts.RELEASE)
+        self._reconcile = self.client.register_script(scripts.RECONCILE)
+
+    # -- keys --------------------------------------------------------------
+    def task_key(self, task_id: str) -> str:
+        """Key of a task's record."""
+        return f"{self.prefix}:task:{task_id}"
+
+    def dead_letter_keys(self, queue: str) -> tuple[str, str]:
+        """Keys of dead-letter queue ``queue``: (order zset, records hash)."""
+        return f"{self.prefix}:dlq:{queue}:order", f"{self.prefix}:dlq:{queue}:records"
+
+    @property
+    def _ttl(self) -> int:
+        return max(int(self.result_ttl_s + 0.999), 1)
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise BrokerUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {e}") from e
+
+    def ping(self) -> None:
+        """Raise BrokerUnavailable unless Redis answers."""
+        self._call(self.client.ping)
+
+    def close(self) -> None:
+        """Close the connection pool (it reconnects on next use)."""
+        self.client.close()
+
+    # -- producer ------------------------------------------------------------
+    def insert(self, message: TaskMessage, idempotency_key: str | None) -> Inserted:
+        """Store a PENDING record and enter it in the ledger. The new task's
+        ``seq`` is the number its published message must carry
+        (``message.with_seq(inserted.seq)``); with a used idempotency key the
+        existing task is returned, not new, and nothing is to be published."""
+        idem_key = (
+            f"{self.prefix}:idem:{self.queue_name}:{idempotency_key}" if idempotency_key else ""
+        )
+        raw_id, raw_seq = self._call(
+            self._create,
+            keys=[self.task_key(message.id), idem_key, self._waiting_key, self._seq_key],
+            args=[
+                message.id,
+                message.queue_name,
+                message.name,
+                message.to_bytes(),
+                message.enqueued_at,
+                message.retried_from or "",
+                f"{self.prefix}:task:",
+            ],
+        )
+        task_id, seq = _text(raw_id), int(raw_seq)
+        if not task_id:
+            raise TaskIdInUse(message.id)
+        if seq == 0:
+            return Inserted(self.status(task_id), created=False)
+        return Inserted(
+            TaskResult(
+                id=message.id,
+                status=TaskState.PENDING,
+                created_at=message.enqueued_at,
+                name=message.name,
+                queue_name=message.queue_name,
+                updated_at=message.enqueued_at,
+                retried_from=message.retried_from,
+            ),
+            created=True,
+            seq=seq,
+        )
+
+    def discard(self, task_id: str) -> None:
+        """Delete a record whose message could not be published."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self._waiting_key, task_id)
+        pipe.delete(self.task_key(task_id))
+        self._call(pipe.execute)
+
+    def _record(self, task_id: str) -> dict[str, str]:
+        raw = self._call(self.client.hgetall, self.task_key(task_id))
+        if not raw:
+            raise TaskNotFound(task_id)
+        return {str(_text(k)): str(_text(v)) for k, v in raw.items() if k != b"payload"}
+
+    def status(self, task_id: str) -> TaskResult:
+        """The task's record; TaskNotFound when unknown or expired."""
+        record = self._record(task_id)
+        return TaskResult(
+            id=task_id,
+            status=TaskState(record["status"]),
+            created_at=float(record["created_at"]),
+            updated_at=float(record["updated_at"]),
+            name=record.get("name"),
+            queue_name=record.get("queue"),
+            result=json.loads(record["result"]) if "result" in record else None,
+            error=TaskError.model_validate_json(record["error"]) if "error" in record else None,
+            attempts=int(record.get("attempts", 0)),
+            retried_from=record.get("retried_from") or None,
+        )
+
+    def message(self, task_id: str) -> TaskMessage:
+        """The task's message as enqueued; TaskNotFound when unknown or expired."""
+        payload = self._call(self.client.hget, self.task_key(task_id), "payload")
+        if payload is None:
+            raise TaskNotFound(task_id)
+        return TaskMessage.from_bytes(payload)
+
+    def cancel(self, task_id: str) -> tuple[bool, TaskState]:
+        """Cancel: queued tasks at once, running ones by request (see SPEC §5)."""
+        changed, status = self._call(
+            self._cancel,
+            keys=[
+                self.task_key(task_id),
+                self._running_key,
+                self._waiting_key,
+                self._scheduled_key,
+            ],
+            args=[task_id, time.time(), self._ttl],
+        )
+        if int(changed) < 0:
+            raise TaskNotFound(task_id)
+        return bool(int(changed)), TaskState(str(_text(status)))
+
+    # -- consumer ------------------------------------------------------------
+    def begin(self, message: TaskMessage, owner: str, lease_s: float, max_attempts: int) -> Begun:
+        """Count a delivery and start it (see the store contract); a message
+        published without a record (by the engine's own API) gets one."""
+        now = time.time()
+        attempt, started, elsewhere, deadline = self._call(
+            self._begin,
+            keys=[self.task_key(message.id), self._running_key, self._waiting_key, self._seen_key],
+            args=[
+                message.id,
+                message.queue_name,
+                message.name,
+                message.with_seq(None).to_bytes(),
+                now,
+                now + lease_s,
+                max_attempts,
+                self._ttl,
+                owner,
+                "" if message.seq is None else message.seq,
+            ],
+        )
+        return Begun(
+            attempt=int(attempt),
+            started=bool(int(started)),
+            running_elsewhere=bool(int(elsewhere)),
+            lease_deadline=float(_text(deadline) or 0) or None,
+        )
+
+    def finish(
+        self,
+        task_id: str,
+        status: TaskState,
+        *,
+        result_json: str | None = None,
+        error: TaskError | None = None,
+        dead_letter: DeadLetter | None = None,
+        attempts: int | None = None,
+    ) -> bool:
+        """Move to terminal ``status`` unless already terminal, writing
+        ``dead_letter`` in the same step; a pending cancel makes it CANCELLED."""
+        order_key, records_key = self.dead_letter_keys(
+            dead_letter.queue_name if dead_letter else "-"
+        )
+        return bool(
+            self._call(
+                self._finish,
+                keys=[
+                    self.task_key(task_id),
+                    self._running_key,
+                    self._waiting_key,
+                    self._scheduled_key,
+                    order_key,
+                    records_key,
+                ],
+                args=[
+                    task_id,
+                    status.value,
+                    time.time(),
+                    self._ttl,
+                    result_json if result_json is not None else "",
+                    error.model_dump_json() if error else "",
+                    dead_letter.id if dead_letter else "",
+                    dead_letter.model_dump_json() if dead_letter else "",
+                    "" if attempts is None else attempts,
+                ],
+            )
+        )
+
+    def schedule_retry(self, task_id: str, error: TaskError, delay_s: float) -> bool:
+        """Set RETRY; the ledger publishes the next delivery after ``delay_s``
+        (CANCELLED instead when a cancel was requested while the attempt ran)."""
+        now = time.time()
+        return bool(
+            self._call(
+                self._retry,
+                keys=[self.task_key(task_id), self._running_key, self._scheduled_key],
+                args=[task_id, now, error.model_dump_json(), self._ttl, now + delay_s],
+            )
+        )
+
+    def _release_one(
+        self, task_id: str, owner: str, uncount: bool, delay_s: float, unrecorded: bool
+    ) -> int:
+        now = time.time()
+        return int(
+            self._call(
+                self._release,
+                keys=[self.task_key(task_id), self._running_key, self._scheduled_key],
+                args=[task_id, owner, int(uncount), now, now + delay_s, int(unrecorded)],
+            )
+        )
+
+    def release(
+        self, task_ids: Sequence[str], owner: str, *, uncount: bool, delay_s: float = 0.0
+    ) -> None:
+        """Hand running tasks back: PENDING, published again by the ledger after
+        ``delay_s``; with ``uncount`` the delivery's attempt is taken back."""
+        for task_id in task_ids:
+            self._release_one(task_id, owner, uncount, delay_s, unrecorded=False)
+
+    def note_unrecorded(self, task_id: str, owner: str, delay_s: float) -> int:
+        """Release an unrecordable delivery, uncounted; return how many in a row."""
+        return max(self._release_one(task_id, owner, True, delay_s, unrecorded=True), 0)
+
+    def extend_leases(self, task_ids: Sequence[str], owner: str, lease_s: float) -> None:
+        """Push the lease deadline of running tasks ``lease_s`` ahead."""
+        if task_ids:
+            deadline = time.time() + lease_s
+            self._call(
+                self.client.zadd, self._running_key, dict.fromkeys(task_ids, deadline), xx=True
+            )
+
+    def cancel_requested(self, task_ids: Sequence[str]) -> list[str]:
+        """Which of ``task_ids`` have a cancel request."""
+        if not task_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self.task_key(task_id), "cancel_requested")
+        flags = self._call(pipe.execute)
+        return [tid for tid, flag in zip(task_ids, flags, strict=True) if flag == b"1"]
+
+    def purge_expired(self) -> int:
+        """Nothing to do: Redis expires finished records itself."""
+        return 0
+
+    def counts(self) -> QueueCounts:
+        """Running tasks (live leases) and tasks waiting in the ledger to be
+        published (retries in their backoff); an adapter adds its engine's
+        queue depth to ``queued``."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(self._running_key, time.time(), "+inf")
+        pipe.zcard(self._scheduled_key)
+        running, scheduled = self._call(pipe.execute)
+        return QueueCounts(queued=int(scheduled), in_flight=int(running))
+
+    def in_flight(self) -> int:
+        """Tasks running with a live lease."""
+        return int(self._call(self.client.zcount, self._running_key, time.time(), "+inf"))
+
+    # -- the ledger ------------------------------------------------------------
+    def reconcile(
+        self,
+        *,
+        claim_bound_s: float,
+        lease_grace_s: float,
+        engine_empty: bool,
+        every_s: float,
+    ) -> list[Republish]:
+        """Take the tasks to publish now (see the module docstring), each under a
+        new publish number; at most one consumer of the queue does this every
+        ``every_s`` seconds (others get an empty list)."""
+        raw = self._call(
+            self._reconcile,
+            keys=self._ledger_keys,
+            args=[
+                time.time(),
+                claim_bound_s,
+                int(engine_empty),
+                RECONCILE_BATCH,
+                f"{self.prefix}:task:",
+                self._token,
+                max(int(every_s * 1000), 1),
+                lease_grace_s,
+            ],
+        )
+        return [
+            Republish(
+                task_id=str(_text(raw[i])), seq=int(raw[i + 1]), reason=str(_text(raw[i + 2]))
+            )
+            for i in range(0, len(raw), 3)
+        ]
+
+    def republished_count(self) -> int:
+        """How many times the ledger published a lost or abandoned task again."""
+        return int(self._call(self.client.get, self._ledger_keys[6]) or 0)
+
+    def unclaimed(self) -> int:
+        """Tasks published and not yet begun (in the engine's queue, or lost)."""
+        return int(self._call(self.client.zcard, self._waiting_key))
+
+    # -- dead letters ----------------------------------------------------------
+    def add_dead_letter(self, record: DeadLetter) -> None:
+        """Store a dead letter that belongs to no task record (undecodable bytes)."""
+        order_key, records_key = self.dead_letter_keys(record.queue_name)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(records_key, record.id, record.model_dump_json())
+        pipe.zadd(order_key, {record.id: record.failed_at})
+        self._call(pipe.execute)
+
+    def dead_letters(
+        self, queue: str, limit: int | None, ids: Sequence[str] | None
+    ) -> list[DeadLetter]:
+        """Records of dead-letter queue ``queue``, oldest first."""
+        order_key, records_key = self.dead_letter_keys(queue)
+        if ids is None:
+            end = -1 if limit is None else limit - 1
+            ids = [str(_text(i)) for i in self._call(self.client.zrange, order_key, 0, end)]
+        if not ids:
+            return []
+        raw = self._call(self.client.hmget, records_key, list(ids))
+        return [DeadLetter.model_validate_json(r) for r in raw if r is not None]
+
+    def delete_dead_letters(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Delete records of ``queue`` (all when ``ids`` is None); return how many."""
+        order_key, records_key = self.dead_letter_keys(queue)
+        if ids is None:
+            count = int(self._call(self.client.zcard, order_key))
+            self._call(self.client.delete, order_key, records_key)
+            return count
+        if not ids:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(order_key, *ids)
+        pipe.hdel(records_key, *ids)
+        removed, _ = self._call(pipe.execute)
+        return int(removed)
+
+    def count_dead_letters(self, queue: str | None) -> int | None:
+        """How many records ``queue`` holds (None when no queue is configured)."""
+        if queue is None:
+            return None
+        return int(self._call(self.client.zcard, self.dead_letter_keys(queue)[0]))
+
+    # -- tests and tools ------------------------------------------------------------
+    def purge_queue(self, dead_letter_queues: Iterable[str | None] = ()) -> None:
+        """Delete everything this queue keeps: task records, the ledger,
+        idempotency keys, and the given dead-letter queues."""
+        queue = self.queue_name
+        keys: list[Any] = list(self._ledger_keys)
+        for dead_letter_queue in dead_letter_queues:
+            if dead_letter_queue:
+                keys += self.dead_letter_keys(dead_letter_queue)
+        keys += self.client.scan_iter(match=f"{self.prefix}:idem:{queue}:*", count=1000)
+        for key in self.client.scan_iter(match=f"{self.prefix}:task:*", count=1000):
+            if self.client.hget(key, "queue") == queue.encode():
+                keys.append(key)
+        self._call(self.client.delete, *keys)

@@ -1,0 +1,1 @@
+"""The SQL task store and the dialect hooks another SQL engine implements."""

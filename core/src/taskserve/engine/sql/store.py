@@ -1,0 +1,673 @@
+"""A task store that is also the queue, in one SQL database.
+
+A task row is both the queued message and the status record. A row is
+deliverable when it is PENDING or RETRY and ``visible_at`` has passed, or
+STARTED with a lease (``visible_at`` = its end) that has run out: the task
+of a consumer that died. A claim takes expired leases first, then the
+oldest due row, and begins it in the same statement. Every rule of the store
+contract (:mod:`taskserve.engine.store`) is one statement or one
+transaction; the statements are written once here, and a
+:class:`~taskserve.engine.sql.dialect.SqlDialect` adapts them to an engine
+(sqlite, PostgreSQL).
+
+The schema is versioned (:data:`SCHEMA_VERSION`, table ``schema_version``)
+and created or migrated under the dialect's schema lock, so replicas that
+start at once are safe. JSON is stored as text, so values round-trip
+exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from taskserve.engine.sql.dialect import Executor, SqlDialect
+from taskserve.engine.store import Begun, Claimed, Inserted, QueueCounts
+from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
+from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
+from taskserve.serialization import TaskMessage
+from taskserve.states import TaskState
+
+SCHEMA_VERSION = 2
+"""Version 1: the layout of taskserve 0.1 (no version table). Version 2: the
+``unrecorded`` column and partial indexes of queued and leased rows."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {tasks} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    name TEXT,
+    payload {blob} NOT NULL,
+    status TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at {float} NOT NULL,
+    updated_at {float} NOT NULL,
+    visible_at {float} NOT NULL,
+    lease_owner TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    expires_at {float},
+    retried_from TEXT,
+    idempotency_key TEXT,
+    unrecorded INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS {tasks_expiry} ON {tasks} (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS {tasks_idempotency}
+    ON {tasks} (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {dead_letters} (
+    seq {serial},
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source_queue TEXT NOT NULL,
+    task_id TEXT,
+    task_name TEXT,
+    args TEXT,
+    kwargs TEXT,
+    raw {blob},
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    enqueued_at {float},
+    failed_at {float} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {dead_letters_queue} ON {dead_letters} (queue, seq)
+"""
+
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE {tasks} ADD COLUMN unrecorded INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS {tasks_deliverable}
+""",
+}
+"""Statements that take a database from the version before to this one."""
+
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS {tasks_queued} ON {tasks} (queue, visible_at)
+    WHERE status IN ('PENDING', 'RETRY');
+CREATE INDEX IF NOT EXISTS {tasks_leased} ON {tasks} (queue, visible_at)
+    WHERE status = 'STARTED'
+"""
+
+_TERMINAL = "('SUCCESS', 'FAILURE', 'CANCELLED')"
+_QUEUED = "('PENDING', 'RETRY')"
+_RECORD_COLUMNS = (
+    "id, queue, name, status, result, error, attempts, created_at, updated_at, retried_from"
+)
+_DEAD_LETTER_COLUMNS = (
+    "id, kind, queue, source_queue, task_id, task_name, args, kwargs, raw, error,"
+    " attempts, enqueued_at, failed_at"
+)
+
+_T = TypeVar("_T")
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class SqlTaskStore:
+    """The tasks and dead letters of one queue in a SQL database (a QueueStore)."""
+
+    def __init__(self, dialect: SqlDialect, queue_name: str, *, result_ttl_s: float) -> None:
+        self.dialect = dialect
+        self.queue_name = queue_name
+        self.result_ttl_s = result_ttl_s
+        self._schema_ready = False
+        names = ("tasks", "dead_letters", "schema_version")
+        indexes = (
+            "tasks_expiry",
+            "tasks_idempotency",
+            "tasks_queued",
+            "tasks_leased",
+            "tasks_deliverable",
+            "dead_letters_queue",
+        )
+        self._slots = {name: dialect.table(name) for name in names + indexes} | {
+            "blob": dialect.blob_type,
+            "float": dialect.float_type,
+            "serial": dialect.serial_type,
+            "now": dialect.now_sql,
+        }
+        self._cache: dict[str, str] = {}
+
+    # -- statements and errors ----------------------------------------------------
+    def _sql(self, template: str) -> str:
+        sql = self._cache.get(template)
+        if sql is None:
+            sql = template.format(**self._slots)
+            if self.dialect.placeholder != "?":
+                sql = sql.replace("?", self.dialect.placeholder)
+            self._cache[template] = sql
+        return sql
+
+    def _guard(self, action: Callable[[], _T]) -> _T:
+        try:
+            return action()
+        except BrokerUnavailable:
+            raise
+        except Exception as e:
+            if self.dialect.is_unavailable(e):
+                raise BrokerUnavailable(
+                    f"cannot use the database {self.dialect.describe()}: {type(e).__name__}: {e}"
+                ) from e
+            raise
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Executor]:
+        self.ensure_schema()
+        with self.dialect.transaction() as db:
+            yield db
+
+    def _run(self, template: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement on its own and return its cursor's rows."""
+        self.ensure_schema()
+
+        def run() -> Any:
+            with self.dialect.connection() as db:
+                cursor = db.execute(self._sql(template), params)
+                return cursor.fetchall() if cursor.description is not None else []
+
+        return self._guard(run)
+
+    def _write(self, work: Callable[[Executor], _T]) -> _T:
+        def run() -> _T:
+            with self._transaction() as db:
+                return work(db)
+
+        return self._guard(run)
+
+    # -- connection ---------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create or migrate the tables (idempotent, safe across replicas)."""
+        if self._schema_ready:
+            return
+
+        def migrate() -> None:
+            with self.dialect.transaction() as db:
+                self.dialect.lock_schema(db)
+                version = self._schema_version(db)
+                if version == 0:
+                    self._script(db, _SCHEMA)
+                else:
+                    for step in range(version + 1, SCHEMA_VERSION + 1):
+                        self._script(db, _MIGRATIONS[step])
+                self._script(db, _INDEXES)
+                if version != SCHEMA_VERSION:
+                    db.execute(self._sql("DELETE FROM {schema_version}"))
+                    db.execute(
+                        self._sql("INSERT INTO {schema_version} (version) VALUES (?)"),
+                        (SCHEMA_VERSION,),
+                    )
+
+        self._guard(migrate)
+        self._schema_ready = True
+
+    def _schema_version(self, db: Executor) -> int:
+        db.execute(
+            self._sql("CREATE TABLE IF NOT EXISTS {schema_version} (version INTEGER NOT NULL)")
+        )
+        rows = db.execute(self._sql("SELECT max(version) FROM {schema_version}")).fetchall()
+        if rows and rows[0][0] is not None:
+            return int(rows[0][0])
+        return 1 if self.dialect.table_exists(db, "tasks") else 0
+
+    def _script(self, db: Executor, script: str) -> None:
+        for statement in self.dialect.statements(script.format(**self._slots)):
+            db.execute(statement)
+
+    def ping(self) -> None:
+        """Raise BrokerUnavailable unless the database answers."""
+        self._guard(lambda: self._ping())
+
+    def _ping(self) -> None:
+        self.dialect.check_reachable()
+        self.ensure_schema()
+        with self.dialect.connection() as db:
+            db.execute(self._sql("SELECT count(*) FROM {tasks} WHERE 1 = 0")).fetchall()
+
+    def close(self) -> None:
+        """Close the dialect's connections."""
+        self.dialect.close()
+
+    # -- producer side ------------------------------------------------------------
+    def insert(self, message: TaskMessage, idempotency_key: str | None) -> Inserted:
+        """Queue ``message`` as PENDING (see the store contract)."""
+
+        def work(db: Executor) -> Inserted | None:
+            cursor = db.execute(
+                self._sql(
+                    "INSERT INTO {tasks} (id, queue, name, payload, status, created_at,"
+                    " updated_at, visible_at, retried_from, idempotency_key)"
+                    " VALUES (?, ?, ?, ?, 'PENDING', ?, {now}, {now}, ?, ?)"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                (
+                    message.id,
+                    self.queue_name,
+                    message.name,
+                    message.with_seq(None).to_bytes(),
+                    message.enqueued_at,
+                    message.retried_from,
+                    idempotency_key,
+                ),
+            )
+            if cursor.rowcount == 1:
+                self.dialect.after_queueing(db, self.queue_name)
+                return Inserted(
+                    TaskResult(
+                        id=message.id,
+                        status=TaskState.PENDING,
+                        created_at=message.enqueued_at,
+                        name=message.name,
+                        queue_name=self.queue_name,
+                        updated_at=message.enqueued_at,
+                        retried_from=message.retried_from,
+                    ),
+                    created=True,
+                )
+            if idempotency_key is None:
+                return None
+            rows = db.execute(
+                self._sql(
+                    "SELECT id, expires_at <= {now} FROM {tasks}"
+                    " WHERE queue = ? AND idempotency_key = ?"
+                ),
+                (self.queue_name, idempotency_key),
+            ).fetchall()
+            if not rows:
+                return None
+            row = rows[0]
+            if row[1]:  # its task expired: the key is free again
+                db.execute(self._sql("DELETE FROM {tasks} WHERE id = ?"), (row[0],))
+                return work(db)
+            return Inserted(self._status(db, str(row[0])), created=False)
+
+        inserted = self._write(work)
+        if inserted is None:
+            raise TaskIdInUse(message.id)
+        return inserted
+
+    def insert_raw(self, payload: bytes, task_id: str) -> None:
+        """Queue bytes that are not a task message (undecodable-message tests)."""
+        self._write(
+            lambda db: db.execute(
+                self._sql(
+                    "INSERT INTO {tasks} (id, queue, payload, status, created_at, updated_at,"
+                    " visible_at) VALUES (?, ?, ?, 'PENDING', {now}, {now}, {now})"
+                ),
+                (task_id, self.queue_name, payload),
+            )
+        )
+
+    def discard(self, task_id: str) -> None:
+        """Delete a task's row (nothing was published apart from it)."""
+        self._write(
+            lambda db: db.execute(self._sql("DELETE FROM {tasks} WHERE id = ?"), (task_id,))
+        )
+
+    def _status(self, db: Executor, task_id: str) -> TaskResult:
+        rows = db.execute(
+            self._sql(
+                f"SELECT {_RECORD_COLUMNS} FROM {{tasks}} WHERE id = ?"
+                " AND (expires_at IS NULL OR expires_at > {now})"
+            ),
+            (task_id,),
+        ).fetchall()
+        if not rows:
+            raise TaskNotFound(task_id)
+        row = rows[0]
+        return TaskResult(
+            id=row[0],
+            queue_name=row[1],
+            name=row[2],
+            status=TaskState(row[3]),
+            result=json.loads(row[4]) if row[4] is not None else None,
+            error=TaskError.model_validate_json(row[5]) if row[5] else None,
+            attempts=row[6],
+            created_at=row[7],
+            updated_at=row[8],
+            retried_from=row[9],
+        )
+
+    def status(self, task_id: str) -> TaskResult:
+        """The task's record; TaskNotFound when unknown or expired."""
+        self.ensure_schema()
+
+        def read() -> TaskResult:
+            with self.dialect.connection() as db:
+                return self._status(db, task_id)
+
+        return self._guard(read)
+
+    def message(self, task_id: str) -> TaskMessage:
+        """The task's message as enqueued; TaskNotFound when unknown or expired."""
+        rows = self._run(
+            "SELECT payload FROM {tasks} WHERE id = ? AND (expires_at IS NULL OR expires_at > {now})",
+            (task_id,),
+        )
+        if not rows:
+            raise TaskNotFound(task_id)
+        return TaskMessage.from_bytes(bytes(rows[0][0]))
+
+    def cancel(self, task_id: str) -> tuple[bool, TaskState]:
+        """Cancel a live task: queued ones at once, running ones by request."""
+        live = " AND (expires_at IS NULL OR expires_at > {now})"
+
+        def work(db: Executor) -> tuple[bool, TaskState]:
+            if db.execute(
+                self._sql(
+                    "UPDATE {tasks} SET status = 'CANCELLED', lease_owner = NULL,"
+                    " updated_at = {now}, expires_at = {now} + ?"
+                    f" WHERE id = ? AND status IN {_QUEUED}" + live + " RETURNING id"
+                ),
+                (self.result_ttl_s, task_id),
+            ).fetchall():
+                return True, TaskState.CANCELLED
+            if db.execute(
+                self._sql(
+                    "UPDATE {tasks} SET cancel_requested = 1, updated_at = {now}"
+                    " WHERE id = ? AND status = 'STARTED' RETURNING id"
+                ),
+                (task_id,),
+            ).fetchall():
+                return True, TaskState.STARTED
+            rows = db.execute(
+                self._sql("SELECT status FROM {tasks} WHERE id = ?" + live), (task_id,)
+            ).fetchall()
+            if not rows:
+                raise TaskNotFound(task_id)
+            return False, TaskState(rows[0][0])
+
+        return self._write(work)
+
+    # -- consumer side ------------------------------------------------------------
+    def claim(self, owner: str, lease_s: float, max_attempts: int) -> Claimed | None:
+        """Take the next deliverable row (expired leases first) and begin it."""
+        leased = "status = 'STARTED'"
+        queued = f"status IN {_QUEUED}"
+        statement = (
+            "UPDATE {tasks} SET"
+            " status = CASE WHEN attempts + 1 > ? THEN status"
+            "   WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE 'STARTED' END,"
+            " expires_at = CASE WHEN attempts + 1 <= ? AND cancel_requested = 1"
+            "   THEN {now} + ? ELSE expires_at END,"
+            " attempts = attempts + 1, lease_owner = ?, visible_at = {now} + ?,"
+            " updated_at = {now}"
+            " WHERE id = (SELECT id FROM {tasks} WHERE queue = ? AND %s"
+            " AND visible_at <= {now} ORDER BY visible_at LIMIT 1" + self.dialect.skip_locked + ")"
+            " RETURNING id, payload, attempts, status"
+        )
+        params = (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s, self.queue_name)
+
+        def work(db: Executor) -> Any:
+            # Expired leases first: a crashed consumer's task runs again within its
+            # lease, however long the queue behind it.
+            for which in (leased, queued):
+                rows = db.execute(self._sql(statement.replace("%s", which)), params).fetchall()
+                if rows:
+                    return rows[0]
+            return None
+
+        row = self._write(work)
+        if row is None:
+            return None
+        attempt = int(row[2])
+        started = row[3] == TaskState.STARTED.value and attempt <= max_attempts
+        return Claimed(
+            task_id=str(row[0]),
+            payload=bytes(row[1]),
+            begun=Begun(attempt=attempt, started=started),
+        )
+
+    def begin(self, message: TaskMessage, owner: str, lease_s: float, max_attempts: int) -> Begun:
+        """Begin a delivery of ``message`` that was not claimed from this store
+        (a queue store's deliveries come from :meth:`claim`)."""
+        rows = self._run(
+            "UPDATE {tasks} SET status = 'STARTED', attempts = attempts + 1, lease_owner = ?,"
+            " visible_at = {now} + ?, updated_at = {now}"
+            f" WHERE id = ? AND (status IN {_QUEUED}"
+            " OR (status = 'STARTED' AND visible_at <= {now})) RETURNING attempts",
+            (owner, lease_s, message.id),
+        )
+        if not rows:
+            return Begun(attempt=0, started=False)
+        attempt = int(rows[0][0])
+        return Begun(attempt=attempt, started=attempt <= max_attempts)
+
+    def finish(
+        self,
+        task_id: str,
+        status: TaskState,
+        *,
+        result_json: str | None = None,
+        error: TaskError | None = None,
+        dead_letter: DeadLetter | None = None,
+        attempts: int | None = None,
+    ) -> bool:
+        """Move a live row to terminal ``status``, writing ``dead_letter`` in the
+        same transaction; a pending cancel makes it CANCELLED instead."""
+
+        def work(db: Executor) -> bool:
+            rows = db.execute(
+                self._sql(
+                    "UPDATE {tasks} SET"
+                    " status = CASE WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE ? END,"
+                    " result = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,"
+                    " error = COALESCE(?, error), attempts = COALESCE(?, attempts),"
+                    " lease_owner = NULL, updated_at = {now}, expires_at = {now} + ?"
+                    f" WHERE id = ? AND status NOT IN {_TERMINAL} RETURNING cancel_requested"
+                ),
+                (
+                    status.value,
+                    result_json,
+                    error.model_dump_json() if error else None,
+                    attempts,
+                    self.result_ttl_s,
+                    task_id,
+                ),
+            ).fetchall()
+            if not rows:
+                return False
+            if dead_letter is not None and not rows[0][0]:
+                self._insert_dead_letter(db, dead_letter)
+            return True
+
+        return self._write(work)
+
+    def schedule_retry(self, task_id: str, error: TaskError, delay_s: float) -> bool:
+        """Set RETRY, deliverable after ``delay_s``; a pending cancel wins."""
+
+        def work(db: Executor) -> bool:
+            changed = db.execute(
+                self._sql(
+                    "UPDATE {tasks} SET error = ?, lease_owner = NULL, updated_at = {now},"
+                    " visible_at = {now} + ?, unrecorded = 0,"
+                    " status = CASE WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE 'RETRY' END,"
+                    " expires_at = CASE WHEN cancel_requested = 1 THEN {now} + ?"
+                    "   ELSE expires_at END"
+                    f" WHERE id = ? AND status NOT IN {_TERMINAL}"
+                ),
+                (error.model_dump_json(), delay_s, self.result_ttl_s, task_id),
+            ).rowcount
+            if changed:
+                self.dialect.after_queueing(db, self.queue_name)
+            return bool(changed)
+
+        return self._write(work)
+
+    def _release(
+        self, db: Executor, task_ids: Sequence[str], owner: str, uncount: bool, delay_s: float
+    ) -> None:
+        marks = ",".join("?" * len(task_ids))
+        db.execute(
+            self._sql(
+                "UPDATE {tasks} SET status = 'PENDING', visible_at = {now} + ?,"
+                " lease_owner = NULL, updated_at = {now}, attempts = attempts - ?"
+                f" WHERE id IN ({marks}) AND lease_owner = ? AND status = 'STARTED'"
+            ),
+            (delay_s, 1 if uncount else 0, *task_ids, owner),
+        )
+        self.dialect.after_queueing(db, self.queue_name)
+
+    def release(
+        self, task_ids: Sequence[str], owner: str, *, uncount: bool, delay_s: float = 0.0
+    ) -> None:
+        """Hand leased rows back to the queue, deliverable after ``delay_s``."""
+        if task_ids:
+            self._write(lambda db: self._release(db, task_ids, owner, uncount, delay_s))
+
+    def note_unrecorded(self, task_id: str, owner: str, delay_s: float) -> int:
+        """Release an unrecordable delivery, uncounted; return how many in a row."""
+
+        def work(db: Executor) -> int:
+            rows = db.execute(
+                self._sql(
+                    "UPDATE {tasks} SET unrecorded = unrecorded + 1"
+                    " WHERE id = ? AND lease_owner = ? AND status = 'STARTED'"
+                    " RETURNING unrecorded"
+                ),
+                (task_id, owner),
+            ).fetchall()
+            self._release(db, [task_id], owner, True, delay_s)
+            return int(rows[0][0]) if rows else 0
+
+        return self._write(work)
+
+    def extend_leases(self, task_ids: Sequence[str], owner: str, lease_s: float) -> None:
+        """Push the lease of running rows ``lease_s`` into the future."""
+        if not task_ids:
+            return
+        marks = ",".join("?" * len(task_ids))
+        self._run(
+            "UPDATE {tasks} SET visible_at = {now} + ?"
+            f" WHERE id IN ({marks}) AND lease_owner = ? AND status = 'STARTED' RETURNING id",
+            (lease_s, *task_ids, owner),
+        )
+
+    def cancel_requested(self, task_ids: Sequence[str]) -> list[str]:
+        """Which of ``task_ids`` have a pending cancel request."""
+        if not task_ids:
+            return []
+        marks = ",".join("?" * len(task_ids))
+        rows = self._run(
+            f"SELECT id FROM {{tasks}} WHERE id IN ({marks}) AND cancel_requested = 1",
+            tuple(task_ids),
+        )
+        return [str(r[0]) for r in rows]
+
+    def purge_expired(self) -> int:
+        """Delete finished rows whose result TTL has passed."""
+        return self._write(
+            lambda db: (
+                db.execute(
+                    self._sql(
+                        "DELETE FROM {tasks} WHERE expires_at IS NOT NULL AND expires_at <= {now}"
+                    )
+                ).rowcount
+            )
+        )
+
+    def counts(self) -> QueueCounts:
+        """Queued (PENDING, RETRY) and running (STARTED, live lease) rows."""
+        rows = self._run(
+            "SELECT status, count(*) FROM {tasks} WHERE queue = ?"
+            " AND (status IN ('PENDING', 'RETRY') OR (status = 'STARTED' AND visible_at > {now}))"
+            " GROUP BY status",
+            (self.queue_name,),
+        )
+        by_status = {str(r[0]): int(r[1]) for r in rows}
+        return QueueCounts(
+            queued=by_status.get("PENDING", 0) + by_status.get("RETRY", 0),
+            in_flight=by_status.get("STARTED", 0),
+        )
+
+    # -- dead letters ----------------------------------------------------------------
+    def _insert_dead_letter(self, db: Executor, record: DeadLetter) -> None:
+        db.execute(
+            self._sql(
+                f"INSERT INTO {{dead_letters}} ({_DEAD_LETTER_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                record.id,
+                record.kind.value,
+                record.queue_name,
+                record.source_queue,
+                record.task_id,
+                record.task_name,
+                _json_or_none(record.args),
+                _json_or_none(record.kwargs),
+                record.raw,
+                record.error.model_dump_json(),
+                record.attempts,
+                record.enqueued_at,
+                record.failed_at,
+            ),
+        )
+
+    def add_dead_letter(self, record: DeadLetter) -> None:
+        """Keep a dead letter that belongs to no task row."""
+        self._write(lambda db: self._insert_dead_letter(db, record))
+
+    def dead_letters(
+        self, queue: str, limit: int | None, ids: Sequence[str] | None
+    ) -> list[DeadLetter]:
+        """Records of ``queue``, oldest first."""
+        sql = f"SELECT {_DEAD_LETTER_COLUMNS} FROM {{dead_letters}} WHERE queue = ?"
+        params: list[Any] = [queue]
+        if ids is not None:
+            if not ids:
+                return []
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            params += list(ids)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [
+            DeadLetter(
+                id=r[0],
+                kind=DeadLetterKind(r[1]),
+                queue_name=r[2],
+                source_queue=r[3],
+                task_id=r[4],
+                task_name=r[5],
+                args=json.loads(r[6]) if r[6] is not None else None,
+                kwargs=json.loads(r[7]) if r[7] is not None else None,
+                raw=bytes(r[8]) if r[8] is not None else None,
+                error=TaskError.model_validate_json(r[9]),
+                attempts=r[10],
+                enqueued_at=r[11],
+                failed_at=r[12],
+            )
+            for r in self._run(sql, params)
+        ]
+
+    def delete_dead_letters(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Delete records of ``queue`` (all when ``ids`` is None)."""
+
+        def work(db: Executor) -> int:
+            if ids is None:
+                return db.execute(
+                    self._sql("DELETE FROM {dead_letters} WHERE queue = ?"), (queue,)
+                ).rowcount
+            if not ids:
+                return 0
+            marks = ",".join("?" * len(ids))
+            return db.execute(
+                self._sql(f"DELETE FROM {{dead_letters}} WHERE queue = ? AND id IN ({marks})"),
+                (queue, *ids),
+            ).rowcount
+
+        return self._write(work)
+
+    def count_dead_letters(self, queue: str | None) -> int | None:
+        """How many records ``queue`` holds (None when no queue is configured)."""
+        if queue is None:
+            return None
+        rows = self._run("SELECT count(*) FROM {dead_letters} WHERE queue = ?", (queue,))
+        return int(rows[0][0])

@@ -1,0 +1,268 @@
+"""The store contract: where an adapter keeps the state of one queue's tasks.
+
+Every first-party adapter keeps each task's record in a :class:`TaskStore`
+before its message exists, and the store - not the engine that carries the
+messages - is the source of truth: status, attempts, cancel requests,
+leases, results, dead letters and idempotency keys live there. The rules
+below hold for every store; :class:`~taskserve.engine.sql.SqlTaskStore`
+(sqlite, PostgreSQL) and :class:`~taskserve.engine.redis.RedisTaskStore`
+(the state store of the Celery, Dramatiq and RQ adapters) implement them.
+
+States are :class:`~taskserve.TaskState`; SUCCESS, FAILURE and CANCELLED
+are *terminal*. Each row is one store operation, atomic (one transaction or
+one script): everything it checks and writes happens together.
+
+=====================  ====================  =================================================
+operation              from                  to, and what else happens
+=====================  ====================  =================================================
+``insert``             (none)                PENDING, ``attempts`` 0. With an idempotency key
+                                             already used on the queue: nothing; the existing
+                                             task is returned (not new).
+``cancel``             PENDING, RETRY        CANCELLED; expiry set (now + result TTL).
+``cancel``             STARTED               STARTED with ``cancel_requested``; the running
+                                             handler is told (lease keeper) and its outcome
+                                             becomes CANCELLED.
+``cancel``             terminal              unchanged ("nothing changed").
+``begin`` / ``claim``  PENDING, RETRY;       ``attempts`` + 1 (crashed deliveries count), then:
+                       STARTED whose lease   over ``max_attempts``: not started (the runner
+                       has run out           ends it FAILURE, ``ConsumerLost``); a pending
+                                             cancel: CANCELLED, expiry set; otherwise STARTED
+                                             with a lease of ``lease_s`` for ``owner``.
+``begin``              STARTED, live lease   nothing, not counted: another delivery runs it.
+``begin``              terminal              nothing, not counted.
+``finish``             STARTED               SUCCESS (result) or FAILURE (error, and its dead
+                                             letter in the same step); lease dropped; expiry
+                                             set. A pending cancel wins: CANCELLED, result
+                                             and dead letter discarded.
+``schedule_retry``     STARTED               RETRY (error kept), deliverable at now + delay;
+                                             lease dropped; a pending cancel wins: CANCELLED.
+``release``            STARTED, own lease    PENDING, deliverable at now + delay; lease
+                                             dropped; with ``uncount`` the delivery's attempt
+                                             is taken back (its outcome was never recorded,
+                                             or it never started).
+``note_unrecorded``    STARTED, own lease    as ``release`` with ``uncount``, and the count of
+                                             consecutive unrecordable outcomes + 1 (returned).
+``extend_leases``      STARTED, own lease    lease deadline = now + ``lease_s``.
+``purge_expired``      terminal, expired     deleted (then ``TaskNotFound``).
+any write              terminal              nothing: status never leaves a terminal state.
+=====================  ====================  =================================================
+
+When attempts are counted: at ``begin``/``claim`` only; taken back only by
+``release(uncount=True)`` and ``note_unrecorded``. When expiry is set: when
+a task becomes terminal (finish, cancel, a cancel found at begin). A record
+that is not terminal never expires.
+
+A store is per queue: it is built for one ``queue_name`` and its result TTL.
+Dead-letter queues are named explicitly in the dead-letter operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from taskserve.models import DeadLetter, TaskError, TaskResult
+from taskserve.serialization import TaskMessage
+from taskserve.states import TaskState
+
+
+@dataclass(frozen=True)
+class Inserted:
+    """What ``insert`` did."""
+
+    result: TaskResult
+    """The new task's PENDING record, or the existing task of the idempotency key."""
+    created: bool
+    """False when the idempotency key was used before: nothing was written."""
+    seq: int | None = None
+    """For stores that keep a ledger of published messages: the publish number
+    the new task's message must carry (``message.with_seq(seq)``)."""
+
+
+@dataclass(frozen=True)
+class Begun:
+    """What ``begin`` (or ``claim``) decided for one delivery."""
+
+    attempt: int
+    """1-based number of this delivery, crashed deliveries included (0 when the
+    delivery was not counted: the task is finished or running elsewhere)."""
+    started: bool
+    """True when the task is STARTED for this delivery and its handler may run."""
+    running_elsewhere: bool = False
+    """True when another delivery holds a live lease on the task: this one is a
+    duplicate and must not run; it is settled without being counted."""
+    lease_deadline: float | None = None
+    """With ``running_elsewhere``: when that lease runs out (unix time)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task taken from a store that is also the queue (:class:`QueueStore`)."""
+
+    task_id: str
+    payload: bytes
+    """The message as stored: a :class:`TaskMessage`'s bytes, or raw bytes
+    placed on the queue by something else (dead-lettered as undecodable)."""
+    begun: Begun
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """How many tasks of a queue wait and run."""
+
+    queued: int
+    """PENDING or RETRY (retries waiting for their backoff included)."""
+    in_flight: int
+    """STARTED with a live lease."""
+
+
+@runtime_checkable
+class TaskStore(Protocol):
+    """The state of one queue's tasks; see the module docstring for the rules.
+
+    Every method raises :class:`~taskserve.BrokerUnavailable` when the store
+    cannot be reached, and :class:`~taskserve.TaskNotFound` for an id that is
+    unknown or expired where a task is read.
+    """
+
+    queue_name: str
+    result_ttl_s: float
+
+    # -- connection ------------------------------------------------------
+    def ping(self) -> None:
+        """Raise BrokerUnavailable unless the store answers."""
+
+    def close(self) -> None:
+        """Release connections; the store may be used again afterwards."""
+
+    # -- producer side ---------------------------------------------------
+    def insert(self, message: TaskMessage, idempotency_key: str | None) -> Inserted:
+        """Store ``message`` as PENDING.
+
+        With an idempotency key already used on this queue, return that task,
+        not created (nothing is written). A task id already in use raises
+        :class:`~taskserve.TaskIdInUse`.
+        """
+
+    def discard(self, task_id: str) -> None:
+        """Delete the record of a task whose message could not be published."""
+
+    def status(self, task_id: str) -> TaskResult:
+        """The task's record."""
+
+    def message(self, task_id: str) -> TaskMessage:
+        """The task's message as first enqueued."""
+
+    def cancel(self, task_id: str) -> tuple[bool, TaskState]:
+        """Cancel as the table says; return (changed, status after the call)."""
+
+    # -- consumer side ---------------------------------------------------
+    def begin(self, message: TaskMessage, owner: str, lease_s: float, max_attempts: int) -> Begun:
+        """Count a delivery of ``message`` and start it, as the table says.
+
+        A message that has no record (published by the engine's own API)
+        gets one, PENDING, first.
+        """
+
+    def finish(
+        self,
+        task_id: str,
+        status: TaskState,
+        *,
+        result_json: str | None = None,
+        error: TaskError | None = None,
+        dead_letter: DeadLetter | None = None,
+        attempts: int | None = None,
+    ) -> bool:
+        """Move a live task to terminal ``status`` (SUCCESS with ``result_json``,
+        FAILURE with ``error`` and ``dead_letter``, or CANCELLED); ``attempts``,
+        when given, replaces the count. Returns whether anything changed."""
+
+    def schedule_retry(self, task_id: str, error: TaskError, delay_s: float) -> bool:
+        """Set RETRY, deliverable after ``delay_s``; returns whether it changed."""
+
+    def release(
+        self, task_ids: Sequence[str], owner: str, *, uncount: bool, delay_s: float = 0.0
+    ) -> None:
+        """Hand leased tasks back to the queue, deliverable after ``delay_s``."""
+
+    def note_unrecorded(self, task_id: str, owner: str, delay_s: float) -> int:
+        """Release a task whose outcome could not be recorded (uncounted) and
+        return how many consecutive deliveries of it ended so."""
+
+    def extend_leases(self, task_ids: Sequence[str], owner: str, lease_s: float) -> None:
+        """Push the leases of running tasks ``lease_s`` into the future."""
+
+    def cancel_requested(self, task_ids: Sequence[str]) -> list[str]:
+        """Which of ``task_ids`` have a pending cancel request."""
+
+    def purge_expired(self) -> int:
+        """Delete terminal records whose result TTL has passed; return how many
+        (stores that expire records by themselves return 0)."""
+
+    def counts(self) -> QueueCounts:
+        """Queued and running tasks of the queue."""
+
+    # -- dead letters ------------------------------------------------------
+    def add_dead_letter(self, record: DeadLetter) -> None:
+        """Keep a dead letter that belongs to no task record (undecodable bytes)."""
+
+    def dead_letters(
+        self, queue: str, limit: int | None, ids: Sequence[str] | None
+    ) -> list[DeadLetter]:
+        """Records of dead-letter queue ``queue``, oldest first."""
+
+    def delete_dead_letters(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Delete records of ``queue`` (all when ``ids`` is None); return how many."""
+
+    def count_dead_letters(self, queue: str | None) -> int | None:
+        """How many records ``queue`` holds (None when no queue is configured)."""
+
+
+@dataclass(frozen=True)
+class Republish:
+    """A task a ledger wants published now, with the number its message carries."""
+
+    task_id: str
+    seq: int
+    reason: str
+    """``due`` (a retry or hand-back whose time came), ``lease`` (its consumer
+    stopped renewing the lease) or ``lost`` (its message was never claimed)."""
+
+
+@runtime_checkable
+class LedgerStore(TaskStore, Protocol):
+    """A store beside a message engine (Celery, Dramatiq, RQ) that is the
+    ledger of the engine's messages: it knows which tasks still need one, and
+    :class:`~taskserve.engine.reconciler.Reconciler` publishes them.
+
+    Retries and hand-backs are not published by the consumer: the store
+    schedules them and ``reconcile`` hands them out when due.
+    """
+
+    def reconcile(
+        self, *, claim_bound_s: float, lease_grace_s: float, engine_empty: bool, every_s: float
+    ) -> list[Republish]:
+        """The tasks to publish now, each under a new publish number; at most
+        one caller per queue gets any every ``every_s`` seconds."""
+
+    def unclaimed(self) -> int:
+        """Tasks published and not yet begun."""
+
+    def republished_count(self) -> int:
+        """How many times a lost or abandoned task was published again."""
+
+
+@runtime_checkable
+class QueueStore(TaskStore, Protocol):
+    """A store that is also the queue: consumers take tasks from it directly
+    (sqlite, PostgreSQL), served by :class:`~taskserve.engine.polling.PollingConsumer`."""
+
+    def claim(self, owner: str, lease_s: float, max_attempts: int) -> Claimed | None:
+        """Take the next deliverable task (expired leases first, then the oldest
+        due one) and ``begin`` it in the same step; None when none is due."""
+
+    def insert_raw(self, payload: bytes, task_id: str) -> None:
+        """Queue bytes that are not a task message (harnesses test undecodable
+        messages with it)."""

@@ -1,0 +1,165 @@
+"""The engine kit: everything an adapter author uses, in one module.
+
+A queue engine becomes a taskserve adapter by subclassing
+:class:`StoreAdapter` and supplying a store and a consumer; the rest of the
+contract - status rules, cancel, retries, dead letters, leases, metrics,
+graceful stop, crash redelivery - comes from the kit. First-party plugins
+import nothing else from the core; ``docs/writing-an-adapter.md`` walks
+through one.
+
+What is here, by job:
+
+* the contract: :class:`TaskProcessorAdapter` (its protected primitives are
+  what :class:`StoreAdapter` implements), :class:`RunningConsumer`,
+  :class:`Capability`, :class:`AdapterConfig`, :class:`TaskProcessorConfig`,
+  the value types (:class:`TaskMessage`, :class:`TaskResult`, ...) and errors;
+* secrets in URLs: :data:`RedactedUrl` (a config field type),
+  :class:`SecretUrl`, :func:`redact_url`;
+* running a delivery: :class:`TaskRunner`, :class:`DeliveryRecorder`,
+  :class:`Outcome`, :class:`LeaseKeeper`;
+* the store contract and its state-transition table: :class:`TaskStore`,
+  :class:`QueueStore` (a store that is the queue), :class:`LedgerStore` (a
+  store beside a message engine), :class:`StoreRecorder`;
+* ready stores: :class:`SqlTaskStore` with a :class:`SqlDialect` per SQL
+  engine, and :class:`RedisTaskStore` (needs the ``redis`` package);
+* consumers: :class:`ConsumerBase` (engines with their own transport),
+  :class:`PollingConsumer` (queue stores), :class:`Reconciler`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from taskserve.adapter import RunningConsumer, TaskProcessorAdapter
+from taskserve.capabilities import Capability
+from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.context import TaskContext, current_task
+from taskserve.engine.consumer import ConsumerBase, Delivery, Settlement, decode
+from taskserve.engine.leases import MAX_TICK_S, LeaseKeeper
+from taskserve.engine.polling import PollingConsumer
+from taskserve.engine.pool import DaemonThreadExecutor
+from taskserve.engine.reconciler import Reconciler
+from taskserve.engine.recorder import StoreRecorder, result_json
+from taskserve.engine.runner import DeliveryRecorder, Handler, Outcome, TaskRunner
+from taskserve.engine.sql.dialect import Cursor, Executor, SqlDialect
+from taskserve.engine.sql.store import SCHEMA_VERSION, SqlTaskStore
+from taskserve.engine.store import (
+    Begun,
+    Claimed,
+    Inserted,
+    LedgerStore,
+    QueueCounts,
+    QueueStore,
+    Republish,
+    TaskStore,
+)
+from taskserve.engine.store_adapter import StoreAdapter
+from taskserve.errors import (
+    ArgumentBindingError,
+    BrokerUnavailable,
+    ConfigError,
+    NonRetryableError,
+    PayloadError,
+    RecordingFailed,
+    TaskCancelled,
+    TaskIdInUse,
+    TaskNotFound,
+    TaskserveError,
+    UndecodableMessage,
+    UnknownTask,
+    UnsupportedCapability,
+)
+from taskserve.models import (
+    AdapterMetrics,
+    CancelOutcome,
+    DeadLetter,
+    DeadLetterKind,
+    HealthReport,
+    TaskError,
+    TaskResult,
+)
+from taskserve.redaction import RedactedUrl, SecretUrl, redact_url
+from taskserve.serialization import WIRE_VERSION, TaskMessage, dumps_json, new_task_id
+from taskserve.states import TaskState
+
+if TYPE_CHECKING:
+    from taskserve.engine.redis.store import RedisTaskStore
+
+
+def __getattr__(name: str) -> Any:
+    """Import :class:`RedisTaskStore` on first use (it needs the ``redis`` package)."""
+    if name == "RedisTaskStore":
+        from taskserve.engine.redis.store import RedisTaskStore
+
+        globals()[name] = RedisTaskStore
+        return RedisTaskStore
+    raise AttributeError(f"module 'taskserve.kit' has no attribute '{name}'")
+
+
+__all__ = [
+    "MAX_TICK_S",
+    "SCHEMA_VERSION",
+    "WIRE_VERSION",
+    "AdapterConfig",
+    "AdapterMetrics",
+    "ArgumentBindingError",
+    "Begun",
+    "BrokerUnavailable",
+    "CancelOutcome",
+    "Capability",
+    "Claimed",
+    "ConfigError",
+    "ConsumerBase",
+    "Cursor",
+    "DaemonThreadExecutor",
+    "DeadLetter",
+    "DeadLetterKind",
+    "Delivery",
+    "DeliveryRecorder",
+    "Executor",
+    "Handler",
+    "HealthReport",
+    "Inserted",
+    "LeaseKeeper",
+    "LedgerStore",
+    "NonRetryableError",
+    "Outcome",
+    "PayloadError",
+    "PollingConsumer",
+    "QueueCounts",
+    "QueueStore",
+    "Reconciler",
+    "RecordingFailed",
+    "RedactedUrl",
+    "RedisTaskStore",
+    "Republish",
+    "RunningConsumer",
+    "SecretUrl",
+    "Settlement",
+    "SqlDialect",
+    "SqlTaskStore",
+    "StoreAdapter",
+    "StoreRecorder",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskError",
+    "TaskIdInUse",
+    "TaskMessage",
+    "TaskNotFound",
+    "TaskProcessorAdapter",
+    "TaskProcessorConfig",
+    "TaskResult",
+    "TaskRunner",
+    "TaskState",
+    "TaskStore",
+    "TaskserveError",
+    "UndecodableMessage",
+    "UnknownTask",
+    "UnsupportedCapability",
+    "current_task",
+    "decode",
+    "dumps_json",
+    "new_task_id",
+    "redact_url",
+    "result_json",
+]

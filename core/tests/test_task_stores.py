@@ -1,0 +1,418 @@
+"""The store contract (``taskserve.engine.store``), row by row of its
+transition table, against both stores of the kit: the SQL store on sqlite and
+the Redis store on a real Redis. The Redis store's ledger (publish numbers,
+reconcile) has tests of its own at the end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskserve import (
+    DeadLetter,
+    DeadLetterKind,
+    TaskError,
+    TaskIdInUse,
+    TaskMessage,
+    TaskNotFound,
+    TaskState,
+)
+from taskserve.adapters.sqlite.dialect import SqliteDialect
+from taskserve.kit import LedgerStore, QueueStore, RedisTaskStore, SqlTaskStore, TaskStore
+from taskserve.serialization import build_message
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+OWNER = "consumer-a"
+ERROR = TaskError(type="ValueError", message="bad", traceback="Traceback ...")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        sql = SqlTaskStore(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=60)
+        yield sql
+        sql.close()
+        return
+    prefix = f"taskserve-test-{uuid.uuid4().hex[:12]}"
+    redis_store = RedisTaskStore(REDIS_URL, "q", result_ttl_s=60, prefix=prefix)
+    yield redis_store
+    for key in redis_store.client.scan_iter(f"{prefix}:*"):
+        redis_store.client.delete(key)
+    redis_store.close()
+
+
+@pytest.fixture
+def redis_store(tmp_path: Path) -> Iterator[RedisTaskStore]:
+    prefix = f"taskserve-test-{uuid.uuid4().hex[:12]}"
+    store = RedisTaskStore(REDIS_URL, "q", result_ttl_s=60, prefix=prefix)
+    yield store
+    for key in store.client.scan_iter(f"{prefix}:*"):
+        store.client.delete(key)
+    store.close()
+
+
+def _message(*args: object) -> TaskMessage:
+    return build_message(
+        task_name="t",
+        args=list(args),
+        kwargs={"k": [1, {"x": None}]},
+        queue_name="q",
+        max_payload_bytes=10_000,
+    )
+
+
+def _queued(store: TaskStore, *args: object) -> TaskMessage:
+    message = _message(*args)
+    assert store.insert(message, None).created
+    return message
+
+
+def _started(store: TaskStore, lease_s: float = 30.0, max_attempts: int = 3) -> TaskMessage:
+    message = _queued(store)
+    if isinstance(store, QueueStore):
+        claimed = store.claim(OWNER, lease_s, max_attempts)
+        assert claimed is not None and claimed.task_id == message.id
+        assert claimed.begun.started
+    else:
+        assert store.begin(message, OWNER, lease_s, max_attempts).started
+    return message
+
+
+def _dead_letter(message: TaskMessage) -> DeadLetter:
+    return DeadLetter(
+        id=f"dl-{uuid.uuid4()}",
+        kind=DeadLetterKind.FAILED,
+        queue_name="failed",
+        source_queue="q",
+        task_id=message.id,
+        task_name=message.name,
+        args=message.args,
+        kwargs=message.kwargs,
+        error=ERROR,
+        attempts=1,
+        enqueued_at=message.enqueued_at,
+    )
+
+
+def test_both_stores_implement_the_contract(store: TaskStore) -> None:
+    assert isinstance(store, TaskStore)
+    assert isinstance(store, QueueStore) != isinstance(store, LedgerStore)
+
+
+def test_unknown_ids_raise_task_not_found(store: TaskStore) -> None:
+    for call in (store.status, store.cancel, store.message):
+        with pytest.raises(TaskNotFound):
+            call("never-enqueued")
+
+
+def test_insert_is_pending_and_keeps_the_message(store: TaskStore) -> None:
+    message = _message(1, "two", {"nested": [1.5, True, None]})
+    inserted = store.insert(message, None)
+    assert inserted.created and inserted.result.status is TaskState.PENDING
+    assert store.status(message.id).status is TaskState.PENDING
+    assert store.status(message.id).attempts == 0
+    assert store.message(message.id) == message
+
+
+def test_an_id_in_use_is_refused(store: TaskStore) -> None:
+    message = _queued(store)
+    with pytest.raises(TaskIdInUse, match=message.id):
+        store.insert(message, None)
+
+
+def test_idempotency_key_returns_the_first_task(store: TaskStore) -> None:
+    first = store.insert(_message(1), "key")
+    again = store.insert(_message(2), "key")
+    assert first.created and not again.created and again.result.id == first.result.id
+
+
+def test_cancel_of_a_queued_task_is_final(store: TaskStore) -> None:
+    message = _queued(store)
+    assert store.cancel(message.id) == (True, TaskState.CANCELLED)
+    assert store.cancel(message.id) == (False, TaskState.CANCELLED)
+    if isinstance(store, QueueStore):
+        assert store.claim(OWNER, 30, 3) is None
+    else:
+        begun = store.begin(message, OWNER, 30, 3)
+        assert not begun.started and begun.attempt == 0
+    assert store.status(message.id).status is TaskState.CANCELLED
+
+
+def test_cancel_of_a_running_task_is_a_request_that_wins(store: TaskStore) -> None:
+    finished, retried = _started(store), _started(store)
+    for message in (finished, retried):
+        assert store.cancel(message.id) == (True, TaskState.STARTED)
+    assert sorted(store.cancel_requested([finished.id, retried.id, "other"])) == sorted(
+        [finished.id, retried.id]
+    )
+    store.finish(finished.id, TaskState.SUCCESS, result_json='"late"')
+    store.schedule_retry(retried.id, ERROR, 0.0)
+    for message in (finished, retried):
+        status = store.status(message.id)
+        assert status.status is TaskState.CANCELLED and status.result is None
+
+
+def test_terminal_status_is_never_overwritten(store: TaskStore) -> None:
+    message = _started(store)
+    assert store.finish(message.id, TaskState.SUCCESS, result_json='{"r":1}')
+    assert not store.finish(message.id, TaskState.FAILURE, error=ERROR)
+    assert not store.schedule_retry(message.id, ERROR, 0.0)
+    store.release([message.id], OWNER, uncount=True)
+    assert store.cancel(message.id) == (False, TaskState.SUCCESS)
+    status = store.status(message.id)
+    assert status.status is TaskState.SUCCESS and status.result == {"r": 1}
+    assert status.error is None and status.attempts == 1
+
+
+def test_attempts_are_counted_at_begin_and_taken_back_by_uncounted_release(
+    store: TaskStore,
+) -> None:
+    message = _started(store)
+    assert store.status(message.id).attempts == 1
+    store.release([message.id], OWNER, uncount=True)
+    after = store.status(message.id)
+    assert after.status is TaskState.PENDING and after.attempts == 0
+    store.release([message.id], OWNER, uncount=True)  # not running: nothing happens
+    assert store.status(message.id).attempts == 0
+
+
+def test_a_delivery_over_the_budget_is_counted_but_not_started(store: TaskStore) -> None:
+    message = _queued(store)
+    for attempt in (1, 2):
+        if isinstance(store, QueueStore):
+            claimed = store.claim(OWNER, 0.01, max_attempts=2)
+            assert claimed is not None
+            begun = claimed.begun
+            time.sleep(0.02)  # the lease runs out: the task is deliverable again
+        else:
+            begun = store.begin(message, OWNER, 0.01, max_attempts=2)
+            time.sleep(0.02)
+        assert begun.attempt == attempt and begun.started
+    if isinstance(store, QueueStore):
+        claimed = store.claim(OWNER, 30, max_attempts=2)
+        assert claimed is not None
+        begun = claimed.begun
+    else:
+        begun = store.begin(message, OWNER, 30, max_attempts=2)
+    assert begun.attempt == 3 and not begun.started
+
+
+def test_a_running_task_is_not_begun_twice_while_its_lease_lives(store: TaskStore) -> None:
+    message = _started(store, lease_s=30)
+    if isinstance(store, QueueStore):
+        assert store.claim("consumer-b", 30, 3) is None
+        return
+    begun = store.begin(message, "consumer-b", 30, 3)
+    assert begun.running_elsewhere and not begun.started and begun.attempt == 0
+    assert begun.lease_deadline is not None and begun.lease_deadline > time.time()
+    assert store.status(message.id).attempts == 1
+
+
+def test_an_expired_lease_makes_the_task_deliverable_again(store: TaskStore) -> None:
+    message = _started(store, lease_s=0.05)
+    store.extend_leases([message.id], OWNER, 30)
+    time.sleep(0.1)
+    assert store.counts().in_flight == 1
+    store.extend_leases([message.id], OWNER, 0.01)
+    time.sleep(0.05)
+    assert store.counts().in_flight == 0
+    if isinstance(store, QueueStore):
+        claimed = store.claim("consumer-b", 30, 3)
+        assert claimed is not None and claimed.begun.attempt == 2
+    else:
+        assert store.begin(message, "consumer-b", 30, 3).attempt == 2
+
+
+def test_expired_leases_are_claimed_before_older_queued_tasks(tmp_path: Path) -> None:
+    store = SqlTaskStore(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=60)
+    backlog = [_queued(store) for _ in range(3)]
+    crashed = _queued(store)
+    for _ in range(4):
+        store.claim(OWNER, 30, 3)
+    store.release([m.id for m in backlog], OWNER, uncount=True)
+    store.extend_leases([crashed.id], OWNER, 0.01)
+    time.sleep(0.05)
+    claimed = store.claim("consumer-b", 30, 3)
+    assert claimed is not None and claimed.task_id == crashed.id
+    store.close()
+
+
+def test_failure_and_dead_letter_are_written_together(store: TaskStore) -> None:
+    message = _started(store)
+    record = _dead_letter(message)
+    assert store.finish(message.id, TaskState.FAILURE, error=ERROR, dead_letter=record, attempts=1)
+    assert store.status(message.id).error == ERROR
+    assert store.dead_letters("failed", None, None) == [record]
+    assert store.dead_letters("failed", None, [record.id]) == [record]
+    assert store.count_dead_letters("failed") == 1
+    assert store.count_dead_letters(None) is None
+    assert store.delete_dead_letters("failed", [record.id]) == 1
+    assert store.dead_letters("failed", None, None) == []
+
+
+def test_dead_letters_are_listed_oldest_first_and_purged(store: TaskStore) -> None:
+    records = [_dead_letter(_message(i)) for i in range(3)]
+    for record in records:
+        store.add_dead_letter(record)
+    assert [r.id for r in store.dead_letters("failed", 2, None)] == [r.id for r in records[:2]]
+    assert store.delete_dead_letters("failed", None) == 3
+    assert store.count_dead_letters("failed") == 0
+
+
+def test_a_retry_waits_for_its_delay(store: TaskStore) -> None:
+    message = _started(store)
+    assert store.schedule_retry(message.id, ERROR, 30.0)
+    status = store.status(message.id)
+    assert status.status is TaskState.RETRY and status.error == ERROR
+    assert store.counts().queued == 1 and store.counts().in_flight == 0
+    if isinstance(store, QueueStore):
+        assert store.claim(OWNER, 30, 3) is None
+
+
+def test_unrecorded_outcomes_are_counted_in_a_row(store: TaskStore) -> None:
+    message = _queued(store)
+    for expected in (1, 2, 3):
+        if isinstance(store, QueueStore):
+            assert store.claim(OWNER, 30, 5) is not None
+        else:
+            assert store.begin(message, OWNER, 30, 5).started
+        assert store.note_unrecorded(message.id, OWNER, 0.0) == expected
+        assert store.status(message.id).attempts == 0
+
+
+def test_finished_records_expire_after_the_ttl(store: TaskStore, tmp_path: Path) -> None:
+    if isinstance(store, RedisTaskStore):
+        short: TaskStore = RedisTaskStore(REDIS_URL, "q", result_ttl_s=1, prefix=store.prefix)
+    else:
+        short = SqlTaskStore(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=0.2)
+    message = _started(short)
+    short.finish(message.id, TaskState.SUCCESS, result_json="1")
+    assert short.status(message.id).status is TaskState.SUCCESS
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            short.status(message.id)
+        except TaskNotFound:
+            break
+        time.sleep(0.05)
+    with pytest.raises(TaskNotFound):
+        short.status(message.id)
+    short.purge_expired()
+    short.close()
+
+
+def test_a_key_of_an_expired_task_is_free_again(store: TaskStore, tmp_path: Path) -> None:
+    if isinstance(store, RedisTaskStore):
+        short: TaskStore = RedisTaskStore(REDIS_URL, "q", result_ttl_s=1, prefix=store.prefix)
+    else:
+        short = SqlTaskStore(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=0.2)
+    first = _message()
+    short.insert(first, "key")
+    short.cancel(first.id)
+    deadline = time.monotonic() + 5
+    again = short.insert(_message(), "key")
+    while not again.created and time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = short.insert(_message(), "key")
+    assert again.created and again.result.id != first.id
+    short.close()
+
+
+# -- the Redis store's ledger ------------------------------------------------------
+def _reconcile(store: RedisTaskStore, empty: bool = False, bound: float = 0.0) -> list[Any]:
+    time.sleep(0.005)  # a fresh lock window
+    return store.reconcile(
+        claim_bound_s=bound, lease_grace_s=0.0, engine_empty=empty, every_s=0.001
+    )
+
+
+def test_each_publish_gets_a_number_and_a_begun_one_leaves_the_ledger(
+    redis_store: RedisTaskStore,
+) -> None:
+    first, second = _message(), _message()
+    one, two = redis_store.insert(first, None), redis_store.insert(second, None)
+    assert one.seq is not None and two.seq == one.seq + 1
+    assert redis_store.unclaimed() == 2
+    redis_store.begin(first.with_seq(one.seq), OWNER, 30, 3)
+    assert redis_store.unclaimed() == 1
+
+
+def test_a_message_passed_by_later_ones_is_published_again(redis_store: RedisTaskStore) -> None:
+    lost, later = _message(), _message()
+    redis_store.insert(lost, None)
+    seq = redis_store.insert(later, None).seq
+    redis_store.begin(later.with_seq(seq), OWNER, 30, 3)
+    assert _reconcile(redis_store, bound=30.0) == []  # passed too recently
+    [again] = _reconcile(redis_store)
+    assert (again.task_id, again.reason) == (lost.id, "lost") and again.seq > (seq or 0)
+    assert _reconcile(redis_store) == []  # its new number is not passed yet
+    assert redis_store.republished_count() == 1
+
+
+def test_a_task_waiting_behind_a_backlog_is_never_published_again(
+    redis_store: RedisTaskStore,
+) -> None:
+    for _ in range(3):
+        redis_store.insert(_message(), None)
+    assert _reconcile(redis_store) == []
+    assert _reconcile(redis_store, empty=True, bound=30.0) == []
+    assert len(_reconcile(redis_store, empty=True)) == 3  # the engine says it holds none
+
+
+def test_retries_are_published_when_due(redis_store: RedisTaskStore) -> None:
+    message = _message()
+    seq = redis_store.insert(message, None).seq
+    redis_store.begin(message.with_seq(seq), OWNER, 30, 3)
+    redis_store.schedule_retry(message.id, ERROR, 0.2)
+    assert redis_store.counts().queued == 1
+    assert _reconcile(redis_store) == []
+    time.sleep(0.25)
+    [due] = _reconcile(redis_store)
+    assert (due.task_id, due.reason) == (message.id, "due")
+    assert redis_store.counts().queued == 0 and redis_store.unclaimed() == 1
+
+
+def test_a_task_whose_lease_ran_out_is_published_again(redis_store: RedisTaskStore) -> None:
+    message = _message()
+    seq = redis_store.insert(message, None).seq
+    redis_store.begin(message.with_seq(seq), OWNER, 0.01, 3)
+    time.sleep(0.05)
+    [again] = _reconcile(redis_store)
+    assert (again.task_id, again.reason) == (message.id, "lease")
+    begun = redis_store.begin(message.with_seq(again.seq), "consumer-b", 30, 3)
+    assert begun.started and begun.attempt == 2
+
+
+def test_a_cancelled_task_leaves_the_ledger(redis_store: RedisTaskStore) -> None:
+    message = _message()
+    redis_store.insert(message, None)
+    redis_store.cancel(message.id)
+    assert redis_store.unclaimed() == 0
+    assert _reconcile(redis_store, empty=True) == []
+
+
+def test_only_one_consumer_reconciles_at_a_time(redis_store: RedisTaskStore) -> None:
+    other = RedisTaskStore(REDIS_URL, "q", result_ttl_s=60, prefix=redis_store.prefix)
+    redis_store.insert(_message(), None)
+    time.sleep(0.005)
+    first = redis_store.reconcile(
+        claim_bound_s=0.0, lease_grace_s=0.0, engine_empty=True, every_s=5.0
+    )
+    second = other.reconcile(claim_bound_s=0.0, lease_grace_s=0.0, engine_empty=True, every_s=5.0)
+    assert len(first) == 1 and second == []
+    other.close()
+
+
+def test_refused_dead_letter_write_leaves_the_status(redis_store: RedisTaskStore) -> None:
+    message = _started(redis_store)
+    redis_store.client.set(f"{redis_store.prefix}:dlq:failed:records", "not a hash")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        redis_store.finish(
+            message.id, TaskState.FAILURE, error=ERROR, dead_letter=_dead_letter(message)
+        )
+    assert redis_store.status(message.id).status is TaskState.STARTED
