@@ -13,6 +13,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy core/src plugins/*/src conformance/src bench
+	.venv/bin/lint-imports --no-cache
 
 bench:  ## Benchmarks (not part of the tests)
 	scripts/bootstrap.sh

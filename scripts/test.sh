@@ -11,6 +11,7 @@ scripts/ensure_brokers.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy core/src plugins/*/src conformance/src bench
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 
 # Tests wait on brokers and consumer processes far more than they compute, so
 # they run in parallel worker processes (pytest-xdist), more than there are

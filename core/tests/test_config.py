@@ -35,8 +35,7 @@ def test_dict_adapter_config_is_validated_by_the_adapter_model() -> None:
 def test_unknown_adapter_config_key_is_an_error_naming_it() -> None:
     with pytest.raises(ConfigError) as info:
         TaskProcessorConfig.from_dict({"queue_name": "q", "adapter_config": {"pth": "a.db"}})
-    assert "adapter_config.pth" in str(info.value)
-    assert "Extra inputs are not permitted" in str(info.value)
+    assert "adapter_config.pth: unknown field; did you mean 'path'?" in str(info.value)
 
 
 def test_unknown_top_level_key_is_an_error_naming_it() -> None:
@@ -57,8 +56,19 @@ def test_bad_values_name_the_field(field: str, value: object) -> None:
 
 
 def test_missing_queue_name_is_named() -> None:
-    with pytest.raises(ValidationError, match="queue_name"):
+    with pytest.raises(ConfigError, match="queue_name: Field required"):
         TaskProcessorConfig()  # type: ignore[call-arg]
+
+
+def test_the_constructor_raises_the_same_error_as_from_dict() -> None:
+    fields = {"queue_name": "q", "max_retries": -1, "lease_ss": 3}
+    with pytest.raises(ConfigError) as built:
+        TaskProcessorConfig(**fields)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as loaded:
+        TaskProcessorConfig.from_dict(fields)
+    assert str(built.value) == str(loaded.value)
+    assert "lease_ss: unknown field; did you mean 'lease_s'?" in str(built.value)
+    assert not isinstance(built.value, ValidationError)
 
 
 def test_unknown_adapter_alias_is_reported_on_the_adapter_field() -> None:
@@ -88,8 +98,40 @@ def test_yaml_text_and_file(tmp_path: Path) -> None:
 def test_yaml_errors_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mapping"):
         TaskProcessorConfig.from_yaml("- a\n- b\n")
-    with pytest.raises(ConfigError, match="no top-level key 'missing'"):
+    with pytest.raises(ConfigError, match="no section 'missing'"):
         TaskProcessorConfig.from_yaml("queue_name: q\n", key="missing")
+
+
+def test_one_loader_reads_every_form(tmp_path: Path) -> None:
+    serve_config = tmp_path / "serve.yaml"
+    serve_config.write_text(
+        "applications:\n  - name: app\n    args:\n      tasks:\n        queue_name: nested\n"
+    )
+    (tmp_path / "config.json").write_text('{"queue_name": "from-json"}')
+    assert (
+        TaskProcessorConfig.load(serve_config, "applications.0.args.tasks").queue_name == "nested"
+    )
+    assert TaskProcessorConfig.load(str(tmp_path / "config.json")).queue_name == "from-json"
+    assert TaskProcessorConfig.load('{"queue_name": "text"}').queue_name == "text"
+    assert TaskProcessorConfig.load({"queue_name": "mapping"}).queue_name == "mapping"
+    with pytest.raises(ConfigError, match=r"no section 'applications\.1'"):
+        TaskProcessorConfig.load(serve_config, "applications.1.args")
+    with pytest.raises(ConfigError, match="got NoneType"):
+        TaskProcessorConfig.from_dict(None)  # type: ignore[arg-type]
+
+
+def test_validating_a_config_imports_no_engine() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from taskserve import TaskProcessorConfig;"
+        "TaskProcessorConfig(queue_name='q', adapter='celery', adapter_config={'broker_url':"
+        " 'redis://127.0.0.1:6379/0'});"
+        "print(sorted(m for m in ('celery', 'kombu', 'taskserve_celery.adapter') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_secrets_never_appear_in_repr_or_errors() -> None:

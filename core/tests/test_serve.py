@@ -123,7 +123,7 @@ def test_consumer_runs_sync_and_async_handlers_and_drains(config: TaskProcessorC
     instance.__del__()
     assert runtime.stopped and deleted == ["user"]
     asyncio.run(instance.check_health())  # type: ignore[attr-defined]  # stopped on purpose: fine
-    producer.close()
+    producer.shutdown()
 
 
 def test_check_health_fails_on_dead_consumer_and_calls_the_users(
@@ -208,7 +208,7 @@ def test_task_adapter_finds_the_queue_from_the_adapter_config(config: TaskProces
     assert TaskAdapter(config.adapter_config, "explicit").enqueue_task_sync("x").queue_name == (
         "explicit"
     )
-    producer.close()
+    producer.shutdown()
 
 
 def test_route_marks_methods() -> None:

@@ -48,9 +48,14 @@ from typing import Any
 
 import pytest
 
-from taskserve import TaskProcessorAdapter, TaskProcessorConfig, TaskState, current_task
+from taskserve import (
+    HealthReport,
+    TaskProcessorAdapter,
+    TaskProcessorConfig,
+    TaskState,
+    current_task,
+)
 from taskserve.capabilities import Capability
-from taskserve.errors import BrokerUnavailable
 from taskserve.serve import get_consumer, task_consumer, task_handler
 from taskserve_conformance.configs import ConfigFactory
 from taskserve_conformance.deadlines import Deadlines
@@ -130,7 +135,7 @@ class ServeProbe:
 
     def kill_consumer(self) -> None:
         """Stop the adapter's consumer threads behind its back, as if they died."""
-        consumer = get_consumer(self).adapter._consumer
+        consumer = get_consumer(self).adapter.running_consumer
         assert consumer is not None, "the consumer was not started"
         consumer.stop(0.0)
 
@@ -139,12 +144,17 @@ class ServeProbe:
         adapter = get_consumer(self).adapter
         if on:
 
-            def unreachable() -> None:
-                raise BrokerUnavailable("broker unreachable (simulated by the conformance suite)")
+            def unreachable() -> HealthReport:
+                return HealthReport(
+                    healthy=False,
+                    broker_reachable=False,
+                    consumer_running=True,
+                    detail="broker unreachable (simulated by the conformance suite)",
+                )
 
-            adapter._ping = unreachable  # type: ignore[method-assign]
+            adapter.health_check_sync = unreachable  # type: ignore[method-assign]
         else:
-            adapter.__dict__.pop("_ping", None)
+            adapter.__dict__.pop("health_check_sync", None)
 
 
 # -- helpers ------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import argparse
 import signal
 import threading
 
-from taskserve import TaskProcessorAdapter, instantiate_adapter_from_config
-from taskserve.worker import READY_LINE, load_config, load_handlers
+from taskserve import TaskProcessorAdapter, TaskProcessorConfig, instantiate_adapter_from_config
+from taskserve.worker import READY_LINE, load_handlers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     handlers = load_handlers(args.handlers)
     adapters: list[TaskProcessorAdapter] = []
     for source in args.config:
-        adapter = instantiate_adapter_from_config(load_config(source))
+        adapter = instantiate_adapter_from_config(TaskProcessorConfig.load(source))
         adapter.initialize(consumer_concurrency=args.concurrency)
         for name, handler in handlers.items():
             adapter.register_task_handle(handler, name)

@@ -10,8 +10,9 @@ needs neither Ray nor FastAPI nor httpx.
 from typing import Any
 
 from taskserve.adapter import TaskProcessorAdapter
+from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
-from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.config import TaskProcessorConfig
 from taskserve.context import TaskContext, current_task
 from taskserve.engine.runner import DeliveryRecorder, Outcome, TaskRunner
 from taskserve.errors import (

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
-from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.config import TaskProcessorConfig
+from taskserve.directory import queue_for
 from taskserve.engine.runner import Handler, TaskRunner
 from taskserve.errors import ConfigError, UnsupportedCapability
 from taskserve.hooks import TaskEvent
@@ -45,6 +48,10 @@ DEFAULT_CONSUMER_CONCURRENCY = 5
 
 DEFAULT_GRACEFUL_TIMEOUT_S = 20.0
 """Matches Ray Serve's default ``graceful_shutdown_timeout_s``."""
+
+ROUTER_QUEUE = "default"
+"""The queue of an adapter built from its typed config alone (a router): tasks
+it cannot place and status reads go through it."""
 
 _R = TypeVar("_R")
 
@@ -93,17 +100,42 @@ class TaskProcessorAdapter(ABC):
 
     Class attributes, readable without a broker: ``alias`` (entry-point name),
     ``config_model`` (the typed ``adapter_config``), ``capabilities``.
+
+    Built from a :class:`~taskserve.TaskProcessorConfig`, an adapter serves its
+    ``queue_name``. Built from the adapter's typed config and a ``queue_name``,
+    the same. Built from the typed config alone, as Ray Serve's PDF template
+    builds its ``CeleryAdapter(adapter_config)``, it is a producer that sends
+    each task to the queue whose ``@task_consumer`` handles its name, and reads
+    and cancels tasks of any queue.
     """
 
     alias: ClassVar[str] = ""
     config_model: ClassVar[type[AdapterConfig]] = AdapterConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
-    def __init__(self, config: TaskProcessorConfig) -> None:
-        if not isinstance(config, TaskProcessorConfig):
+    def __init__(
+        self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None
+    ) -> None:
+        self.routing = False
+        """True for an adapter built from its typed config alone (see above)."""
+        self._routes: dict[str, TaskProcessorAdapter] = {}
+        self._routes_lock = threading.Lock()
+        if isinstance(config, AdapterConfig):
+            if not isinstance(config, self.config_model):
+                raise ConfigError(
+                    f"{type(self).__name__} needs a {self.config_model.__name__}, got "
+                    f"{type(config).__name__}"
+                )
+            self.routing = queue_name is None
+            config = TaskProcessorConfig(
+                queue_name=queue_name or ROUTER_QUEUE, adapter=type(self), adapter_config=config
+            )
+        elif not isinstance(config, TaskProcessorConfig):
             raise ConfigError(
                 f"{type(self).__name__} needs a TaskProcessorConfig, got {type(config).__name__}"
             )
+        elif queue_name is not None:
+            raise ConfigError("queue_name is taken from the TaskProcessorConfig; do not pass both")
         self.config = config
         self.adapter_config: AdapterConfig = config.adapter_config
         self.consumer_concurrency: int = config.consumer_concurrency or DEFAULT_CONSUMER_CONCURRENCY
@@ -173,6 +205,12 @@ class TaskProcessorAdapter(ABC):
             self._runner = self._consumer = None
 
     @property
+    def running_consumer(self) -> RunningConsumer | None:
+        """The consumer :meth:`start_consumer` started (None before and after);
+        for operations and tests that must reach it."""
+        return self._consumer
+
+    @property
     def consumer_started(self) -> bool:
         """True between start_consumer() and stop_consumer()."""
         return self._runner is not None
@@ -180,6 +218,10 @@ class TaskProcessorAdapter(ABC):
     def shutdown(self) -> None:
         """Stop the consumer (graceful) and release connections."""
         self.stop_consumer()
+        with self._routes_lock:
+            routed, self._routes = list(self._routes.values()), {}
+        for adapter in routed:
+            adapter.shutdown()
         self._close()
 
     # -- producer side ---------------------------------------------------
@@ -201,6 +243,16 @@ class TaskProcessorAdapter(ABC):
         With ``idempotency_key``, a second call with the same key returns the
         first task instead of enqueuing another.
         """
+        if self.routing:
+            return self.route(task_name).enqueue_task_sync(
+                task_name,
+                args,
+                kwargs,
+                task_id=task_id,
+                idempotency_key=idempotency_key,
+                retried_from=retried_from,
+                **options,
+            )
         if options:
             raise ConfigError(f"unknown enqueue options: {', '.join(sorted(options))}")
         if idempotency_key is not None:
@@ -236,6 +288,10 @@ class TaskProcessorAdapter(ABC):
         """
         self.require(Capability.CANCEL_PENDING)
         task_id = task_id_of(task_id)
+        if self.routing:
+            queue = self._get_status(task_id).queue_name
+            if queue and queue != self.config.queue_name:
+                return self.for_queue(queue).cancel_task_sync(task_id)
         changed, status = self._cancel(task_id)
         if status is TaskState.CANCELLED and changed:
             message = "cancelled before it started; it will never run"
@@ -258,9 +314,39 @@ class TaskProcessorAdapter(ABC):
         """Enqueue a finished task's original payload again under a new id
         linked to the old one (``retried_from``)."""
         original = self._get_message(task_id_of(task_id))
+        if self.routing and original.queue_name:
+            return self.for_queue(original.queue_name).retry_task_sync(original.id)
         return self.enqueue_task_sync(
             original.name, original.args, original.kwargs, retried_from=original.id
         )
+
+    # -- routing (an adapter built from its typed config alone) -------------
+    def route(self, task_name: str) -> TaskProcessorAdapter:
+        """The adapter of the queue whose ``@task_consumer`` handles ``task_name``
+        (for an adapter built from its typed config alone; else this adapter)."""
+        if not self.routing:
+            return self
+        queue = queue_for(self.adapter_config, task_name, type(self))
+        if queue is None:
+            raise ConfigError(
+                f"no queue known for task '{task_name}': no @task_consumer with this adapter "
+                "config handles it (or its replicas have not started yet); build the adapter "
+                "with a queue_name or a TaskProcessorConfig"
+            )
+        return self.for_queue(queue)
+
+    def for_queue(self, queue_name: str) -> TaskProcessorAdapter:
+        """An initialized adapter of this class and config on ``queue_name``
+        (this one if it already serves that queue)."""
+        if queue_name == self.config.queue_name:
+            return self
+        with self._routes_lock:
+            adapter = self._routes.get(queue_name)
+            if adapter is None:
+                adapter = type(self)(self.config.model_copy(update={"queue_name": queue_name}))
+                adapter.initialize()
+                self._routes[queue_name] = adapter
+            return adapter
 
     # -- operations ------------------------------------------------------
     def health_check_sync(self) -> HealthReport:

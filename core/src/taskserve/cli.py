@@ -54,19 +54,9 @@ def load_config(source: str | None, key: str | None = None) -> TaskProcessorConf
     source = source or os.environ.get(CONFIG_ENV)
     if not source:
         raise _UsageError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
-    if source.lstrip().startswith("{"):
-        try:
-            data = json.loads(source)
-        except ValueError as e:
-            raise ConfigError(f"--config is not valid JSON: {e}") from e
-        if key is not None:
-            data = data.get(key) if isinstance(data, dict) else None
-            if data is None:
-                raise ConfigError(f"the JSON config has no top-level key '{key}'")
-        return TaskProcessorConfig.from_dict(data)
-    if not os.path.isfile(source):
+    if not source.lstrip().startswith("{") and not os.path.isfile(source):
         raise _UsageError(f"--config: no such file '{source}'")
-    return TaskProcessorConfig.from_yaml(source, key=key)
+    return TaskProcessorConfig.load(source, key)
 
 
 def _adapter(args: argparse.Namespace) -> TaskProcessorAdapter:

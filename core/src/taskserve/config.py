@@ -8,10 +8,12 @@ error naming the field.
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -23,25 +25,16 @@ from pydantic import (
     model_validator,
 )
 
+from taskserve.adapter_config import AdapterConfig
 from taskserve.errors import AdapterNotFound, ConfigError
+from taskserve.selection import config_model_for
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
+__all__ = ["DEFAULT_ADAPTER", "AdapterConfig", "TaskProcessorConfig", "describe_validation_error"]
+
 DEFAULT_ADAPTER = "sqlite"
 """Adapter used when neither ``adapter`` nor a typed ``adapter_config`` says."""
-
-
-class AdapterConfig(BaseModel):
-    """Base class of every adapter's typed configuration.
-
-    Subclasses set ``adapter_alias`` to the entry-point alias of their adapter,
-    so that passing an instance as ``TaskProcessorConfig.adapter_config``
-    selects that adapter. Unknown keys are rejected.
-    """
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
-
-    adapter_alias: ClassVar[str | None] = None
 
 
 class TaskProcessorConfig(BaseModel):
@@ -122,11 +115,19 @@ class TaskProcessorConfig(BaseModel):
             raise ValueError("must be 1-200 characters of letters, digits, '_', '.', ':' or '-'")
         return value
 
+    def __init__(self, /, **data: Any) -> None:
+        """Validate the fields; raise :class:`ConfigError` naming every bad one."""
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            # The message lists every problem; pydantic's own traceback adds nothing.
+            raise ConfigError(
+                "Invalid TaskProcessorConfig: "
+                + describe_validation_error(e, known_fields=type(self).model_fields)
+            ) from None
+
     @model_validator(mode="after")
     def _validate_adapter_config(self) -> TaskProcessorConfig:
-        # Imported here: the registry imports this module for AdapterConfig.
-        from taskserve.registry import resolve_adapter
-
         typed = isinstance(self.adapter_config, AdapterConfig)
         selector: str | type
         if self.adapter is not None:
@@ -136,10 +137,10 @@ class TaskProcessorConfig(BaseModel):
         else:
             selector = DEFAULT_ADAPTER
         try:
-            adapter_cls = resolve_adapter(selector)
+            model = config_model_for(selector)
         except AdapterNotFound as e:
             raise ValueError(f"adapter: {e}") from e
-        model = adapter_cls.config_model
+        name = model.adapter_alias or (selector if isinstance(selector, str) else selector.__name__)
         raw = self.adapter_config
         if isinstance(raw, model):
             checked = raw
@@ -147,7 +148,7 @@ class TaskProcessorConfig(BaseModel):
             if isinstance(raw, AdapterConfig):
                 raise ValueError(
                     f"adapter_config: a {type(raw).__name__} was given but adapter "
-                    f"'{adapter_cls.alias}' expects a {model.__name__}"
+                    f"'{name}' expects a {model.__name__}"
                 )
             if raw is None:
                 raw = {}
@@ -160,8 +161,10 @@ class TaskProcessorConfig(BaseModel):
                 checked = model.model_validate(dict(raw))
             except ValidationError as e:
                 raise ValueError(
-                    f"adapter_config is invalid for adapter '{adapter_cls.alias}': "
-                    + describe_validation_error(e, prefix="adapter_config")
+                    f"adapter_config is invalid for adapter '{name}': "
+                    + describe_validation_error(
+                        e, prefix="adapter_config", known_fields=model.model_fields
+                    )
                 ) from None
         object.__setattr__(self, "adapter", self.adapter if self.adapter is not None else selector)
         object.__setattr__(self, "adapter_config", checked)
@@ -175,28 +178,70 @@ class TaskProcessorConfig(BaseModel):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskProcessorConfig:
         """Validate ``data``; raise :class:`ConfigError` naming every bad field."""
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as e:
+        if isinstance(data, TaskProcessorConfig):
+            return data
+        if not isinstance(data, Mapping):
             raise ConfigError(
-                "Invalid TaskProcessorConfig: " + describe_validation_error(e)
-            ) from None
+                f"Invalid TaskProcessorConfig: expected a mapping of fields, got "
+                f"{type(data).__name__}"
+            )
+        return cls(**dict(data))
+
+    @classmethod
+    def load(cls, source: Any, key: str | None = None) -> TaskProcessorConfig:
+        """The one way to read a configuration, used by the CLI, the worker and
+        the autoscaling policy.
+
+        ``source`` is a TaskProcessorConfig, a mapping, a YAML or JSON file path,
+        or YAML or JSON text. ``key`` picks a nested section by a dotted path,
+        list items by number: ``applications.0.args.task_processor_config`` in a
+        Serve config file. Every problem raises :class:`ConfigError`.
+        """
+        if isinstance(source, TaskProcessorConfig) and key is None:
+            return source
+        data = _read_source(source) if isinstance(source, (str, Path)) else source
+        if key is not None:
+            data = _section(data, key)
+        return cls.from_dict(data)
 
     @classmethod
     def from_yaml(cls, source: str | Path, key: str | None = None) -> TaskProcessorConfig:
-        """Load from a YAML file path or YAML text, optionally under ``key``."""
-        text = Path(source).read_text() if _looks_like_path(source) else str(source)
+        """Load from a YAML file path or YAML text, optionally under ``key``
+        (a dotted path, see :meth:`load`)."""
+        return cls.load(source, key)
+
+
+def _read_source(source: str | Path) -> Any:
+    if _looks_like_path(source):
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"Invalid YAML for TaskProcessorConfig: {e}") from e
-        if key is not None:
-            if not isinstance(data, Mapping) or key not in data:
-                raise ConfigError(f"YAML has no top-level key '{key}'")
-            data = data[key]
-        if not isinstance(data, Mapping):
-            raise ConfigError("TaskProcessorConfig YAML must be a mapping of fields")
-        return cls.from_dict(data)
+            text = Path(source).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read the configuration file '{source}': {e}") from e
+    else:
+        text = str(source)
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"Invalid JSON for TaskProcessorConfig: {e}") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Invalid YAML for TaskProcessorConfig: {e}") from e
+
+
+def _section(data: Any, key: str) -> Any:
+    """The value at dotted path ``key`` (list items by number)."""
+    node, walked = data, []
+    for part in key.split("."):
+        walked.append(part)
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise ConfigError(f"the configuration has no section '{'.'.join(walked)}'")
+    return node
 
 
 def _looks_like_path(source: str | Path) -> bool:
@@ -205,15 +250,23 @@ def _looks_like_path(source: str | Path) -> bool:
     return "\n" not in source and ":" not in source.split("/")[0] and Path(source).is_file()
 
 
-def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the field path; inputs never shown."""
+def describe_validation_error(
+    error: ValidationError, prefix: str = "", known_fields: Iterable[str] = ()
+) -> str:
+    """One line per problem, each naming the field path; inputs never shown. An
+    unknown key gets the closest of ``known_fields`` as a suggestion."""
+    known = list(known_fields)
     lines = []
     for item in error.errors(include_input=False, include_url=False):
-        loc = ".".join(str(part) for part in item["loc"])
+        parts = [str(part) for part in item["loc"]]
+        loc = ".".join(parts)
         if prefix:
             loc = f"{prefix}.{loc}" if loc else prefix
         msg = item["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
+        if item["type"] == "extra_forbidden" and parts and known:
+            close = difflib.get_close_matches(parts[-1], known, n=1, cutoff=0.6)
+            msg = "unknown field" + (f"; did you mean '{close[0]}'?" if close else "")
         lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(lines)

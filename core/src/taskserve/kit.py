@@ -31,8 +31,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from taskserve.adapter import RunningConsumer, TaskProcessorAdapter
+from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
-from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.config import TaskProcessorConfig
 from taskserve.context import TaskContext, current_task
 from taskserve.engine.consumer import ConsumerBase, Delivery, Settlement, decode
 from taskserve.engine.leases import MAX_TICK_S, LeaseKeeper
@@ -69,6 +70,7 @@ from taskserve.errors import (
     UnknownTask,
     UnsupportedCapability,
 )
+from taskserve.lazy import lazy_attributes
 from taskserve.models import (
     AdapterMetrics,
     CancelOutcome,
@@ -159,6 +161,7 @@ __all__ = [
     "current_task",
     "decode",
     "dumps_json",
+    "lazy_attributes",
     "new_task_id",
     "redact_url",
     "result_json",

@@ -25,17 +25,7 @@ class TaskState(enum.StrEnum):
         """True for SUCCESS, FAILURE and CANCELLED."""
         return self in TERMINAL_STATES
 
-    def can_become(self, new: TaskState) -> bool:
-        """Whether a record in this state may be moved to ``new``.
-
-        Only terminal states are final: any non-terminal state may move to any
-        other state (a redelivery moves STARTED back to STARTED, a retry moves
-        RETRY to STARTED), but nothing replaces SUCCESS, FAILURE or CANCELLED.
-        """
-        return not self.is_terminal
-
 
 TERMINAL_STATES: frozenset[TaskState] = frozenset(
     {TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED}
 )
-QUEUED_STATES: frozenset[TaskState] = frozenset({TaskState.PENDING, TaskState.RETRY})

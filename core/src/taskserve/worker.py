@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import sys
@@ -38,13 +37,6 @@ def load_handlers(spec: str) -> dict[str, Callable[..., Any]]:
     if isinstance(target, Iterable):
         return {fn.__name__: fn for fn in target}
     raise ConfigError(f"{spec} must be a mapping of name to function or a list of functions")
-
-
-def load_config(source: str) -> TaskProcessorConfig:
-    """A config from a YAML file path, or from JSON text starting with '{'."""
-    if source.lstrip().startswith("{"):
-        return TaskProcessorConfig.from_dict(json.loads(source))
-    return TaskProcessorConfig.from_yaml(source)
 
 
 def run_worker(
@@ -96,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S)
     args = parser.parse_args(argv)
     run_worker(
-        load_config(args.config),
+        TaskProcessorConfig.load(args.config),
         load_handlers(args.handlers),
         concurrency=args.concurrency,
         graceful_timeout_s=args.graceful_timeout,

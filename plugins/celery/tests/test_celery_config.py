@@ -123,7 +123,9 @@ def test_passwords_never_show() -> None:
 
 def test_adapter_config_alone_gives_the_templates_routing_producer() -> None:
     settings = CeleryAdapterConfig(broker_url=REDIS)
-    assert isinstance(CeleryAdapter(settings), TaskAdapter)
+    router = CeleryAdapter(settings)
+    assert type(router) is CeleryAdapter and router.routing
+    assert isinstance(TaskAdapter(settings), CeleryAdapter)
     bound = CeleryAdapter(settings, "pdf_processing_queue")
-    assert isinstance(bound, CeleryAdapter)
+    assert type(bound) is CeleryAdapter and not bound.routing
     assert bound.config.queue_name == "pdf_processing_queue"

@@ -25,11 +25,15 @@ def test_rabbitmq_needs_a_state_url() -> None:
 
 
 def test_former_field_names_still_work_with_a_warning() -> None:
-    with pytest.warns(DeprecationWarning, match="'results_url' is deprecated, use 'state_url'"):
+    with pytest.warns(DeprecationWarning) as warned:
         config = DramatiqAdapterConfig.model_validate(
             {"broker_url": "amqp://h", "results_url": "redis://h", "results_prefix": "p"}
         )
     assert (config.state_url, config.key_prefix) == ("redis://h", "p")
+    assert sorted(str(w.message) for w in warned) == [
+        "DramatiqAdapterConfig: 'results_prefix' is deprecated, use 'key_prefix'",
+        "DramatiqAdapterConfig: 'results_url' is deprecated, use 'state_url'",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -364,7 +364,7 @@ def test_a_stopping_consumer_hands_fetched_jobs_back(
     _wait_for(producer, running, TaskState.STARTED)
     consumer.stop_consumer(timeout=0.0)  # the running task goes back too, to the ledger
     queue = Queue(producer.config.queue_name, connection=producer.store.client)
-    assert queue.job_ids == [waiting.id]
+    assert waiting.id in queue.job_ids  # the running one is queued too, or due in the ledger
     for task in (running, waiting):
         assert producer.get_task_status_sync(task.id).status is TaskState.PENDING
     assert producer.get_metrics_sync().queue_depth == 2

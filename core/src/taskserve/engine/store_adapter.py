@@ -21,6 +21,7 @@ from abc import abstractmethod
 from typing import Generic, TypeVar
 
 from taskserve.adapter import RunningConsumer, TaskProcessorAdapter
+from taskserve.adapter_config import AdapterConfig
 from taskserve.config import TaskProcessorConfig
 from taskserve.engine.consumer import ConsumerBase
 from taskserve.engine.runner import TaskRunner
@@ -43,8 +44,10 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
     :meth:`_unqueue`, :meth:`_close_engine`).
     """
 
-    def __init__(self, config: TaskProcessorConfig) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None
+    ) -> None:
+        super().__init__(config, queue_name)
         self._store: StoreT | None = None
 
     @property

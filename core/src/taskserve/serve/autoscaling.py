@@ -85,17 +85,19 @@ def _load_config(source: Any) -> Any:
     """A TaskProcessorConfig from a mapping, an import path or a YAML path."""
     from taskserve.config import TaskProcessorConfig
 
-    if isinstance(source, TaskProcessorConfig):
-        return source
-    if isinstance(source, Mapping):
-        return TaskProcessorConfig.from_dict(source)
-    if isinstance(source, str) and ":" in source and not source.endswith((".yaml", ".yml")):
+    if (
+        isinstance(source, str)
+        and ":" in source
+        and not source.endswith((".yaml", ".yml", ".json"))
+        and not source.lstrip().startswith("{")
+        and "\n" not in source
+    ):
         import importlib
 
         module_name, _, attribute = source.partition(":")
         value = getattr(importlib.import_module(module_name), attribute)
         return _load_config(value)
-    return TaskProcessorConfig.from_yaml(source)
+    return TaskProcessorConfig.load(source)
 
 
 class QueueDepthAutoscalingPolicy:

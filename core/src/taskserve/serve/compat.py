@@ -9,7 +9,7 @@ With these, the template's server runs after changing only its imports::
   (``@serve.route("/process", methods=["POST"])``), and :func:`deployment`
   builds the FastAPI ingress from those methods before handing the class to
   ``ray.serve.deployment``.
-- :class:`TaskAdapter` is a producer built from a full
+- :func:`TaskAdapter` builds a producer from a full
   :class:`~taskserve.TaskProcessorConfig` or, as in the template, from the
   adapter config alone; then each task goes to the queue whose
   ``@task_consumer`` handles it.
@@ -17,24 +17,19 @@ With these, the template's server runs after changing only its imports::
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from taskserve.adapter import TaskIdLike, TaskProcessorAdapter
-from taskserve.config import AdapterConfig, TaskProcessorConfig
+from taskserve.adapter import TaskProcessorAdapter
+from taskserve.adapter_config import AdapterConfig
+from taskserve.config import TaskProcessorConfig
 from taskserve.errors import ConfigError
 from taskserve.factory import instantiate_adapter_from_config
-from taskserve.models import CancelOutcome, TaskResult
-from taskserve.serve.registry import known_queues, queue_for
+from taskserve.registry import resolve_adapter
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 ROUTES_ATTRIBUTE = "_taskserve_routes"
-
-STATUS_QUEUE_FALLBACK = "default"
-"""Queue name given to the adapter used for status reads before any enqueue."""
 
 
 def route(path: str, methods: Sequence[str] = ("GET",), **route_options: Any) -> Callable[[_F], _F]:
@@ -107,136 +102,34 @@ def deployment(_func_or_class: Any = None, /, **options: Any) -> Any:
     return apply
 
 
-class TaskAdapter:
+def TaskAdapter(
+    config: TaskProcessorConfig | AdapterConfig | Mapping[str, Any],
+    queue_name: str | None = None,
+    *,
+    adapter: str | type | None = None,
+) -> TaskProcessorAdapter:
     """A producer: enqueue tasks, read their status, cancel them.
 
-    ``config`` is a :class:`TaskProcessorConfig` (one queue), or only an
-    adapter config (typed, or a mapping with ``adapter``): then each task is
-    sent to the queue declared by the ``@task_consumer`` that handles its name,
-    or to ``queue_name`` when given. Other adapter methods are available on
-    :meth:`adapter_for_task`'s result.
+    ``config`` is a :class:`TaskProcessorConfig` (one queue; ``queue_name``
+    overrides it), or only an adapter config (typed, or a mapping with
+    ``adapter``): then each task is sent to the queue declared by the
+    ``@task_consumer`` that handles its name, or to ``queue_name`` when given.
+    The result is the adapter itself, initialized (see
+    :class:`~taskserve.TaskProcessorAdapter` for building one from its typed
+    config alone).
     """
-
-    def __init__(
-        self,
-        config: TaskProcessorConfig | AdapterConfig | Mapping[str, Any],
-        queue_name: str | None = None,
-        *,
-        adapter: str | type | None = None,
-    ) -> None:
-        self._lock = threading.Lock()
-        self._adapters: dict[str, TaskProcessorAdapter] = {}
-        if isinstance(config, Mapping):
-            config = TaskProcessorConfig.from_dict(config)
-        if isinstance(config, TaskProcessorConfig):
-            self._base: TaskProcessorConfig | None = config
-            self._adapter_config: AdapterConfig = config.adapter_config
-            self._adapter_selector: str | type | None = config.adapter
-            self._queue_name: str | None = queue_name or config.queue_name
-        elif isinstance(config, AdapterConfig):
-            self._base = None
-            self._adapter_config = config
-            self._adapter_selector = adapter
-            self._queue_name = queue_name
-        else:
-            raise ConfigError(
-                "TaskAdapter needs a TaskProcessorConfig or an adapter config, got "
-                f"{type(config).__name__}"
-            )
-
-    def _config_for(self, queue_name: str) -> TaskProcessorConfig:
-        if self._base is not None:
-            return self._base.model_copy(update={"queue_name": queue_name})
-        return TaskProcessorConfig(
-            queue_name=queue_name,
-            adapter=self._adapter_selector,
-            adapter_config=self._adapter_config,
+    if isinstance(config, Mapping):
+        config = TaskProcessorConfig.from_dict(config)
+    if isinstance(config, TaskProcessorConfig):
+        if queue_name is not None:
+            config = config.model_copy(update={"queue_name": queue_name})
+        return instantiate_adapter_from_config(config)
+    if not isinstance(config, AdapterConfig):
+        raise ConfigError(
+            "TaskAdapter needs a TaskProcessorConfig or an adapter config, got "
+            f"{type(config).__name__}"
         )
-
-    def _adapter(self, queue_name: str) -> TaskProcessorAdapter:
-        with self._lock:
-            adapter = self._adapters.get(queue_name)
-            if adapter is None:
-                adapter = instantiate_adapter_from_config(self._config_for(queue_name))
-                self._adapters[queue_name] = adapter
-            return adapter
-
-    def adapter_for_task(self, task_name: str) -> TaskProcessorAdapter:
-        """The adapter bound to the queue that handles ``task_name``."""
-        if self._queue_name is not None:
-            return self._adapter(self._queue_name)
-        queue = queue_for(self._adapter_config, task_name, self._adapter_selector)
-        if queue is None:
-            raise ConfigError(
-                f"no queue known for task '{task_name}': no @task_consumer with this adapter "
-                "config handles it (or its replicas have not started yet); pass queue_name= "
-                "or a TaskProcessorConfig"
-            )
-        return self._adapter(queue)
-
-    def _any_adapter(self) -> TaskProcessorAdapter:
-        if self._queue_name is not None:
-            return self._adapter(self._queue_name)
-        with self._lock:
-            if self._adapters:
-                return next(iter(self._adapters.values()))
-        queues = known_queues(self._adapter_config, self._adapter_selector)
-        return self._adapter(queues[0] if queues else STATUS_QUEUE_FALLBACK)
-
-    def enqueue_task_sync(
-        self,
-        task_name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> TaskResult:
-        """Enqueue ``task_name`` on its queue; see ``TaskProcessorAdapter.enqueue_task_sync``."""
-        return self.adapter_for_task(task_name).enqueue_task_sync(
-            task_name, args, kwargs, **options
-        )
-
-    def get_task_status_sync(self, task_id: TaskIdLike) -> TaskResult:
-        """The task's :class:`TaskResult` (raises ``TaskNotFound`` if unknown)."""
-        return self._any_adapter().get_task_status_sync(task_id)
-
-    def cancel_task_sync(self, task_id: TaskIdLike) -> CancelOutcome:
-        """Cancel a task; see ``TaskProcessorAdapter.cancel_task_sync``."""
-        return self._any_adapter().cancel_task_sync(task_id)
-
-    async def enqueue_task_async(
-        self,
-        task_name: str,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> TaskResult:
-        """Async version of :meth:`enqueue_task_sync`."""
-        return await asyncio.to_thread(self.enqueue_task_sync, task_name, args, kwargs, **options)
-
-    async def get_task_status_async(self, task_id: TaskIdLike) -> TaskResult:
-        """Async version of :meth:`get_task_status_sync`."""
-        return await asyncio.to_thread(self.get_task_status_sync, task_id)
-
-    async def cancel_task_async(self, task_id: TaskIdLike) -> CancelOutcome:
-        """Async version of :meth:`cancel_task_sync`."""
-        return await asyncio.to_thread(self.cancel_task_sync, task_id)
-
-    enqueue_task = enqueue_task_async
-    get_task_status = get_task_status_async
-
-    def close(self) -> None:
-        """Release the connections of every adapter created."""
-        with self._lock:
-            adapters, self._adapters = list(self._adapters.values()), {}
-        for adapter in adapters:
-            adapter.shutdown()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_adapters"] = {}
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+    selector = adapter if adapter is not None else (type(config).adapter_alias or "sqlite")
+    producer = resolve_adapter(selector)(config, queue_name)
+    producer.initialize()
+    return producer

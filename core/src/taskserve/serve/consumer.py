@@ -24,10 +24,10 @@ from taskserve.adapter import (
 )
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
+from taskserve.directory import publish_consumer
 from taskserve.models import AdapterMetrics, HealthReport
 from taskserve.registry import resolve_adapter
 from taskserve.serve.health import ConsumerUnhealthy, unhealthy_reason
-from taskserve.serve.registry import publish_consumer
 
 logger = logging.getLogger(__name__)
 

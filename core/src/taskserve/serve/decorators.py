@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from taskserve.config import TaskProcessorConfig
+from taskserve.directory import declare_consumer
 from taskserve.errors import ConfigError
 from taskserve.serve.consumer import ConsumerRuntime
-from taskserve.serve.registry import declare_consumer
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _C = TypeVar("_C", bound=type)

@@ -13,7 +13,7 @@ exact dead letters, and failure routing owned by this adapter instance.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 from celery import Celery
 
@@ -21,7 +21,6 @@ from taskserve.kit import (
     AdapterConfig,
     BrokerUnavailable,
     Capability,
-    ConfigError,
     RedisTaskStore,
     StoreAdapter,
     TaskMessage,
@@ -42,38 +41,19 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
     Construct it with a :class:`~taskserve.TaskProcessorConfig` whose
     ``adapter_config`` is a :class:`CeleryAdapterConfig` (or a dict of its
     fields), or with a ``CeleryAdapterConfig`` and ``queue_name``. With a
-    ``CeleryAdapterConfig`` alone, as in Ray Serve's PDF template, it returns
-    a producer (:class:`taskserve.serve.TaskAdapter`) that sends each task to
-    the queue of the ``@task_consumer`` handling it.
+    ``CeleryAdapterConfig`` alone, as in Ray Serve's PDF template, it is a
+    producer that sends each task to the queue of the ``@task_consumer``
+    handling it.
     """
 
     alias: ClassVar[str] = "celery"
     config_model: ClassVar[type[AdapterConfig]] = CeleryAdapterConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
-    def __new__(
-        cls, config: TaskProcessorConfig | CeleryAdapterConfig, queue_name: str | None = None
-    ) -> CeleryAdapter:
-        if isinstance(config, CeleryAdapterConfig) and queue_name is None:
-            # Ray Serve's PDF template builds its producer from the adapter config
-            # alone: give it the core's producer, which sends each task to the
-            # queue whose @task_consumer handles it.
-            from taskserve.serve.compat import TaskAdapter
-
-            return cast(CeleryAdapter, TaskAdapter(config, adapter=cls))
-        return super().__new__(cls)
-
     def __init__(
-        self,
-        config: TaskProcessorConfig | CeleryAdapterConfig,
-        queue_name: str | None = None,
+        self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None
     ) -> None:
-        if isinstance(config, CeleryAdapterConfig):
-            assert queue_name is not None  # see __new__
-            config = TaskProcessorConfig(queue_name=queue_name, adapter_config=config)
-        elif queue_name is not None:
-            raise ConfigError("queue_name is taken from the TaskProcessorConfig; do not pass both")
-        super().__init__(config)
+        super().__init__(config, queue_name)
         self._app: Celery | None = None
 
     @property
@@ -150,3 +130,7 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
             publish=self._publish,
             engine_depth=self._engine_depth,
         )
+
+
+CeleryTaskProcessorAdapter = CeleryAdapter
+"""The name of Ray Serve's built-in Celery adapter class, for code that imports it."""

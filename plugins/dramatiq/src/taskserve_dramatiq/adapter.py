@@ -41,14 +41,16 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
     config_model: ClassVar[type[AdapterConfig]] = DramatiqAdapterConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
-    def __init__(self, config: TaskProcessorConfig) -> None:
-        super().__init__(config)
-        if config.queue_name.endswith(_RESERVED_SUFFIXES):
+    def __init__(
+        self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None
+    ) -> None:
+        super().__init__(config, queue_name)
+        if self.config.queue_name.endswith(_RESERVED_SUFFIXES):
             raise ConfigError(
-                f"queue_name '{config.queue_name}' ends with .DQ or .XQ, which Dramatiq "
+                f"queue_name '{self.config.queue_name}' ends with .DQ or .XQ, which Dramatiq "
                 "reserves for its delay and dead-letter queues; choose another name"
             )
-        self.broker: TaskBroker = build_broker(self.settings, config)
+        self.broker: TaskBroker = build_broker(self.settings, self.config)
 
     @property
     def settings(self) -> DramatiqAdapterConfig:

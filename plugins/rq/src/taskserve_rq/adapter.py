@@ -55,8 +55,10 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
     config_model: ClassVar[type[AdapterConfig]] = RQAdapterConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
-    def __init__(self, config: TaskProcessorConfig) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None
+    ) -> None:
+        super().__init__(config, queue_name)
         settings = self.settings
         self._client: redis.Redis = redis.Redis.from_url(
             settings.redis_url,
@@ -66,7 +68,7 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
         )
         self.broker = RQBroker(
             self._client,
-            config.queue_name,
+            self.config.queue_name,
             key_prefix=settings.key_prefix,
             job_timeout_s=settings.job_timeout_s,
             job_result_ttl_s=settings.job_result_ttl_s,

@@ -1,8 +1,8 @@
 """Which queue handles which task, for producers that know only an adapter config.
 
 Ray Serve's PDF template builds its producer from the adapter config alone
-(``CeleryAdapter(adapter_config)``) and lets the consumer's declaration decide
-the queue. ``@task_consumer`` therefore records, for each task name, the queue
+(``CeleryAdapter(adapter_config)``, see :class:`~taskserve.TaskProcessorAdapter`)
+and lets the consumer's declaration decide the queue. ``@task_consumer`` therefore records, for each task name, the queue
 it consumes, keyed by a fingerprint of the adapter and its config (a hash: no
 URL or password is stored). Records live in this process and, when Ray is
 running, in Ray's cluster key-value store, so a producer in another replica
@@ -17,8 +17,9 @@ import logging
 import threading
 from collections.abc import Mapping
 
-from taskserve.config import AdapterConfig, TaskProcessorConfig
-from taskserve.registry import resolve_adapter
+from taskserve.adapter_config import AdapterConfig
+from taskserve.config import TaskProcessorConfig
+from taskserve.selection import load_selected
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +30,14 @@ _local: dict[tuple[str, str], str] = {}
 
 def fingerprint(adapter_config: AdapterConfig, adapter: str | type | None = None) -> str:
     """A stable hash of an adapter selection and its config."""
-    adapter_cls = resolve_adapter(
+    found, _ = load_selected(
         adapter if adapter is not None else (type(adapter_config).adapter_alias or "sqlite")
     )
     data = adapter_config.model_dump(mode="json")
     text = json.dumps(
-        [adapter_cls.__module__, adapter_cls.__qualname__, data], sort_keys=True, default=str
+        [getattr(found, "__module__", ""), getattr(found, "__qualname__", repr(found)), data],
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -108,10 +111,3 @@ def queue_for(
     except Exception:
         return None
     return value.decode() if isinstance(value, bytes) else None
-
-
-def known_queues(adapter_config: AdapterConfig, adapter: str | type | None) -> list[str]:
-    """Queues recorded in this process for this adapter config."""
-    print_ = fingerprint(adapter_config, adapter)
-    with _lock:
-        return sorted({queue for (p, _), queue in _local.items() if p == print_})
