@@ -13,6 +13,7 @@ pytest_plugins = ["taskserve_conformance.plugin"]
 
 class TestSqliteConformance(AdapterConformance):
     adapter = "sqlite"
+    chaos_adapter_config = {"path": "{workdir}/chaos.db"}
 
     @pytest.fixture
     def adapter_config(self, tmp_path: Path) -> dict[str, str]:

@@ -132,8 +132,10 @@ class ConsumerPool:
         concurrency: int = 2,
         graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S,
         wait: bool = True,
+        handlers: str = HANDLERS_SPEC,
     ) -> ConsumerProcess:
-        """Start ``python -m taskserve.worker`` on ``config`` (default: the test's).
+        """Start ``python -m taskserve.worker`` on ``config`` (default: the test's)
+        with ``handlers`` (default: the suite's).
 
         With ``wait`` (the default) return once the consumer is consuming.
         """
@@ -143,7 +145,7 @@ class ConsumerPool:
             "--config",
             config_to_json(config or self.default_config),
             "--handlers",
-            HANDLERS_SPEC,
+            handlers,
             "--concurrency",
             str(concurrency),
             "--graceful-timeout",

@@ -49,6 +49,7 @@ from taskserve import (
     TaskProcessorConfig,
     resolve_adapter,
 )
+from taskserve_conformance.chaos.run import ChaosReport
 from taskserve_conformance.configs import ConfigFactory
 from taskserve_conformance.consumers import ConsumerPool
 from taskserve_conformance.deadlines import Deadlines
@@ -60,7 +61,7 @@ from taskserve_conformance.gating import (
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.journal import Journal
 from taskserve_conformance.producers import ProducerFactory
-from taskserve_conformance.reporting import DELIVERY_PROPERTY, DeliveryReport
+from taskserve_conformance.reporting import CHAOS_PROPERTY, DELIVERY_PROPERTY, DeliveryReport
 
 DEFAULT_TEST_TIMEOUT_S = 600.0
 """Per-test timeout applied to suite tests when none is configured."""
@@ -129,20 +130,29 @@ def pytest_runtest_makereport(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the delivery reports of crash tests."""
-    lines = []
+    """Print the delivery reports of crash tests and the counts of chaos runs."""
+    sections: dict[str, list[str]] = {DELIVERY_PROPERTY: [], CHAOS_PROPERTY: []}
     for reports in terminalreporter.stats.values():
         for report in reports:
             if getattr(report, "when", None) != "call":
                 continue
             for key, value in getattr(report, "user_properties", ()):
                 if key == DELIVERY_PROPERTY:
-                    delivery = DeliveryReport.from_property(value)
-                    lines.append(f"{report.nodeid}: {delivery.line()}")
-    if lines:
-        terminalreporter.write_sep("-", "taskserve conformance: delivery after crashes")
-        for line in sorted(lines):
-            terminalreporter.write_line(line)
+                    line = DeliveryReport.from_property(value).line()
+                elif key == CHAOS_PROPERTY:
+                    line = ChaosReport(**value).line()
+                else:
+                    continue
+                sections[key].append(f"{report.nodeid}: {line}")
+    titles = {
+        DELIVERY_PROPERTY: "taskserve conformance: delivery after crashes",
+        CHAOS_PROPERTY: "taskserve conformance: chaos runs",
+    }
+    for key, lines in sections.items():
+        if lines:
+            terminalreporter.write_sep("-", titles[key])
+            for line in sorted(lines):
+                terminalreporter.write_line(line)
 
 
 # -- fixtures an adapter author overrides --------------------------------------

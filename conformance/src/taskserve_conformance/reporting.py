@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DELIVERY_PROPERTY = "taskserve_delivery"
+CHAOS_PROPERTY = "taskserve_chaos"
+"""The property under which chaos tests record their ChaosReport."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import ClassVar
 from taskserve_conformance.groups.at_least_once import AtLeastOnceTests
 from taskserve_conformance.groups.cancel import CancelTests
 from taskserve_conformance.groups.capabilities import CapabilityTests
+from taskserve_conformance.groups.chaos import ChaosTests
 from taskserve_conformance.groups.crash import CrashTests
 from taskserve_conformance.groups.dead_letters import DeadLetterTests
 from taskserve_conformance.groups.enqueue_status import EnqueueAndStatusTests
@@ -39,8 +40,9 @@ TEST_GROUPS: tuple[type, ...] = (
     CancelTests,
     ResultTTLTests,
     RetryTaskTests,
+    ChaosTests,
 )
-"""Every test group, in SPEC order."""
+"""Every test group, in SPEC order; the chaos run last."""
 
 
 class AdapterConformance(*TEST_GROUPS):  # type: ignore[misc]

@@ -23,6 +23,7 @@ def _key_prefix() -> str:
 
 class TestCeleryRedisConformance(AdapterConformance):
     adapter = "celery"
+    chaos_adapter_config = {"broker_url": "{redis_url}"}
 
     @pytest.fixture
     def adapter_config(self) -> CeleryAdapterConfig:
@@ -35,6 +36,7 @@ class TestCeleryRedisConformance(AdapterConformance):
 
 class TestCeleryRabbitMQConformance(AdapterConformance):
     adapter = "celery"
+    chaos_adapter_config = {"broker_url": "{amqp_url}", "backend_url": "{redis_url}"}
 
     @pytest.fixture
     def adapter_config(self) -> CeleryAdapterConfig:

@@ -22,6 +22,7 @@ def _unique(kind: str) -> str:
 
 class TestDramatiqRedisConformance(AdapterConformance):
     adapter = "dramatiq"
+    chaos_adapter_config = {"broker_url": "{redis_url}"}
 
     @pytest.fixture
     def adapter_config(self) -> DramatiqAdapterConfig:
@@ -39,6 +40,7 @@ class TestDramatiqRedisConformance(AdapterConformance):
 
 class TestDramatiqRabbitmqConformance(AdapterConformance):
     adapter = "dramatiq"
+    chaos_adapter_config = {"broker_url": "{amqp_url}", "state_url": "{redis_url}"}
 
     @pytest.fixture
     def adapter_config(self) -> DramatiqAdapterConfig:

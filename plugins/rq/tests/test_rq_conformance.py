@@ -18,6 +18,7 @@ REDIS_URL = os.environ.get("TASKSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 
 class TestRQConformance(AdapterConformance):
     adapter = "rq"
+    chaos_adapter_config = {"redis_url": "{redis_url}"}
 
     @pytest.fixture
     def adapter_config(self) -> RQAdapterConfig:

@@ -1,7 +1,8 @@
 """Consumers killed mid-task (SPEC §4.2, §4.4).
 
 Promises checked: a consumer process killed with SIGKILL loses nothing - its
-tasks are delivered again and complete within a bound set by the lease - and
+tasks are delivered again and complete within a bound set by the lease, also
+when consumers are killed again and again while holding fetched tasks - and
 redeliveries after crashes count toward the attempt budget, so a task that
 kills its consumer every time ends in the failed dead-letter queue after
 ``max_retries + 1`` deliveries instead of looping forever. Duplicate runs are
@@ -63,6 +64,47 @@ class CrashTests:
         for task_id in interrupted:
             assert starts[task_id] >= 2, f"task {task_id} was interrupted but not run again"
         assert all(r.result == duration for r in results)
+        report = DeliveryReport.from_counts(
+            ids, len(results), starts, ends, recovery_s, producer.config.lease_s
+        )
+        record_property(DELIVERY_PROPERTY, report.as_property())
+
+    def test_repeated_kills_of_busy_consumers_lose_nothing(
+        self,
+        producer: TaskProcessorAdapter,
+        consumers: ConsumerPool,
+        journal: Journal,
+        deadlines: Deadlines,
+        record_property: Callable[[str, object], None],
+    ) -> None:
+        """Consumers killed again and again while they hold fetched tasks: every
+        task still runs to SUCCESS, and none is left PENDING without a run."""
+        count, duration, concurrency, kills = 120, 0.2, 4, 3
+        pool = [consumers.start(concurrency=concurrency) for _ in range(2)]
+        ids = [producer.enqueue_task_sync("sleep", [duration]).id for _ in range(count)]
+        started_kills = time.monotonic()
+
+        def running() -> set[str]:
+            entries = journal.entries()
+            ended = {e.task_id for e in entries if e.event == "end"}
+            return {e.task_id for e in entries if e.event == "start"} - ended
+
+        killed = 0
+        while killed < kills and len(journal.run_counts("end")) < count:
+            wait_until(running, deadlines.pickup, "no task ran while consumers were to be killed")
+            victim = next(c for c in pool if c.alive())
+            victim.kill()
+            killed += 1
+            pool.remove(victim)
+            pool.append(consumers.start(concurrency=concurrency))
+        assert killed >= 1, "every task ended before a consumer could be killed"
+        bound = deadlines.redelivery + deadlines.run(duration, count, concurrency)
+        results = [wait_for_status(producer, t, TaskState.SUCCESS, bound) for t in ids]
+        recovery_s = time.monotonic() - started_kills
+        starts, ends = journal.run_counts(), journal.run_counts("end")
+        never_run = [t for t in ids if not starts[t]]
+        assert not never_run, f"{len(never_run)} task(s) succeeded without a journaled run"
+        assert all(r.attempts >= 1 for r in results), "a task finished with 0 attempts"
         report = DeliveryReport.from_counts(
             ids, len(results), starts, ends, recovery_s, producer.config.lease_s
         )

@@ -43,8 +43,9 @@ def claim_bound_s(lease_s: float) -> float:
 
 
 def lease_grace_s(lease_s: float) -> float:
-    """How long after a running task's lease ran out it is published again."""
-    return min(1.0, lease_s / 2)
+    """How long after a running task's lease ran out it is published again: a
+    moment, so that a consumer that was only slow to renew is not overtaken."""
+    return min(0.25, lease_s / 4)
 
 
 class Reconciler:
@@ -62,7 +63,7 @@ class Reconciler:
         self._engine_depth = engine_depth
         self.claim_bound_s = claim_bound_s(config.lease_s)
         self.lease_grace_s = lease_grace_s(config.lease_s)
-        self.every_s = min(max(config.lease_s / 4, 0.25), 1.0)
+        self.every_s = min(max(config.lease_s / 8, 0.1), 0.25)
         self._last = 0.0
         self.published = 0
         """Tasks this reconciler published (due retries included)."""

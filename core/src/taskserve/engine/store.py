@@ -145,9 +145,6 @@ class TaskStore(Protocol):
         :class:`~taskserve.TaskIdInUse`.
         """
 
-    def discard(self, task_id: str) -> None:
-        """Delete the record of a task whose message could not be published."""
-
     def status(self, task_id: str) -> TaskResult:
         """The task's record."""
 
@@ -250,8 +247,9 @@ class LedgerStore(TaskStore, Protocol):
     def unclaimed(self) -> int:
         """Tasks published and not yet begun."""
 
-    def republished_count(self) -> int:
-        """How many times a lost or abandoned task was published again."""
+    def republished(self) -> dict[str, int]:
+        """How many times a task was published again, by reason (``lost``: its
+        message was never claimed; ``lease``: its consumer died)."""
 
 
 @runtime_checkable

@@ -9,9 +9,10 @@ retry-of-a-finished-task, metrics and dead letters - on a
   returns a :class:`~taskserve.engine.store.QueueStore` and ``_make_consumer``
   a :class:`~taskserve.engine.polling.PollingConsumer`; nothing is published;
 * a message engine beside a ledger store (Celery, Dramatiq, RQ):
-  ``_publish`` sends a message; the task's record is written first (and
-  removed again if publishing fails), and the consumer's reconciler publishes
-  retries and whatever the engine lost.
+  ``_publish`` sends a message. The task's record is written first and is the
+  commit point: once it is stored the enqueue succeeds, and should the
+  message not reach the engine (a broker restart), a consumer's reconciler
+  publishes it, as it publishes retries and whatever the engine lost.
 """
 
 from __future__ import annotations
@@ -106,17 +107,19 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
             return inserted.result
         try:
             self._publish(message.with_seq(inserted.seq))
-        except BaseException:
-            try:
-                self.store.discard(message.id)
-            except Exception:
-                logger.exception(
-                    "taskserve: could not remove the record of unsent task %s; it will be "
-                    "published again by a consumer of queue '%s'",
-                    message.id,
-                    self.config.queue_name,
-                )
-            raise
+        except Exception as e:
+            if not isinstance(self.store, LedgerStore):
+                raise
+            # The record is the task: it is durable now, and the ledger publishes
+            # it once the engine takes messages again (within its claim bound).
+            logger.warning(
+                "taskserve: task %s is stored but its message could not be sent (%s: %s); "
+                "a consumer of queue '%s' publishes it",
+                message.id,
+                type(e).__name__,
+                e,
+                self.config.queue_name,
+            )
         return inserted.result
 
     def _get_status(self, task_id: str) -> TaskResult:

@@ -217,7 +217,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf',
   redis.call('ZREM', KEYS[3], id)
   if status(id) == 'STARTED' then
     publish(id, 'lease')
-    redis.call('INCR', KEYS[7])
+    redis.call('HINCRBY', KEYS[7], 'lease', 1)
   end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
@@ -234,7 +234,7 @@ if passed > 0 then
     local st = status(id)
     if st == 'PENDING' or st == 'RETRY' then
       publish(id, 'lost')
-      redis.call('INCR', KEYS[7])
+      redis.call('HINCRBY', KEYS[7], 'lost', 1)
     end
   end
 end

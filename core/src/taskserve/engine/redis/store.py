@@ -186,13 +186,6 @@ class RedisTaskStore:
             seq=seq,
         )
 
-    def discard(self, task_id: str) -> None:
-        """Delete a record whose message could not be published."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self._waiting_key, task_id)
-        pipe.delete(self.task_key(task_id))
-        self._call(pipe.execute)
-
     def _record(self, task_id: str) -> dict[str, str]:
         raw = self._call(self.client.hgetall, self.task_key(task_id))
         if not raw:
@@ -411,9 +404,13 @@ class RedisTaskStore:
             for i in range(0, len(raw), 3)
         ]
 
-    def republished_count(self) -> int:
-        """How many times the ledger published a lost or abandoned task again."""
-        return int(self._call(self.client.get, self._ledger_keys[6]) or 0)
+    def republished(self) -> dict[str, int]:
+        """How many times the ledger published a task again, by reason: ``lost``
+        (its message was never claimed) and ``lease`` (its consumer died)."""
+        raw = self._call(self.client.hgetall, self._ledger_keys[6])
+        counts = {"lost": 0, "lease": 0}
+        counts.update({str(_text(k)): int(v) for k, v in raw.items()})
+        return counts
 
     def unclaimed(self) -> int:
         """Tasks published and not yet begun (in the engine's queue, or lost)."""

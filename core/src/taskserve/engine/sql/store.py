@@ -303,12 +303,6 @@ class SqlTaskStore:
             )
         )
 
-    def discard(self, task_id: str) -> None:
-        """Delete a task's row (nothing was published apart from it)."""
-        self._write(
-            lambda db: db.execute(self._sql("DELETE FROM {tasks} WHERE id = ?"), (task_id,))
-        )
-
     def _status(self, db: Executor, task_id: str) -> TaskResult:
         rows = db.execute(
             self._sql(
