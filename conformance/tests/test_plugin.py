@@ -99,6 +99,48 @@ class TestTypo(Wiring):
     result.stderr.fnmatch_lines(["*known_failures names 'test_no_such_test'*"])
 
 
+def test_known_failure_of_one_parametrized_case(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + """
+class TestOneCase(Wiring):
+    adapter = "sqlite"
+    known_failures = {"test_unserializable_argument_fails_at_enqueue[bytes]": "declared"}
+"""
+    )
+    result = pytester.runpytest("-rX", "-k", "unserializable_argument_fails_at_enqueue")
+    result.assert_outcomes(passed=8, failed=1)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*known failure: declared*"])
+
+
+def test_known_failure_typo_gets_a_close_match(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        HEADER
+        + """
+class TestTypos(Wiring):
+    adapter = "sqlite"
+    known_failures = {"test_unserializable_argument_fails_at_enqueue[byte]": "typo"}
+"""
+    )
+    result = pytester.runpytest("-k", "unserializable")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "not a collected test case. Did you mean "
+        "'test_unserializable_argument_fails_at_enqueue[bytes]'?" in result.stderr.str()
+    )
+    pytester.makepyfile(
+        HEADER
+        + """
+class TestTypos(Wiring):
+    adapter = "sqlite"
+    known_failures = {"test_unknown_id_raises_task_not_fund": "typo"}
+"""
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*Did you mean 'test_unknown_id_raises_task_not_found'?*"])
+
+
 def test_missing_harness_says_what_to_provide(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -12,6 +12,7 @@ so the day the gap is fixed the run says so.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -46,6 +47,21 @@ def requires(*capabilities: Capability) -> Callable[[_T], _T]:
     return mark
 
 
+def unmatched_cases(
+    test_class: type, known_failures: Mapping[str, str], collected: Iterable[str]
+) -> str | None:
+    """The error for a parametrized entry (``test_x[case]``) that names no
+    collected case of ``test_class``, with the closest case; None if all match."""
+    names = set(collected)
+    for name in known_failures:
+        if "[" in name and name not in names:
+            return (
+                f"{test_class.__qualname__}.known_failures names '{name}', which is not a "
+                f"collected test case.{_close_match(name, names)}"
+            )
+    return None
+
+
 def required_capabilities(function: object) -> tuple[Capability, ...]:
     """The capabilities a test function was marked with."""
     return tuple(getattr(function, REQUIRES_ATTRIBUTE, ()))
@@ -69,14 +85,24 @@ def missing_capability_reason(
     return None
 
 
+def _close_match(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def check_known_failures(test_class: type, known_failures: Mapping[str, str]) -> None:
     """Raise ValueError for an entry naming no test of ``test_class`` or
-    lacking a reason, so a typo cannot hide a failure."""
+    lacking a reason, so a typo cannot hide a failure. An entry is a test's
+    name (every case of it) or one parametrized case (``test_x[case]``)."""
+    tests = [
+        n for n in dir(test_class) if n.startswith("test") and callable(getattr(test_class, n))
+    ]
     for name, reason in known_failures.items():
-        if not (name.startswith("test") and callable(getattr(test_class, name, None))):
+        base = name.split("[", 1)[0]
+        if base not in tests:
             raise ValueError(
                 f"{test_class.__qualname__}.known_failures names '{name}', which is not a "
-                "test of this class; use the test method's name, without parameters"
+                f"test of this class.{_close_match(base, tests)}"
             )
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError(

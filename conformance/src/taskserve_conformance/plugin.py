@@ -57,6 +57,7 @@ from taskserve_conformance.gating import (
     check_known_failures,
     missing_capability_reason,
     required_capabilities,
+    unmatched_cases,
 )
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.journal import Journal
@@ -66,9 +67,6 @@ from taskserve_conformance.reporting import CHAOS_PROPERTY, DELIVERY_PROPERTY, D
 DEFAULT_TEST_TIMEOUT_S = 600.0
 """Per-test timeout applied to suite tests when none is configured."""
 
-SERVE_XDIST_GROUP = "taskserve-serve"
-"""The pytest-xdist group of every test using the shared Serve instance: under
-``--dist loadgroup`` they run in one worker process, which starts one Ray."""
 
 _CONSUMERS_KEY = pytest.StashKey[ConsumerPool]()
 
@@ -82,17 +80,23 @@ def _timeout_configured(config: pytest.Config) -> bool:
     return bool(config.getoption("timeout", None) or ini or os.environ.get("PYTEST_TIMEOUT"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the marker the Serve group uses to keep its tests together under
+    pytest-xdist (harmless without it)."""
+    config.addinivalue_line(
+        "markers", "xdist_group(name): tests run in the same pytest-xdist worker"
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests whose capability is not declared; mark declared known failures
-    as strict xfails; give suite tests a timeout if none is configured; put the
-    tests sharing the Serve instance in one pytest-xdist group."""
+    as strict xfails; give suite tests a timeout if none is configured; let
+    ``-k`` select a test group by its class name."""
     adapters: dict[type, type[TaskProcessorAdapter]] = {}
+    collected: dict[type, list[str]] = {}
     add_timeout = not _timeout_configured(config)
-    group_serve_tests = config.pluginmanager.hasplugin("xdist")
     for item in items:
-        if group_serve_tests and "serve_instance" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(SERVE_XDIST_GROUP))
         test_class = getattr(item, "cls", None)
         if test_class is None or getattr(test_class, "adapter", None) is None:
             continue
@@ -108,13 +112,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             reason = missing_capability_reason(adapters[test_class], needed)
             if reason is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+        collected.setdefault(test_class, []).append(item.name)
         name = getattr(item, "originalname", item.name)
-        if name in known_failures:
-            item.add_marker(
-                pytest.mark.xfail(reason=f"known failure: {known_failures[name]}", strict=True)
-            )
+        group = next((k for k in test_class.__mro__ if name in vars(k)), None)
+        if group is not None:  # `pytest -k CancelTests` selects one group
+            item.extra_keyword_matches.add(group.__name__)
+        reason = known_failures.get(item.name, known_failures.get(name))
+        if reason is not None:
+            item.add_marker(pytest.mark.xfail(reason=f"known failure: {reason}", strict=True))
         if add_timeout and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT_S))
+    for test_class, names in collected.items():
+        problem = unmatched_cases(
+            test_class, getattr(test_class, "known_failures", {}) or {}, names
+        )
+        if problem is not None:
+            raise pytest.UsageError(problem)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -266,9 +266,17 @@ class ServeConformance:
 
     The subclass sets ``adapter`` and provides the suite's fixtures
     (``adapter_config``, ``harness`` ...), exactly as for ``AdapterConformance``.
+    Under pytest-xdist (``--dist loadgroup``) the tests of one class run in one
+    worker, which starts one Ray for all the Serve classes it gets.
     """
 
     adapter: Any = None
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        marks = list(getattr(cls, "pytestmark", []))
+        cls.pytestmark = [*marks, pytest.mark.xdist_group(f"serve-{cls.__qualname__}")]
 
     @contextlib.contextmanager
     def broker_outage(self, config: TaskProcessorConfig) -> Iterator[None]:

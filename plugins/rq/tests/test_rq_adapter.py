@@ -448,6 +448,7 @@ def test_a_long_task_keeps_its_lease_and_rq_started_entry(
     try:
         task = producer.enqueue_task_sync("long")
         _wait_for(producer, task, TaskState.STARTED)
+        _until(lambda: runs == [1], "the handler did not start")
         started = StartedJobRegistry(producer.config.queue_name, connection=producer.store.client)
         watch_until = time.monotonic() + 3.0  # three leases: one not renewed would be reaped
         while time.monotonic() < watch_until:

@@ -55,6 +55,8 @@ class ChaosSettings:
     kill_every_s: tuple[float, float] = (1.0, 3.0)
     max_kills: int | None = None
     """Stop killing after this many kills (None: until most tasks are done)."""
+    min_kills: int = 1
+    """Kill at least this many times, however fast the tasks finish."""
     stop_killing_at: float = 0.9
     """Fraction of tasks finished after which no consumer is killed any more."""
     restart_at: float | None = 0.5
@@ -240,7 +242,7 @@ class ChaosRun:
                 self.restart()
                 self._restarts += 1
                 restart_due = False
-            if done and not enqueuing and not restart_due:
+            if done and not enqueuing and not restart_due and kills >= settings.min_kills:
                 return
             if settings.max_kills is not None and kills >= settings.max_kills:
                 if not enqueuing and not restart_due:

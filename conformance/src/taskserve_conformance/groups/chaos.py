@@ -41,12 +41,13 @@ BOUNDED = ChaosSettings(
     consumers=3,
     concurrency=4,
     producers=2,
-    work_ms=10.0,
-    kill_every_s=(1.0, 2.0),
+    work_ms=20.0,
+    kill_every_s=(0.5, 1.5),
+    min_kills=2,
     max_kills=4,
     stall_s=60.0,
 )
-"""The bounded run: a thousand tasks, four kills, one restart."""
+"""The bounded run: a thousand tasks, two to four kills, one restart."""
 
 
 @requires(Capability.CRASH_REDELIVERY)

@@ -13,6 +13,7 @@ journal and reports them in the run's summary.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from taskserve import Capability, DeadLetterKind, TaskProcessorAdapter, TaskState
@@ -89,9 +90,20 @@ class CrashTests:
             ended = {e.task_id for e in entries if e.event == "end"}
             return {e.task_id for e in entries if e.event == "start"} - ended
 
+        def state() -> str:
+            ended = journal.run_counts("end")
+            left = [t for t in ids if not ended[t]]
+            statuses = Counter(producer.get_task_status_sync(t).status.value for t in left)
+            return f"{len(left)} not ended ({dict(statuses)}), killed {killed}"
+
         killed = 0
         while killed < kills and len(journal.run_counts("end")) < count:
-            wait_until(running, deadlines.pickup, "no task ran while consumers were to be killed")
+            wait_until(
+                running,
+                deadlines.pickup,
+                "no task ran while consumers were to be killed",
+                describe=state,
+            )
             victim = next(c for c in pool if c.alive())
             victim.kill()
             killed += 1

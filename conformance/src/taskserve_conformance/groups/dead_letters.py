@@ -217,6 +217,32 @@ class DeadLetterTests:
             "the dead letter was written more than once",
         )
 
+    def test_an_outcome_never_recordable_ends_failure_after_the_bound(
+        self,
+        make_config: ConfigFactory,
+        make_producer: ProducerFactory,
+        consumers: ConsumerPool,
+        harness: BrokerHarness,
+        journal: Journal,
+    ) -> None:
+        """A delivery whose outcome cannot be written is delivered again - but not
+        for ever: after ``max_recording_failures`` in a row the task ends FAILURE
+        with the recording error."""
+        config = make_config(max_retries=0, max_recording_failures=2)
+        producer, deadlines = make_producer(config), Deadlines(config)
+        consumers.start(config, concurrency=1)
+        with dead_letters_broken(harness, config):
+            task = producer.enqueue_task_sync("always_fail", ARGS, KWARGS)
+            failed = wait_for_status(producer, task.id, TaskState.FAILURE, 3 * deadlines.redelivery)
+        assert failed.error is not None and failed.error.type.endswith("RecordingFailed")
+        assert "2 deliveries in a row" in failed.error.message
+        assert len(journal.runs(task.id)) == 2
+        hold_for(
+            lambda: len(journal.runs(task.id)) == 2,
+            deadlines.lease_windows(1),
+            "the task ran again after it ended FAILURE",
+        )
+
     def test_failed_unprocessable_write_is_delivered_again(
         self,
         make_config: ConfigFactory,

@@ -105,6 +105,29 @@ class PayloadTests:
         assert run.args == expected_args
         assert run.kwargs == json.loads(json.dumps(kwargs))
 
+    def test_values_come_back_as_the_same_json_text(
+        self,
+        producer: TaskProcessorAdapter,
+        consumers: ConsumerPool,
+        journal: Journal,
+        deadlines: Deadlines,
+    ) -> None:
+        """Compared as JSON text, not with ``==`` (which calls ``-0.0 == 0`` and
+        ignores key order): NUL characters inside strings, negative zero, huge
+        floats and integers, and the order of object keys all survive."""
+        args = ["nul \x00 inside", -0.0, 1e300, 2**70, -(2**64), 0.1, "\u2028\ufeff"]
+        kwargs = {"z": 1, "a": {"y": [3, 2, 1], "b": None}, "m": "last"}
+        consumers.start()
+        task = producer.enqueue_task_sync("echo", args, kwargs)
+        done = wait_for_status(producer, task.id, TaskState.SUCCESS, deadlines.run())
+        sent = json.dumps({"args": args, "kwargs": kwargs})
+        assert json.dumps(done.result) == sent
+        [run] = journal.runs(task.id)
+        assert json.dumps({"args": run.args, "kwargs": run.kwargs}) == sent
+        again = producer.retry_task_sync(task.id)
+        redone = wait_for_status(producer, again.id, TaskState.SUCCESS, deadlines.run())
+        assert json.dumps(redone.result) == sent
+
     def test_unserializable_result_fails_without_retry(
         self,
         producer: TaskProcessorAdapter,
