@@ -117,21 +117,25 @@ class SqlTaskStore:
         self.queue_name = queue_name
         self.result_ttl_s = result_ttl_s
         self._schema_ready = False
-        names = ("tasks", "dead_letters", "schema_version")
+        # Tables, and the index of version 1 that the migration drops.
+        names = ("tasks", "dead_letters", "schema_version", "tasks_deliverable")
         indexes = (
             "tasks_expiry",
             "tasks_idempotency",
             "tasks_queued",
             "tasks_leased",
-            "tasks_deliverable",
             "dead_letters_queue",
         )
-        self._slots = {name: dialect.table(name) for name in names + indexes} | {
-            "blob": dialect.blob_type,
-            "float": dialect.float_type,
-            "serial": dialect.serial_type,
-            "now": dialect.now_sql,
-        }
+        self._slots = (
+            {name: dialect.table(name) for name in names}
+            | {name: dialect.index(name) for name in indexes}
+            | {
+                "blob": dialect.blob_type,
+                "float": dialect.float_type,
+                "serial": dialect.serial_type,
+                "now": dialect.now_sql,
+            }
+        )
         self._cache: dict[str, str] = {}
 
     # -- statements and errors ----------------------------------------------------
