@@ -21,6 +21,7 @@ ADAPTERS_ENTRY_POINT_GROUP = "taskserve.adapters"
 FIRST_PARTY_DISTRIBUTIONS: dict[str, str] = {
     "celery": "taskserve-celery",
     "dramatiq": "taskserve-dramatiq",
+    "postgres": "taskserve-postgres",
     "rq": "taskserve-rq",
 }
 """Aliases of adapters published by this project outside the core."""
