@@ -194,18 +194,22 @@ class SqlTaskStore:
             with self.dialect.transaction() as db:
                 self.dialect.lock_schema(db)
                 version = self._schema_version(db)
+                if version == SCHEMA_VERSION:
+                    # Nothing to change. (Even CREATE INDEX IF NOT EXISTS would wait
+                    # for every open write transaction on the table, and stall the
+                    # writes queued behind it.)
+                    return
                 if version == 0:
                     self._script(db, _SCHEMA)
                 else:
                     for step in range(version + 1, SCHEMA_VERSION + 1):
                         self._script(db, _MIGRATIONS[step])
                 self._script(db, _INDEXES)
-                if version != SCHEMA_VERSION:
-                    db.execute(self._sql("DELETE FROM {schema_version}"))
-                    db.execute(
-                        self._sql("INSERT INTO {schema_version} (version) VALUES (?)"),
-                        (SCHEMA_VERSION,),
-                    )
+                db.execute(self._sql("DELETE FROM {schema_version}"))
+                db.execute(
+                    self._sql("INSERT INTO {schema_version} (version) VALUES (?)"),
+                    (SCHEMA_VERSION,),
+                )
 
         self._guard(migrate)
         self._schema_ready = True
