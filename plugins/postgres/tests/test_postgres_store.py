@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import psycopg
 import pytest
 
 from taskserve import TaskProcessorConfig, TaskState
@@ -68,8 +69,8 @@ def _message(*args: Any, **kwargs: Any) -> TaskMessage:
 
 
 class HeldClaims(PostgresDialect):
-    """Once ``armed``, keeps each transaction open, with its row locks, until
-    ``release`` is set."""
+    """Once ``armed``, runs each statement in a transaction kept open, with its
+    row locks, until ``release`` is set: a claim that takes its time."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,12 +78,16 @@ class HeldClaims(PostgresDialect):
         self.holding = threading.Event()
         self.release = threading.Event()
 
-    def transaction(self) -> AbstractContextManager[Executor]:
+    def connection(self) -> AbstractContextManager[Executor]:
+        if not self.armed:
+            return super().connection()
+
         @contextmanager
         def held() -> Iterator[Executor]:
-            with super(HeldClaims, self).transaction() as db:
-                yield db
-                if self.armed:
+            with super(HeldClaims, self).connection() as db:
+                assert isinstance(db, psycopg.Connection)
+                with db.transaction():
+                    yield db
                     self.holding.set()
                     assert self.release.wait(30)
 

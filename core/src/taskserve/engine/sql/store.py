@@ -177,9 +177,15 @@ class SqlTaskStore:
 
         return self._guard(run)
 
-    def _write(self, work: Callable[[Executor], _T]) -> _T:
+    def _write(self, work: Callable[[Executor], _T], *, atomic: bool = True) -> _T:
+        """Run ``work`` in one transaction; with ``atomic=False`` its statements
+        are each committed on their own (each is atomic, and nothing relies on
+        them together), which saves the round trips of BEGIN and COMMIT."""
+
         def run() -> _T:
-            with self._transaction() as db:
+            if not atomic:
+                self.ensure_schema()
+            with self._transaction() if atomic else self.dialect.connection() as db:
                 return work(db)
 
         return self._guard(run)
@@ -395,32 +401,28 @@ class SqlTaskStore:
     # -- consumer side ------------------------------------------------------------
     def claim(self, owner: str, lease_s: float, max_attempts: int) -> Claimed | None:
         """Take the next deliverable row (expired leases first) and begin it."""
-        leased = "status = 'STARTED'"
-        queued = f"status IN {_QUEUED}"
-        statement = (
+        due = (
+            "(SELECT id FROM {tasks} WHERE queue = ? AND %s AND visible_at <= {now}"
+            " ORDER BY visible_at LIMIT 1" + self.dialect.skip_locked + ")"
+        )
+        leased = due.replace("%s", "status = 'STARTED'")
+        queued = due.replace("%s", f"status IN {_QUEUED}")
+        # Expired leases first: a crashed consumer's task runs again within its
+        # lease, however long the queue behind it. COALESCE looks at the queued
+        # rows only when no lease has run out; one statement, one round trip.
+        rows = self._run(
             "UPDATE {tasks} SET"
             " status = CASE WHEN attempts + 1 > ? THEN status"
             "   WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE 'STARTED' END,"
             " expires_at = CASE WHEN attempts + 1 <= ? AND cancel_requested = 1"
             "   THEN {now} + ? ELSE expires_at END,"
             " attempts = attempts + 1, lease_owner = ?, visible_at = {now} + ?,"
-            " updated_at = {now}"
-            " WHERE id = (SELECT id FROM {tasks} WHERE queue = ? AND %s"
-            " AND visible_at <= {now} ORDER BY visible_at LIMIT 1" + self.dialect.skip_locked + ")"
-            " RETURNING id, payload, attempts, status"
+            f" updated_at = {{now}} WHERE id = COALESCE({leased}, {queued})"
+            " RETURNING id, payload, attempts, status",
+            (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s)
+            + (self.queue_name,) * 2,
         )
-        params = (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s, self.queue_name)
-
-        def work(db: Executor) -> Any:
-            # Expired leases first: a crashed consumer's task runs again within its
-            # lease, however long the queue behind it.
-            for which in (leased, queued):
-                rows = db.execute(self._sql(statement.replace("%s", which)), params).fetchall()
-                if rows:
-                    return rows[0]
-            return None
-
-        row = self._write(work)
+        row = rows[0] if rows else None
         if row is None:
             return None
         attempt = int(row[2])
@@ -484,7 +486,8 @@ class SqlTaskStore:
                 self._insert_dead_letter(db, dead_letter)
             return True
 
-        return self._write(work)
+        # Without a dead letter it is one statement, committed on its own.
+        return self._write(work, atomic=dead_letter is not None)
 
     def schedule_retry(self, task_id: str, error: TaskError, delay_s: float) -> bool:
         """Set RETRY, deliverable after ``delay_s``; a pending cancel wins."""
