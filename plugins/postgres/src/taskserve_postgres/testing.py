@@ -155,20 +155,15 @@ class PostgresHarness(BrokerHarness):
         """Delete the rows of ``config``'s queues; once the tables hold no other
         rows, drop them, and the schema if nothing else is left in it."""
         dialect = PostgresDialect(_settings(config))
-        queues = [config.queue_name, config.failed_task_queue_name]
-        queues.append(config.unprocessable_task_queue_name)
+        queues = [
+            config.queue_name,
+            config.failed_task_queue_name,
+            config.unprocessable_task_queue_name,
+        ]
         tables = [sql.SQL(dialect.table(t)) for t in ("tasks", "dead_letters", "schema_version")]
         tasks, dead_letters, _ = tables
         with _connect(dialect.dsn) as conn:
-            found = conn.execute(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename IN (%s, %s)",
-                (
-                    dialect.schema,
-                    f"{dialect.table_prefix}tasks",
-                    f"{dialect.table_prefix}dead_letters",
-                ),
-            ).fetchone()
-            if found is None or found[0] < 2:
+            if not all(dialect.table_exists(conn, t) for t in ("tasks", "dead_letters")):
                 return
             conn.execute(sql.SQL("DELETE FROM {} WHERE queue = %s").format(tasks), (queues[0],))
             conn.execute(

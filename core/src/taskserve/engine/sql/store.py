@@ -422,9 +422,9 @@ class SqlTaskStore:
             (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s)
             + (self.queue_name,) * 2,
         )
-        row = rows[0] if rows else None
-        if row is None:
+        if not rows:
             return None
+        row = rows[0]
         attempt = int(row[2])
         started = row[3] == TaskState.STARTED.value and attempt <= max_attempts
         return Claimed(
