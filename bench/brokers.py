@@ -1,8 +1,8 @@
 """Where the brokers are, and whether they answer.
 
-Redis and RabbitMQ on localhost by default (the test suite's brokers);
-``TASKSERVE_BENCH_REDIS_URL`` and ``TASKSERVE_BENCH_AMQP_URL`` point
-elsewhere. Task state of the Celery and Dramatiq systems is kept in Redis on
+Redis, RabbitMQ and PostgreSQL on localhost by default (the test suite's
+brokers); ``TASKSERVE_BENCH_REDIS_URL``, ``TASKSERVE_BENCH_AMQP_URL`` and
+``TASKSERVE_BENCH_POSTGRES_DSN`` point elsewhere. Task state of the Celery and Dramatiq systems is kept in Redis on
 either broker, as their adapters require.
 """
 
@@ -18,15 +18,21 @@ REDIS_URL = os.environ.get("TASKSERVE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/
 AMQP_URL = os.environ.get("TASKSERVE_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 """RabbitMQ, in Celery's URL form (Dramatiq and pika take :func:`pika_url`)."""
 
+POSTGRES_DSN = os.environ.get(
+    "TASKSERVE_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""PostgreSQL: the postgres adapter's queue and store, and raw PostgreSQL's queue."""
+
 REDIS = "redis"
 RABBITMQ = "rabbitmq"
+POSTGRES = "postgres"
 SQLITE_FILE = "file"
 """The sqlite adapter's "broker": a database file."""
 
 
 def broker_url(broker: str) -> str:
-    """The URL of ``broker`` (``redis`` or ``rabbitmq``)."""
-    return REDIS_URL if broker == REDIS else AMQP_URL
+    """The URL of ``broker`` (``redis``, ``rabbitmq`` or ``postgres``)."""
+    return {REDIS: REDIS_URL, RABBITMQ: AMQP_URL, POSTGRES: POSTGRES_DSN}[broker]
 
 
 def pika_url(url: str = AMQP_URL) -> str:
@@ -41,7 +47,7 @@ def reachable(broker: str, timeout_s: float = 1.0) -> bool:
     if broker == SQLITE_FILE:
         return True
     parts = urlsplit(broker_url(broker))
-    port = parts.port or (6379 if broker == REDIS else 5672)
+    port = parts.port or {REDIS: 6379, RABBITMQ: 5672, POSTGRES: 5432}[broker]
     try:
         with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout_s):
             return True

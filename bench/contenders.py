@@ -1,8 +1,9 @@
 """The systems compared, grouped by engine and broker.
 
 Each group runs taskserve's adapter and, side by side on the same broker, the
-raw engine with equivalent settings (for RQ both worker classes) and, for
-Celery, Ray Serve's built-in adapter. The first raw system of a group is the
+raw engine with equivalent settings (for RQ both worker classes; for
+PostgreSQL a hand-written ``SKIP LOCKED`` consumer) and, for Celery, Ray
+Serve's built-in adapter. The first raw system of a group is the
 baseline of its ratio.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.brokers import RABBITMQ, REDIS, SQLITE_FILE
+from bench.brokers import POSTGRES, RABBITMQ, REDIS, SQLITE_FILE
 from bench.engines.base import Trial, TrialOptions
 
 TASKSERVE = "taskserve"
@@ -24,10 +25,17 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("dramatiq", REDIS),
     ("dramatiq", RABBITMQ),
     ("rq", REDIS),
+    ("postgres", POSTGRES),
 )
 """(engine, broker) of every adapter and broker taskserve supports."""
 
-_ENGINE_NAMES = {"sqlite": "sqlite", "celery": "Celery", "dramatiq": "Dramatiq", "rq": "RQ"}
+_ENGINE_NAMES = {
+    "sqlite": "sqlite",
+    "celery": "Celery",
+    "dramatiq": "Dramatiq",
+    "rq": "RQ",
+    "postgres": "PostgreSQL",
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,10 @@ class Contender:
             from bench.engines.raw_rq import RawRQTrial
 
             return RawRQTrial(self.variant, options)
+        if self.engine == "postgres":
+            from bench.engines.raw_postgres import RawPostgresTrial
+
+            return RawPostgresTrial(options)
         raise ValueError(f"no system {self.key}")
 
 

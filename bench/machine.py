@@ -8,12 +8,13 @@ import platform
 import sys
 from importlib import metadata
 
-from bench.brokers import AMQP_URL, REDIS_URL
+from bench.brokers import AMQP_URL, POSTGRES_DSN, REDIS_URL
 
 PACKAGES = (
     "taskserve",
     "taskserve-celery",
     "taskserve-dramatiq",
+    "taskserve-postgres",
     "taskserve-rq",
     "celery",
     "kombu",
@@ -21,6 +22,8 @@ PACKAGES = (
     "rq",
     "redis",
     "pika",
+    "psycopg",
+    "psycopg-pool",
     "ray",
 )
 
@@ -74,6 +77,16 @@ def _rabbitmq_version() -> str:
         return f"unreachable ({type(e).__name__})"
 
 
+def _postgres_version() -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=2) as connection:
+            return str(connection.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    except Exception as e:
+        return f"unreachable ({type(e).__name__})"
+
+
 def describe() -> dict[str, str]:
     """Cores, memory, OS, Python, package and broker versions, as label -> text."""
     memory = _memory_gib()
@@ -84,6 +97,7 @@ def describe() -> dict[str, str]:
         "Python": sys.version.split()[0],
         "Redis": _redis_version(),
         "RabbitMQ": _rabbitmq_version(),
+        "PostgreSQL": _postgres_version(),
     }
     found.update({package: _version(package) for package in PACKAGES})
     return found

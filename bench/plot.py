@@ -20,7 +20,7 @@ _SERIES: tuple[tuple[str, Callable[[Summary], bool], str], ...] = (
     ("raw RQ Worker (fork per job)", lambda s: s.contender.variant == "Worker", "#d0d7de"),
     ("Ray built-in", lambda s: s.contender.system == RAY, "#f0883e"),
 )
-_BROKERS = {"file": "file", "redis": "Redis", "rabbitmq": "RabbitMQ"}
+_BROKERS = {"file": "file", "redis": "Redis", "rabbitmq": "RabbitMQ", "postgres": "PostgreSQL"}
 _WIDTH = 0.2
 
 

@@ -14,7 +14,12 @@ from bench.scenarios.autoscaling import AUTOSCALING_SETTINGS, POLL_INTERVAL_S
 from bench.stats import Spread
 from bench.tasks import TASK_LABELS
 
-_BROKER_NAMES = {SQLITE_FILE: "file", "redis": "Redis", "rabbitmq": "RabbitMQ"}
+_BROKER_NAMES = {
+    SQLITE_FILE: "file",
+    "redis": "Redis",
+    "rabbitmq": "RabbitMQ",
+    "postgres": "PostgreSQL",
+}
 DASH = "\u2013"
 """En dash, for ranges and empty cells."""
 TIMES = "\u00d7"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the brokers the test suite talks to are running on this machine:
-# Redis on 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672 (guest/guest).
-# Installs them with apt-get when missing and starts them when stopped.
+# Redis on 127.0.0.1:6379, RabbitMQ on 127.0.0.1:5672 (guest/guest) and
+# PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for local TCP, as
+# Debian's cluster sets it up). Installs them with apt-get when missing and
+# starts them when stopped.
 set -euo pipefail
 
 port_open() {
@@ -19,13 +21,16 @@ wait_port() {  # name port seconds
 }
 
 apt_updated=0
-need_package() {  # command package
-    command -v "$1" >/dev/null 2>&1 && return 0
+install_package() {  # package
     if [ "$apt_updated" = 0 ]; then
         apt-get update -qq
         apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+need_package() {  # command package
+    command -v "$1" >/dev/null 2>&1 || install_package "$2"
 }
 
 if ! port_open 6379; then
@@ -42,4 +47,23 @@ if ! port_open 5672; then
     wait_port RabbitMQ 5672 120
     rabbitmqctl await_startup >/dev/null 2>&1 || true
 fi
-echo "ensure_brokers: Redis and RabbitMQ are up"
+
+if ! port_open 5432; then
+    echo "ensure_brokers: starting PostgreSQL"
+    if [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+        install_package postgresql  # creates and starts cluster "main"
+        # A fresh cluster asks for passwords on TCP; the tests connect as
+        # postgres without one, on loopback only.
+        for hba in /etc/postgresql/*/main/pg_hba.conf; do
+            grep -q '^host all all 127.0.0.1/32 trust' "$hba" ||
+                sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        done
+    fi
+    for version in $(ls /etc/postgresql); do
+        # Started by the package already: reload, so that pg_hba.conf counts.
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+            pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+    done
+    wait_port PostgreSQL 5432 60
+fi
+echo "ensure_brokers: Redis, RabbitMQ and PostgreSQL are up"

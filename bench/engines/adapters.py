@@ -15,13 +15,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bench.brokers import REDIS, REDIS_URL, SQLITE_FILE, broker_url, pika_url
+from bench.brokers import POSTGRES_DSN, REDIS, REDIS_URL, SQLITE_FILE, broker_url, pika_url
 from bench.engines.base import ConsumerCommand, TaskFailed, Trial, TrialOptions
 
 DRAMATIQ_WORKER_TIMEOUT_S = 0.1
 """Idle poll of Dramatiq consumers, taskserve's and raw alike."""
 
-ADAPTERS = ("sqlite", "celery", "dramatiq", "rq")
+ADAPTERS = ("sqlite", "celery", "dramatiq", "rq", "postgres")
 
 
 def adapter_config(adapter: str, broker: str, options: TrialOptions) -> Any:
@@ -57,6 +57,10 @@ def adapter_config(adapter: str, broker: str, options: TrialOptions) -> Any:
         from taskserve_rq import RQAdapterConfig
 
         return RQAdapterConfig(redis_url=REDIS_URL, key_prefix=prefix)
+    if adapter == "postgres":
+        from taskserve_postgres import PostgresAdapterConfig
+
+        return PostgresAdapterConfig(dsn=POSTGRES_DSN, schema_name=f"bench_{options.run_id}")
     raise ValueError(f"unknown adapter '{adapter}'; known: {', '.join(ADAPTERS)}")
 
 
@@ -98,6 +102,10 @@ def cleanup(adapter: str, config: Any) -> None:
         from taskserve_dramatiq.testing import DramatiqHarness
 
         harness = DramatiqHarness()
+    elif adapter == "postgres":
+        from taskserve_postgres.testing import PostgresHarness
+
+        harness = PostgresHarness()
     else:
         from taskserve_rq.testing import RQHarness
 

@@ -43,7 +43,7 @@ def test_unknown_alias_without_close_match_has_no_suggestion() -> None:
 def test_missing_first_party_alias_names_distribution_to_install() -> None:
     error = _unknown_alias("celery", {})
     assert "pip install taskserve-celery" in str(error)
-    assert set(FIRST_PARTY_DISTRIBUTIONS) == {"celery", "dramatiq", "rq", "postgres"}
+    assert set(FIRST_PARTY_DISTRIBUTIONS) == {"celery", "dramatiq", "postgres", "rq"}
 
 
 def test_misspelled_first_party_alias_is_suggested() -> None:

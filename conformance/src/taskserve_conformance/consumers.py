@@ -84,8 +84,29 @@ class ConsumerProcess:
         self.popen.wait()
 
     def suspend(self) -> None:
-        """Freeze the process (SIGSTOP): alive, but doing nothing at all."""
+        """Freeze the process (SIGSTOP): alive, but doing nothing at all.
+
+        Returns once every thread of it has stopped (where ``/proc`` tells):
+        the kernel stops the threads one by one, and on a busy machine one of
+        them can go on running for tens of milliseconds after the signal.
+        """
         self.popen.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5.0
+        while not self._all_threads_stopped() and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def _all_threads_stopped(self) -> bool:
+        threads = Path(f"/proc/{self.pid}/task")
+        if not threads.is_dir():
+            return True  # no /proc here: the signal is all there is
+        for stat in threads.glob("*/stat"):
+            try:
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue  # the thread ended meanwhile
+            if state not in ("T", "t"):
+                return False
+        return True
 
     def resume(self) -> None:
         """Let a suspended process go on (SIGCONT)."""

@@ -277,8 +277,8 @@ class PrivatePostgres(PrivateBroker):
         _wait_for_port(self.port, True, "PostgreSQL")
 
     def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "restart")
-        _wait_for_port(self.port, True, "PostgreSQL")
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
+        self.start()
 
     def stop(self) -> None:
         if self._started:

@@ -5,8 +5,9 @@ only when a slot is free, so nothing is ever fetched and left waiting
 (prefetch never exceeds concurrency) and a stop has next to nothing to hand
 back. Between claims of an idle queue it waits on ``wait_for_work`` - a
 notification the engine sends when a task is queued (PostgreSQL's
-``LISTEN``), or a plain pause - backing off from 1 ms to ``poll_interval_s``.
-Housekeeping deletes expired results.
+``LISTEN``), or a plain pause - backing off from 1 ms to ``poll_interval_s``;
+``stop_waiting`` ends such a wait when the consumer stops. Housekeeping
+deletes expired results.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class PollingConsumer(ConsumerBase):
         name: str,
         poll_interval_s: float,
         wait_for_work: WaitForWork | None = None,
+        stop_waiting: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(
             store=store, config=config, runner=runner, concurrency=concurrency, name=name
@@ -50,6 +52,8 @@ class PollingConsumer(ConsumerBase):
         self.queue_store = store
         self._poll_interval_s = poll_interval_s
         self._wait_for_work: WaitForWork = wait_for_work or self._stopping.wait
+        self._stop_waiting = stop_waiting
+        """Ends a ``wait_for_work`` in progress and releases what it holds."""
         self._fetch_stop = threading.Event()
         self._fetcher = threading.Thread(
             target=self._fetch_loop, name=f"taskserve-{name}-fetch", daemon=True
@@ -62,6 +66,8 @@ class PollingConsumer(ConsumerBase):
 
     def _stop_fetching(self) -> None:
         self._fetch_stop.set()
+        if self._stop_waiting is not None:
+            self._stop_waiting()
         if self._fetcher.is_alive():
             self._fetcher.join()
 

@@ -56,8 +56,15 @@ class SqlDialect(ABC):
 
     # -- naming ------------------------------------------------------------
     def table(self, name: str) -> str:
-        """The qualified name of table or index ``name``."""
+        """The qualified name of table ``name``, or of index ``name`` where an
+        existing index is referred to (``DROP INDEX``)."""
         return f"{self.table_prefix}{name}"
+
+    def index(self, name: str) -> str:
+        """The name of index ``name`` where it is created (``CREATE INDEX``); the
+        qualified name by default. PostgreSQL puts an index in its table's
+        schema and takes no schema here."""
+        return self.table(name)
 
     def describe(self) -> str:
         """Where the database is, for messages (passwords redacted)."""

@@ -117,21 +117,25 @@ class SqlTaskStore:
         self.queue_name = queue_name
         self.result_ttl_s = result_ttl_s
         self._schema_ready = False
-        names = ("tasks", "dead_letters", "schema_version")
+        # Tables, and the index of version 1 that the migration drops.
+        names = ("tasks", "dead_letters", "schema_version", "tasks_deliverable")
         indexes = (
             "tasks_expiry",
             "tasks_idempotency",
             "tasks_queued",
             "tasks_leased",
-            "tasks_deliverable",
             "dead_letters_queue",
         )
-        self._slots = {name: dialect.table(name) for name in names + indexes} | {
-            "blob": dialect.blob_type,
-            "float": dialect.float_type,
-            "serial": dialect.serial_type,
-            "now": dialect.now_sql,
-        }
+        self._slots = (
+            {name: dialect.table(name) for name in names}
+            | {name: dialect.index(name) for name in indexes}
+            | {
+                "blob": dialect.blob_type,
+                "float": dialect.float_type,
+                "serial": dialect.serial_type,
+                "now": dialect.now_sql,
+            }
+        )
         self._cache: dict[str, str] = {}
 
     # -- statements and errors ----------------------------------------------------
@@ -173,9 +177,15 @@ class SqlTaskStore:
 
         return self._guard(run)
 
-    def _write(self, work: Callable[[Executor], _T]) -> _T:
+    def _write(self, work: Callable[[Executor], _T], *, atomic: bool = True) -> _T:
+        """Run ``work`` in one transaction; with ``atomic=False`` its statements
+        are each committed on their own (each is atomic, and nothing relies on
+        them together), which saves the round trips of BEGIN and COMMIT."""
+
         def run() -> _T:
-            with self._transaction() as db:
+            if not atomic:
+                self.ensure_schema()
+            with self._transaction() if atomic else self.dialect.connection() as db:
                 return work(db)
 
         return self._guard(run)
@@ -190,18 +200,22 @@ class SqlTaskStore:
             with self.dialect.transaction() as db:
                 self.dialect.lock_schema(db)
                 version = self._schema_version(db)
+                if version == SCHEMA_VERSION:
+                    # Nothing to change. (Even CREATE INDEX IF NOT EXISTS would wait
+                    # for every open write transaction on the table, and stall the
+                    # writes queued behind it.)
+                    return
                 if version == 0:
                     self._script(db, _SCHEMA)
                 else:
                     for step in range(version + 1, SCHEMA_VERSION + 1):
                         self._script(db, _MIGRATIONS[step])
                 self._script(db, _INDEXES)
-                if version != SCHEMA_VERSION:
-                    db.execute(self._sql("DELETE FROM {schema_version}"))
-                    db.execute(
-                        self._sql("INSERT INTO {schema_version} (version) VALUES (?)"),
-                        (SCHEMA_VERSION,),
-                    )
+                db.execute(self._sql("DELETE FROM {schema_version}"))
+                db.execute(
+                    self._sql("INSERT INTO {schema_version} (version) VALUES (?)"),
+                    (SCHEMA_VERSION,),
+                )
 
         self._guard(migrate)
         self._schema_ready = True
@@ -381,34 +395,30 @@ class SqlTaskStore:
     # -- consumer side ------------------------------------------------------------
     def claim(self, owner: str, lease_s: float, max_attempts: int) -> Claimed | None:
         """Take the next deliverable row (expired leases first) and begin it."""
-        leased = "status = 'STARTED'"
-        queued = f"status IN {_QUEUED}"
-        statement = (
+        due = (
+            "(SELECT id FROM {tasks} WHERE queue = ? AND %s AND visible_at <= {now}"
+            " ORDER BY visible_at LIMIT 1" + self.dialect.skip_locked + ")"
+        )
+        leased = due.replace("%s", "status = 'STARTED'")
+        queued = due.replace("%s", f"status IN {_QUEUED}")
+        # Expired leases first: a crashed consumer's task runs again within its
+        # lease, however long the queue behind it. COALESCE looks at the queued
+        # rows only when no lease has run out; one statement, one round trip.
+        rows = self._run(
             "UPDATE {tasks} SET"
             " status = CASE WHEN attempts + 1 > ? THEN status"
             "   WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE 'STARTED' END,"
             " expires_at = CASE WHEN attempts + 1 <= ? AND cancel_requested = 1"
             "   THEN {now} + ? ELSE expires_at END,"
             " attempts = attempts + 1, lease_owner = ?, visible_at = {now} + ?,"
-            " updated_at = {now}"
-            " WHERE id = (SELECT id FROM {tasks} WHERE queue = ? AND %s"
-            " AND visible_at <= {now} ORDER BY visible_at LIMIT 1" + self.dialect.skip_locked + ")"
-            " RETURNING id, payload, attempts, status"
+            f" updated_at = {{now}} WHERE id = COALESCE({leased}, {queued})"
+            " RETURNING id, payload, attempts, status",
+            (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s)
+            + (self.queue_name,) * 2,
         )
-        params = (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s, self.queue_name)
-
-        def work(db: Executor) -> Any:
-            # Expired leases first: a crashed consumer's task runs again within its
-            # lease, however long the queue behind it.
-            for which in (leased, queued):
-                rows = db.execute(self._sql(statement.replace("%s", which)), params).fetchall()
-                if rows:
-                    return rows[0]
+        if not rows:
             return None
-
-        row = self._write(work)
-        if row is None:
-            return None
+        row = rows[0]
         attempt = int(row[2])
         started = row[3] == TaskState.STARTED.value and attempt <= max_attempts
         return Claimed(
@@ -470,7 +480,8 @@ class SqlTaskStore:
                 self._insert_dead_letter(db, dead_letter)
             return True
 
-        return self._write(work)
+        # Without a dead letter it is one statement, committed on its own.
+        return self._write(work, atomic=dead_letter is not None)
 
     def schedule_retry(self, task_id: str, error: TaskError, delay_s: float) -> bool:
         """Set RETRY, deliverable after ``delay_s``; a pending cancel wins."""
