@@ -44,7 +44,7 @@ from taskserve.models import (
     TaskID,
     TaskResult,
 )
-from taskserve.redaction import SecretUrl, redact_url
+from taskserve.redaction import REVEAL_SECRETS, SecretUrl, redact_url, secret_value
 from taskserve.registry import installed_adapters, resolve_adapter
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
@@ -105,6 +105,7 @@ __all__ = [
     "Outcome",
     "PayloadError",
     "RecordingFailed",
+    "REVEAL_SECRETS",
     "SecretUrl",
     "TaskCancelled",
     "TaskContext",
@@ -128,6 +129,7 @@ __all__ = [
     "installed_adapters",
     "instantiate_adapter_from_config",
     "redact_url",
+    "secret_value",
     "resolve_adapter",
     *_LAZY,
 ]

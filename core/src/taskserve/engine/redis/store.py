@@ -68,6 +68,46 @@ RECONCILE_BATCH = 500
 """Most tasks one reconcile step publishes per reason."""
 
 
+_UNAVAILABLE_REPLIES = (
+    "READONLY",
+    "MISCONF",
+    "OOM ",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "BUSY ",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+)
+"""Reply prefixes of a Redis that answers but cannot serve now (read-only
+replica, failed persistence, out of memory, loading, busy script, ACL)."""
+
+
+def redis_unavailable(error: BaseException) -> bool:
+    """Whether a redis-py error means Redis cannot be reached or written now:
+    refused or lost connections, timeouts (a paused server), a read-only
+    replica, refused credentials, and the replies above. The one mapping of
+    Redis errors to :class:`BrokerUnavailable`, for the store and every
+    engine on Redis."""
+    if isinstance(
+        error,
+        (
+            redis.ConnectionError,  # AuthenticationError and BusyLoadingError too
+            redis.TimeoutError,
+            redis.exceptions.ReadOnlyError,
+            redis.exceptions.NoPermissionError,
+        ),
+    ):
+        return True
+    if isinstance(error, redis.ResponseError):
+        text = str(error).upper()
+        return any(reply in text for reply in _UNAVAILABLE_REPLIES)
+    return False
+
+
 def _text(value: bytes | str | None) -> str | None:
     if value is None:
         return None
@@ -134,8 +174,12 @@ class RedisTaskStore:
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise BrokerUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {e}") from e
+        except redis.RedisError as e:
+            if not redis_unavailable(e):
+                raise
+            raise BrokerUnavailable(
+                f"cannot use Redis at {redact_url(self.url)}: {type(e).__name__}: {e}"
+            ) from e
 
     def ping(self) -> None:
         """Raise BrokerUnavailable unless Redis answers."""
