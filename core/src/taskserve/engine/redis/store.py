@@ -43,7 +43,9 @@ Requires the ``redis`` package (``pip install taskserve[redis]``).
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -52,9 +54,9 @@ from typing import Any
 from taskserve.engine.redis import scripts
 from taskserve.engine.store import Begun, Inserted, QueueCounts, Republish
 from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
-from taskserve.models import DeadLetter, TaskError, TaskResult
+from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.redaction import redact_url
-from taskserve.serialization import TaskMessage
+from taskserve.serialization import MAX_DECODE_DEPTH, TaskMessage, loads_stored, text_depth
 from taskserve.states import TaskState
 
 try:
@@ -114,6 +116,50 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+_KIND = re.compile(rb'"kind":"(failed|unprocessable)"')
+
+
+def _dead_letter(record_id: str, queue: str, stored: bytes) -> DeadLetter:
+    """A stored dead-letter record. One that cannot be decoded (nested too
+    deep, kept by an older version or written by hand) never breaks a
+    listing: it comes back with ``args`` and ``kwargs`` None and its stored
+    JSON in ``raw``, so it can be seen and purged (not redriven)."""
+    if text_depth(stored) <= MAX_DECODE_DEPTH:
+        try:
+            return DeadLetter.model_validate_json(stored)
+        except ValueError:
+            pass
+        try:
+            # The standard decoder, where pydantic's JSON parser stops (200 levels).
+            data = json.loads(stored)
+            if isinstance(data, dict) and isinstance(data.get("raw"), str):
+                data["raw"] = base64.b64decode(data["raw"])
+            return DeadLetter.model_validate(data)
+        except (ValueError, TypeError, RecursionError):
+            pass
+    kind = _KIND.search(stored)
+    return DeadLetter(
+        id=record_id,
+        kind=DeadLetterKind(kind[1].decode()) if kind else DeadLetterKind.FAILED,
+        queue_name=queue,
+        source_queue="",
+        task_id=None,
+        task_name=None,
+        args=None,
+        kwargs=None,
+        raw=stored,
+        error=TaskError(
+            type="taskserve.errors.PayloadError",
+            message=(
+                f"this dead-letter record cannot be decoded (it nests deeper than "
+                f"{MAX_DECODE_DEPTH} levels, or is not a record); its stored JSON is in raw"
+            ),
+        ),
+        attempts=0,
+        enqueued_at=None,
+    )
+
+
 class RedisTaskStore:
     """The state of one queue's tasks, kept in Redis (a :class:`TaskStore`)."""
 
@@ -157,6 +203,7 @@ class RedisTaskStore:
         self._cancel = self.client.register_script(scripts.CANCEL)
         self._release = self.client.register_script(scripts.RELEASE)
         self._reconcile = self.client.register_script(scripts.RECONCILE)
+        self._discard = self.client.register_script(scripts.DISCARD)
 
     # -- keys --------------------------------------------------------------
     def task_key(self, task_id: str) -> str:
@@ -231,11 +278,9 @@ class RedisTaskStore:
         )
 
     def discard(self, task_id: str) -> None:
-        """Delete a record whose message could not be published."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(self._waiting_key, task_id)
-        pipe.delete(self.task_key(task_id))
-        self._call(pipe.execute)
+        """Delete a record whose message could not be published, and its
+        idempotency key (the client's retry with that key enqueues anew)."""
+        self._call(self._discard, keys=[self.task_key(task_id), self._waiting_key], args=[task_id])
 
     def _record(self, task_id: str) -> dict[str, str]:
         raw = self._call(self.client.hgetall, self.task_key(task_id))
@@ -253,7 +298,7 @@ class RedisTaskStore:
             updated_at=float(record["updated_at"]),
             name=record.get("name"),
             queue_name=record.get("queue"),
-            result=json.loads(record["result"]) if "result" in record else None,
+            result=loads_stored(record["result"]) if "result" in record else None,
             error=TaskError.model_validate_json(record["error"]) if "error" in record else None,
             attempts=int(record.get("attempts", 0)),
             retried_from=record.get("retried_from") or None,
@@ -483,7 +528,11 @@ class RedisTaskStore:
         if not ids:
             return []
         raw = self._call(self.client.hmget, records_key, list(ids))
-        return [DeadLetter.model_validate_json(r) for r in raw if r is not None]
+        return [
+            _dead_letter(str(record_id), queue, r)
+            for record_id, r in zip(ids, raw, strict=True)
+            if r is not None
+        ]
 
     def delete_dead_letters(self, queue: str, ids: Sequence[str] | None) -> int:
         """Delete records of ``queue`` (all when ``ids`` is None); return how many."""
