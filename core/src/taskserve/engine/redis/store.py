@@ -229,8 +229,18 @@ class RedisTaskStore:
             ) from e
 
     def ping(self) -> None:
-        """Raise BrokerUnavailable unless Redis answers."""
+        """Raise BrokerUnavailable unless Redis answers and takes writes: a
+        replica (read-only) answers PING but refuses every write."""
         self._call(self.client.ping)
+        try:
+            role = self._call(self.client.execute_command, "ROLE")
+        except redis.ResponseError:
+            return  # ROLE not allowed (ACL, renamed commands): PING has to do
+        if role and _text(role[0]) in ("slave", "replica"):
+            raise BrokerUnavailable(
+                f"Redis at {redact_url(self.url)} is a read-only replica; point the "
+                "adapter at the primary"
+            )
 
     def close(self) -> None:
         """Close the connection pool (it reconnects on next use)."""
