@@ -141,12 +141,16 @@ class TaskStore(Protocol):
         """Store ``message`` as PENDING.
 
         With an idempotency key already used on this queue, return that task,
-        not created (nothing is written). A task id already in use raises
-        :class:`~taskserve.TaskIdInUse`.
+        not created (nothing is written). A key lives exactly as long as its
+        task's record: once that record expired, the key is free and the
+        insert creates a new task. A task id already in use raises
+        :class:`~taskserve.TaskIdInUse`. (Whether the payload matches the key's
+        first task is checked by the adapter, against that task's message.)
         """
 
     def discard(self, task_id: str) -> None:
-        """Delete the record of a task whose message could not be published."""
+        """Delete the record of a task whose message could not be published,
+        and its idempotency key with it."""
 
     def status(self, task_id: str) -> TaskResult:
         """The task's record."""
