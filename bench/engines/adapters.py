@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.brokers import POSTGRES_DSN, REDIS, REDIS_URL, SQLITE_FILE, broker_url, pika_url
 from bench.engines.base import ConsumerCommand, TaskFailed, Trial, TrialOptions
+from taskserve import REVEAL_SECRETS
 
 DRAMATIQ_WORKER_TIMEOUT_S = 0.1
 """Idle poll of Dramatiq consumers, taskserve's and raw alike."""
@@ -79,9 +80,11 @@ def processor_config(adapter: str, broker: str, options: TrialOptions, **fields:
 
 def config_json(config: Any) -> str:
     """``config`` as the JSON text ``python -m taskserve.worker --config`` reads."""
-    data = config.model_dump(mode="json", exclude={"adapter", "adapter_config"})
+    data = config.model_dump(
+        mode="json", exclude={"adapter", "adapter_config"}, context=REVEAL_SECRETS
+    )
     data["adapter"] = config.adapter_config.adapter_alias
-    data["adapter_config"] = config.adapter_config.model_dump(mode="json")
+    data["adapter_config"] = config.adapter_config.model_dump(mode="json", context=REVEAL_SECRETS)
     return json.dumps(data)
 
 

@@ -117,8 +117,10 @@ def test_dead_letters_list_redrive_purge(config_file: Path) -> None:
     status, records = run("dead-letters", "list", *cfg(config_file))
     assert status == EXIT_OK and [r["task_id"] for r in records] == [task.id]
     assert records[0]["error"]["message"] == "no"
-    status, redriven = run("dead-letters", "redrive", *cfg(config_file), "--ids", records[0]["id"])
+    status, outcome = run("dead-letters", "redrive", *cfg(config_file), "--ids", records[0]["id"])
+    redriven = outcome["redriven"]
     assert status == EXIT_OK and redriven[0]["retried_from"] == task.id
+    assert redriven[0]["dead_letter_id"] == records[0]["id"] and outcome["not_redriven"] == []
     assert run("dead-letters", "list", *cfg(config_file))[1] == []
     adapter.register_task_handle(explode, "explode")
     adapter.start_consumer()

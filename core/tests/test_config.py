@@ -137,7 +137,8 @@ def test_validating_a_config_imports_no_engine() -> None:
 def test_secrets_never_appear_in_repr_or_errors() -> None:
     url = SecretUrl("redis://:hunter2@broker:6379/0")
     assert "hunter2" not in repr(url)
-    assert str(url) == "redis://:hunter2@broker:6379/0"
+    assert url.get_secret_value() == "redis://:hunter2@broker:6379/0"
+    assert "hunter2" not in str(url) and "hunter2" not in f"{url}"
     assert redact_url("amqp://user:pw@host//") == "amqp://user:***@host//"
     assert redact_url("redis://host:6379") == "redis://host:6379"
     with pytest.raises(ConfigError) as info:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from taskserve import AdapterConfig, TaskProcessorConfig
+from taskserve import REVEAL_SECRETS, AdapterConfig, TaskProcessorConfig
 
 DEFAULT_SETTINGS: Mapping[str, Any] = {
     "max_retries": 2,
@@ -44,11 +44,13 @@ def adapter_selector(adapter: str | type) -> str:
 
 def config_to_json(config: TaskProcessorConfig) -> str:
     """``config`` as the JSON text ``python -m taskserve.worker --config`` accepts."""
-    data = config.model_dump(mode="json", exclude={"adapter", "adapter_config"})
+    data = config.model_dump(
+        mode="json", exclude={"adapter", "adapter_config"}, context=REVEAL_SECRETS
+    )
     assert config.adapter is not None  # set by validation
     data["adapter"] = adapter_selector(config.adapter)
     assert isinstance(config.adapter_config, AdapterConfig)  # typed by validation
-    data["adapter_config"] = config.adapter_config.model_dump(mode="json")
+    data["adapter_config"] = config.adapter_config.model_dump(mode="json", context=REVEAL_SECRETS)
     return json.dumps(data)
 
 

@@ -21,6 +21,8 @@ from taskserve.errors import (
     BrokerUnavailable,
     ConfigError,
     ConsumerLost,
+    IdempotencyKeyReused,
+    InvalidArgument,
     NonRetryableError,
     PayloadError,
     RecordingFailed,
@@ -40,11 +42,13 @@ from taskserve.models import (
     DeadLetter,
     DeadLetterKind,
     HealthReport,
+    NotRedriven,
+    RedriveOutcome,
     TaskError,
     TaskID,
     TaskResult,
 )
-from taskserve.redaction import SecretUrl, redact_url
+from taskserve.redaction import REVEAL_SECRETS, SecretUrl, redact_url, secret_value
 from taskserve.registry import installed_adapters, resolve_adapter
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
@@ -96,15 +100,20 @@ __all__ = [
     "CancelOutcome",
     "Capability",
     "ConfigError",
+    "IdempotencyKeyReused",
+    "InvalidArgument",
     "ConsumerLost",
     "DeadLetter",
     "DeadLetterKind",
     "DeliveryRecorder",
     "HealthReport",
+    "NotRedriven",
+    "RedriveOutcome",
     "NonRetryableError",
     "Outcome",
     "PayloadError",
     "RecordingFailed",
+    "REVEAL_SECRETS",
     "SecretUrl",
     "TaskCancelled",
     "TaskContext",
@@ -128,6 +137,7 @@ __all__ = [
     "installed_adapters",
     "instantiate_adapter_from_config",
     "redact_url",
+    "secret_value",
     "resolve_adapter",
     *_LAZY,
 ]

@@ -26,7 +26,13 @@ from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
 from taskserve.directory import queue_for
 from taskserve.engine.runner import Handler, TaskRunner
-from taskserve.errors import ConfigError, UnsupportedCapability
+from taskserve.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    InvalidArgument,
+    TaskserveError,
+    UnsupportedCapability,
+)
 from taskserve.hooks import TaskEvent
 from taskserve.models import (
     AdapterMetrics,
@@ -34,10 +40,12 @@ from taskserve.models import (
     DeadLetter,
     DeadLetterKind,
     HealthReport,
+    RedriveOutcome,
     TaskID,
     TaskResult,
 )
 from taskserve.plugins import emit
+from taskserve.redaction import redact_url
 from taskserve.serialization import TaskMessage, build_message
 from taskserve.states import TaskState
 
@@ -90,9 +98,43 @@ def _async_twin(sync_method: Callable[..., _R]) -> Callable[..., Awaitable[_R]]:
 
 def task_id_of(task: TaskIdLike) -> str:
     """The id string of a task given as str, :class:`TaskID` or :class:`TaskResult`."""
-    if isinstance(task, str):
-        return task
-    return task.id
+    if isinstance(task, (TaskID, TaskResult)):
+        task = task.id
+    if not isinstance(task, str):
+        raise InvalidArgument(
+            f"task_id must be a str, TaskID or TaskResult, got {type(task).__name__}"
+        )
+    if not task:
+        raise InvalidArgument("task_id must not be empty")
+    return task
+
+
+def _limit(limit: Any) -> int:
+    if type(limit) is not int or limit < 1:
+        raise InvalidArgument(f"limit must be a positive int, got {limit!r:.50}")
+    return limit
+
+
+def _kind(kind: Any) -> DeadLetterKind:
+    try:
+        return DeadLetterKind(kind)
+    except ValueError:
+        choices = ", ".join(k.value for k in DeadLetterKind)
+        raise InvalidArgument(f"kind must be one of {choices}; got {kind!r:.50}") from None
+
+
+def _ids(ids: Any) -> list[str] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, set, frozenset)):
+        raise InvalidArgument(
+            f"ids must be a list of dead-letter record ids (str) or None, got {type(ids).__name__}"
+        )
+    checked = list(ids)
+    for item in checked:
+        if not isinstance(item, str):
+            raise InvalidArgument(f"ids must hold str record ids, got {type(item).__name__}")
+    return checked
 
 
 class TaskProcessorAdapter(ABC):
@@ -355,7 +397,7 @@ class TaskProcessorAdapter(ABC):
             self._ping()
             broker_ok, detail = True, ""
         except Exception as e:
-            broker_ok, detail = False, f"broker unreachable: {type(e).__name__}: {e}"
+            broker_ok, detail = False, redact_url(f"broker unreachable: {type(e).__name__}: {e}")
         consumer: bool | None = None
         if self._runner is not None:
             consumer = self._consumer is not None and self._consumer.alive()
@@ -384,35 +426,75 @@ class TaskProcessorAdapter(ABC):
     ) -> list[DeadLetter]:
         """Dead-letter records of ``kind``, oldest first."""
         self.require(Capability.DEAD_LETTERS)
-        kind = DeadLetterKind(kind)
-        return self._list_dead_letters(self._dead_letter_queue(kind), limit, None)
+        limit = _limit(limit)
+        return self._list_dead_letters(self._dead_letter_queue(_kind(kind)), limit, None)
 
     def redrive_dead_letters_sync(
         self,
         ids: Sequence[str] | None = None,
         kind: DeadLetterKind | str = DeadLetterKind.FAILED,
-    ) -> list[TaskResult]:
+    ) -> RedriveOutcome:
         """Enqueue dead-lettered tasks again, exactly as first enqueued, under new
-        ids linked to the original ones; the records are removed. ``ids=None``
-        redrives the whole queue. Undecodable records cannot be redriven."""
+        ids linked to the original ones. ``ids=None`` redrives the whole queue.
+
+        All or nothing per record: a record is removed only once its new task
+        is recorded. Records that cannot be redriven (undecodable, an unknown
+        id, a payload the queue now refuses) stay, each listed with its reason
+        in the outcome's ``not_redriven``; if the broker fails midway, the
+        records not yet redriven stay and are listed too (BrokerUnavailable is
+        raised only when nothing was redriven). Where the adapter has
+        idempotency keys, the record id is the new task's key, so redriving a
+        record again whose removal failed returns the same task.
+        """
         self.require(Capability.DEAD_LETTERS)
-        kind = DeadLetterKind(kind)
-        queue = self._dead_letter_queue(kind)
-        records = self._list_dead_letters(queue, None, list(ids) if ids is not None else None)
-        redriven: list[TaskResult] = []
-        for record in records:
+        wanted = _ids(ids)
+        queue = self._dead_letter_queue(_kind(kind))
+        records = self._list_dead_letters(queue, None, wanted)
+        outcome = RedriveOutcome()
+        found = {record.id for record in records}
+        for missing in dict.fromkeys(wanted or []):
+            if missing not in found:
+                outcome.refuse(missing, f"no dead letter with id '{missing[:200]}' in '{queue}'")
+        keyed = self.supports(Capability.IDEMPOTENCY_KEYS)
+        for index, record in enumerate(records):
             if record.task_name is None or record.args is None or record.kwargs is None:
-                raise ConfigError(
-                    f"dead letter {record.id} holds an undecodable message and cannot be "
-                    "redriven; inspect its raw bytes and purge it"
+                outcome.refuse(
+                    record.id,
+                    "it holds a message that cannot be decoded; inspect its raw bytes "
+                    "(raw_base64) and purge it",
                 )
-            redriven.append(
-                self.enqueue_task_sync(
-                    record.task_name, record.args, record.kwargs, retried_from=record.task_id
+                continue
+            try:
+                task = self.enqueue_task_sync(
+                    record.task_name,
+                    record.args,
+                    record.kwargs,
+                    retried_from=record.task_id,
+                    idempotency_key=f"redrive:{record.id}" if keyed else None,
                 )
-            )
-            self._delete_dead_letters(queue, [record.id])
-        return redriven
+            except BrokerUnavailable as e:
+                if not outcome:
+                    raise
+                for left in records[index:]:
+                    outcome.refuse(left.id, f"the broker became unavailable: {e}")
+                break
+            except TaskserveError as e:
+                outcome.refuse(record.id, f"{type(e).__name__}: {e}")
+                continue
+            try:
+                self._delete_dead_letters(queue, [record.id])
+            except BrokerUnavailable:
+                logger.warning(
+                    "taskserve: dead letter %s was enqueued again as task %s but could not be "
+                    "removed from '%s'; redriving it again returns the same task",
+                    record.id,
+                    task.id,
+                    queue,
+                )
+                outcome.add(record.id, task, removed=False)
+            else:
+                outcome.add(record.id, task)
+        return outcome
 
     def purge_dead_letters_sync(
         self,
@@ -421,8 +503,8 @@ class TaskProcessorAdapter(ABC):
     ) -> int:
         """Delete dead-letter records (all of ``kind`` when ``ids`` is None)."""
         self.require(Capability.DEAD_LETTERS)
-        queue = self._dead_letter_queue(DeadLetterKind(kind))
-        return self._delete_dead_letters(queue, list(ids) if ids is not None else None)
+        wanted = _ids(ids)
+        return self._delete_dead_letters(self._dead_letter_queue(_kind(kind)), wanted)
 
     def _dead_letter_queue(self, kind: DeadLetterKind) -> str:
         queue = (

@@ -32,6 +32,7 @@ from taskserve.config import TaskProcessorConfig
 from taskserve.errors import ConfigError, TaskserveError
 from taskserve.factory import instantiate_adapter_from_config
 from taskserve.models import DeadLetterKind
+from taskserve.redaction import redact_url
 from taskserve.registry import installed_adapters, resolve_adapter
 
 CONFIG_ENV = "TASKSERVE_CONFIG"
@@ -46,6 +47,7 @@ class _UsageError(Exception):
 
 
 def _dump(value: Any, out: TextIO) -> None:
+    # ensure_ascii: a stored string no terminal encoding can show is escaped.
     out.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -183,8 +185,17 @@ def cmd_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
                 records = [r for r in records if r.id in ids]
             _dump([r.model_dump(mode="json", exclude={"raw"}) | _raw(r.raw) for r in records], out)
         elif args.action == "redrive":
-            redriven = adapter.redrive_dead_letters_sync(ids, kind)
-            _dump([{"task_id": t.id, "retried_from": t.retried_from} for t in redriven], out)
+            outcome = adapter.redrive_dead_letters_sync(ids, kind)
+            _dump(
+                {
+                    "redriven": [
+                        {"dead_letter_id": record, "task_id": t.id, "retried_from": t.retried_from}
+                        for record, t in zip(outcome.dead_letter_ids, outcome, strict=True)
+                    ],
+                    "not_redriven": [n.model_dump() for n in outcome.not_redriven],
+                },
+                out,
+            )
         else:
             _dump({"purged": adapter.purge_dead_letters_sync(kind, ids)}, out)
     finally:
@@ -277,10 +288,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         status: int = args.func(args, stream)
     except (_UsageError, ConfigError) as e:
-        sys.stderr.write(f"taskserve: error: {e}\n")
+        sys.stderr.write(f"taskserve: error: {redact_url(str(e))}\n")
         return EXIT_USAGE
     except TaskserveError as e:
-        sys.stderr.write(f"taskserve: {type(e).__name__}: {e}\n")
+        sys.stderr.write(f"taskserve: {type(e).__name__}: {redact_url(str(e))}\n")
         return EXIT_FAILURE
     return status
 

@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -37,7 +37,14 @@ from taskserve.errors import (
     TaskserveError,
     UnsupportedCapability,
 )
-from taskserve.models import CancelOutcome, DeadLetterKind, HealthReport, TaskError, TaskResult
+from taskserve.models import (
+    CancelOutcome,
+    DeadLetterKind,
+    HealthReport,
+    NotRedriven,
+    TaskError,
+    TaskResult,
+)
 from taskserve.states import TaskState
 
 DEFAULT_POLL_INTERVAL_S = 0.25
@@ -80,7 +87,7 @@ def _raise_for(response: httpx.Response, task_id: str | None = None) -> None:
     code = response.status_code
     if code == 404 and task_id is not None:
         raise TaskNotFound(task_id, f"on the server: {detail}")
-    if code == 422:
+    if code in (413, 422):
         raise PayloadError(detail)
     if code == 501:
         raise UnsupportedCapability("server", str(body.get("capability") or detail))
@@ -112,6 +119,31 @@ def _submit_body(
 
 def _headers(idempotency_key: str | None) -> dict[str, str]:
     return {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
+
+
+_H = TypeVar("_H")
+
+
+class Redriven(list[_H]):
+    """The handles of the tasks a redrive enqueued (in the order of their
+    records), with ``not_redriven``: the records left in place and why."""
+
+    def __init__(self, handles: Sequence[_H], not_redriven: Sequence[NotRedriven]) -> None:
+        super().__init__(handles)
+        self.not_redriven = list(not_redriven)
+
+
+def _redriven(client: Any, handle: Any, body: Any) -> Any:
+    return Redriven(
+        [handle(client, str(item["task_id"])) for item in body["redriven"]],
+        [NotRedriven.model_validate(item) for item in body["not_redriven"]],
+    )
+
+
+def _purge_body(kind: DeadLetterKind | str, ids: Sequence[str] | None) -> dict[str, Any]:
+    if ids is None:
+        return {"kind": DeadLetterKind(kind).value, "all": True}
+    return {"kind": DeadLetterKind(kind).value, "ids": list(ids)}
 
 
 class TaskHandle:
@@ -238,8 +270,9 @@ class TaskClient:
 
     def redrive(
         self, ids: Sequence[str] | None = None, kind: DeadLetterKind | str = DeadLetterKind.FAILED
-    ) -> list[TaskHandle]:
-        """Enqueue dead letters again (all of ``kind`` when ``ids`` is None)."""
+    ) -> Redriven[TaskHandle]:
+        """Enqueue dead letters again (all of ``kind`` when ``ids`` is None); the
+        new tasks' handles, with ``not_redriven`` listing the records left and why."""
         response = self._http.post(
             self._url("/dead-letters/redrive"),
             json={
@@ -248,7 +281,17 @@ class TaskClient:
             },
         )
         _raise_for(response)
-        return [TaskHandle(self, str(item["task_id"])) for item in response.json()]
+        redriven: Redriven[TaskHandle] = _redriven(self, TaskHandle, response.json())
+        return redriven
+
+    def purge(
+        self, kind: DeadLetterKind | str = DeadLetterKind.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete dead letters (every record of ``kind`` when ``ids`` is None);
+        how many were deleted."""
+        response = self._http.post(self._url("/dead-letters/purge"), json=_purge_body(kind, ids))
+        _raise_for(response)
+        return int(response.json()["purged"])
 
     def health(self) -> HealthReport:
         """The server's broker health (an unhealthy report is returned, not raised)."""
@@ -395,8 +438,8 @@ class AsyncTaskClient:
 
     async def redrive(
         self, ids: Sequence[str] | None = None, kind: DeadLetterKind | str = DeadLetterKind.FAILED
-    ) -> list[AsyncTaskHandle]:
-        """Enqueue dead letters again (all of ``kind`` when ``ids`` is None)."""
+    ) -> Redriven[AsyncTaskHandle]:
+        """Enqueue dead letters again; see :meth:`TaskClient.redrive`."""
         response = await self._http.post(
             self._url("/dead-letters/redrive"),
             json={
@@ -405,7 +448,18 @@ class AsyncTaskClient:
             },
         )
         _raise_for(response)
-        return [AsyncTaskHandle(self, str(item["task_id"])) for item in response.json()]
+        redriven: Redriven[AsyncTaskHandle] = _redriven(self, AsyncTaskHandle, response.json())
+        return redriven
+
+    async def purge(
+        self, kind: DeadLetterKind | str = DeadLetterKind.FAILED, ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete dead letters; see :meth:`TaskClient.purge`."""
+        response = await self._http.post(
+            self._url("/dead-letters/purge"), json=_purge_body(kind, ids)
+        )
+        _raise_for(response)
+        return int(response.json()["purged"])
 
     async def health(self) -> HealthReport:
         """The server's broker health."""

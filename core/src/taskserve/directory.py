@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from taskserve.adapter_config import AdapterConfig
 from taskserve.config import TaskProcessorConfig
+from taskserve.redaction import REVEAL_SECRETS
 from taskserve.selection import load_selected
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def fingerprint(adapter_config: AdapterConfig, adapter: str | type | None = None
     found, _ = load_selected(
         adapter if adapter is not None else (type(adapter_config).adapter_alias or "sqlite")
     )
-    data = adapter_config.model_dump(mode="json")
+    data = adapter_config.model_dump(mode="json", context=REVEAL_SECRETS)
     text = json.dumps(
         [getattr(found, "__module__", ""), getattr(found, "__qualname__", repr(found)), data],
         sort_keys=True,

@@ -6,6 +6,8 @@ to do. All of them derive from :class:`TaskserveError`.
 
 from __future__ import annotations
 
+from taskserve.redaction import redact_url
+
 
 class TaskserveError(Exception):
     """Base class of every error raised by taskserve."""
@@ -64,8 +66,34 @@ class PayloadError(TaskserveError, ValueError):
     """Task arguments or a result cannot be serialized as JSON, or are too large."""
 
 
+class InvalidArgument(TaskserveError, ValueError, TypeError):
+    """An argument of a public call has the wrong type or value; the message
+    names the argument and what was expected."""
+
+
+class IdempotencyKeyReused(PayloadError):
+    """An idempotency key was sent again with a different task: the key names
+    the first task, whose payload differs (HTTP 422, as the IETF
+    Idempotency-Key draft recommends)."""
+
+    def __init__(self, key: str, task_id: str) -> None:
+        self.key = key
+        self.task_id = task_id
+        super().__init__(
+            f"idempotency key '{key}' was first used for task {task_id} with a different "
+            "payload (task name, args or kwargs); use a new key for a different task"
+        )
+
+
 class BrokerUnavailable(TaskserveError, ConnectionError):
-    """The adapter's broker or store cannot be reached."""
+    """The adapter's broker or store cannot be reached (or cannot be written:
+    paused, read-only, refusing the credentials, locked).
+
+    Its message never holds a password: any URL in it is redacted.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(redact_url(str(message)))
 
 
 class NonRetryableError(TaskserveError):

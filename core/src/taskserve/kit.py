@@ -14,14 +14,17 @@ What is here, by job:
   :class:`Capability`, :class:`AdapterConfig`, :class:`TaskProcessorConfig`,
   the value types (:class:`TaskMessage`, :class:`TaskResult`, ...) and errors;
 * secrets in URLs: :data:`RedactedUrl` (a config field type),
-  :class:`SecretUrl`, :func:`redact_url`;
+  :class:`SecretUrl` (read the real URL with :func:`secret_value`),
+  :func:`redact_url`, :data:`REVEAL_SECRETS`;
 * running a delivery: :class:`TaskRunner`, :class:`DeliveryRecorder`,
   :class:`Outcome`, :class:`LeaseKeeper`;
 * the store contract and its state-transition table: :class:`TaskStore`,
   :class:`QueueStore` (a store that is the queue), :class:`LedgerStore` (a
   store beside a message engine), :class:`StoreRecorder`;
 * ready stores: :class:`SqlTaskStore` with a :class:`SqlDialect` per SQL
-  engine, and :class:`RedisTaskStore` (needs the ``redis`` package);
+  engine, and :class:`RedisTaskStore` (needs the ``redis`` package) with
+  :func:`redis_unavailable`, the one mapping of Redis errors to
+  :class:`BrokerUnavailable` for every engine on Redis;
 * consumers: :class:`ConsumerBase` (engines with their own transport),
   :class:`PollingConsumer` (queue stores), :class:`Reconciler`.
 """
@@ -59,6 +62,8 @@ from taskserve.errors import (
     ArgumentBindingError,
     BrokerUnavailable,
     ConfigError,
+    IdempotencyKeyReused,
+    InvalidArgument,
     NonRetryableError,
     PayloadError,
     RecordingFailed,
@@ -77,29 +82,36 @@ from taskserve.models import (
     DeadLetter,
     DeadLetterKind,
     HealthReport,
+    NotRedriven,
+    RedriveOutcome,
     TaskError,
     TaskResult,
 )
-from taskserve.redaction import RedactedUrl, SecretUrl, redact_url
+from taskserve.redaction import REVEAL_SECRETS, RedactedUrl, SecretUrl, redact_url, secret_value
 from taskserve.serialization import WIRE_VERSION, TaskMessage, dumps_json, new_task_id
 from taskserve.states import TaskState
 
 if TYPE_CHECKING:
-    from taskserve.engine.redis.store import RedisTaskStore
+    from taskserve.engine.redis.store import RedisTaskStore, redis_unavailable
+
+_NEEDS_REDIS = ("RedisTaskStore", "redis_unavailable")
 
 
 def __getattr__(name: str) -> Any:
-    """Import :class:`RedisTaskStore` on first use (it needs the ``redis`` package)."""
-    if name == "RedisTaskStore":
-        from taskserve.engine.redis.store import RedisTaskStore
+    """Import :class:`RedisTaskStore` and :func:`redis_unavailable` on first use
+    (they need the ``redis`` package)."""
+    if name in _NEEDS_REDIS:
+        from taskserve.engine.redis import store
 
-        globals()[name] = RedisTaskStore
-        return RedisTaskStore
+        value = getattr(store, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'taskserve.kit' has no attribute '{name}'")
 
 
 __all__ = [
     "MAX_TICK_S",
+    "REVEAL_SECRETS",
     "SCHEMA_VERSION",
     "WIRE_VERSION",
     "AdapterConfig",
@@ -121,10 +133,13 @@ __all__ = [
     "Executor",
     "Handler",
     "HealthReport",
+    "IdempotencyKeyReused",
     "Inserted",
+    "InvalidArgument",
     "LeaseKeeper",
     "LedgerStore",
     "NonRetryableError",
+    "NotRedriven",
     "Outcome",
     "PayloadError",
     "PollingConsumer",
@@ -134,6 +149,7 @@ __all__ = [
     "RecordingFailed",
     "RedactedUrl",
     "RedisTaskStore",
+    "RedriveOutcome",
     "Republish",
     "RunningConsumer",
     "SecretUrl",
@@ -164,5 +180,7 @@ __all__ = [
     "lazy_attributes",
     "new_task_id",
     "redact_url",
+    "redis_unavailable",
     "result_json",
+    "secret_value",
 ]

@@ -121,6 +121,48 @@ class DeadLetter(BaseModel):  # type: ignore[no-redef,unused-ignore]
     failed_at: float = Field(default_factory=time.time)
 
 
+class NotRedriven(BaseModel):
+    """A dead letter a redrive left in place, and why."""
+
+    id: str = Field(description="Id of the dead-letter record (still in its queue).")
+    reason: str = Field(description="Why it was not enqueued again.")
+
+
+class RedriveOutcome(list[TaskResult]):
+    """What a redrive did: the new tasks (this list, in the order of their
+    records), the dead-letter record each came from (``dead_letter_ids``),
+    and the records left in place with the reason (``not_redriven``).
+
+    A record leaves its dead-letter queue only once its new task is recorded;
+    a record whose new task is enqueued but that could not be removed stays
+    (``kept``), and redriving it again returns the same task (its dead-letter
+    id is the new task's idempotency key where the adapter has them).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead_letter_ids: list[str] = []
+        self.kept: list[str] = []
+        self.not_redriven: list[NotRedriven] = []
+
+    def add(self, dead_letter_id: str, task: TaskResult, *, removed: bool = True) -> None:
+        """Record that ``dead_letter_id`` was enqueued again as ``task``."""
+        self.append(task)
+        self.dead_letter_ids.append(dead_letter_id)
+        if not removed:
+            self.kept.append(dead_letter_id)
+
+    def refuse(self, dead_letter_id: str, reason: str) -> None:
+        """Record that ``dead_letter_id`` was left in place, and why."""
+        self.not_redriven.append(NotRedriven(id=dead_letter_id, reason=reason))
+
+    def __repr__(self) -> str:
+        return (
+            f"RedriveOutcome(redriven={[t.id for t in self]!r}, "
+            f"not_redriven={[n.id for n in self.not_redriven]!r})"
+        )
+
+
 class HealthReport(BaseModel):
     """Whether an adapter can do its work right now."""
 

@@ -1,15 +1,28 @@
 """The JSON wire format of tasks and results.
 
 Payloads are JSON, never pickle. A value that JSON cannot represent exactly
-(bytes, sets, objects, non-string dict keys, NaN) is refused at enqueue with
-an error that names where it is, so nothing half-valid reaches the broker.
+(bytes, sets, objects, non-string dict keys, NaN, strings holding a lone
+UTF-16 surrogate, which UTF-8 cannot carry) is refused at enqueue with an
+error that names where it is, so nothing half-valid reaches the broker. So
+is a value nested deeper than :data:`MAX_JSON_DEPTH` levels: args and kwargs
+at enqueue, results when they are recorded, and a message arriving with
+deeper arguments is undecodable (an unprocessable dead letter keeping its
+raw bytes).
+
+Values a store kept are decoded with :func:`loads_stored`, which never fails
+on depth: a value nested deeper than :data:`MAX_DECODE_DEPTH` (kept by an
+older version, or written by hand) comes back as :class:`RawJson`, its JSON
+text, which the HTTP layer sends as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -20,11 +33,104 @@ from taskserve.errors import PayloadError
 
 WIRE_VERSION = 1
 
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of lists and objects in args, kwargs and results (the list
+of args counts as one level)."""
 
-def _check_json_value(value: Any, where: str) -> None:
+MAX_DECODE_DEPTH = 200
+"""Deepest stored JSON :func:`loads_stored` decodes; deeper comes back as
+:class:`RawJson`."""
+
+MAX_TASK_NAME_LENGTH = 1000
+"""Longest task name accepted at enqueue (the HTTP ingress has its own,
+smaller, configurable limit)."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class RawJson(str):
+    """JSON text a store kept, not decoded because it nests deeper than
+    :data:`MAX_DECODE_DEPTH` levels; ``json.loads(raw)`` decodes it where the
+    stack allows. The HTTP layer sends it as the JSON value it is."""
+
+    __slots__ = ()
+
+
+def text_depth(text: str | bytes) -> int:
+    """How deep the lists and objects of JSON ``text`` nest (0 for a scalar),
+    found without decoding it (strings are skipped)."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    brackets = _BRACKET.findall(_STRING.sub(b"", data))
+    if not brackets:
+        return 0
+    steps = (1 if b in (b"[", b"{") else -1 for b in brackets)
+    return max(0, *itertools.accumulate(steps))
+
+
+def value_depth(value: Any) -> int:
+    """How deep the lists and objects of a decoded JSON value nest (0 for a
+    scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def loads_stored(text: str | bytes) -> Any:
+    """Decode a JSON value a store kept; too deep to decode safely, it comes
+    back as :class:`RawJson` (never a RecursionError)."""
+    if text_depth(text) > MAX_DECODE_DEPTH:
+        return RawJson(text.decode() if isinstance(text, bytes) else text)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return RawJson(text.decode() if isinstance(text, bytes) else text)
+
+
+def check_task_name(task_name: Any) -> str:
+    """``task_name`` if it is a valid task name; PayloadError naming what is wrong."""
+    if not isinstance(task_name, str) or not task_name:
+        raise PayloadError("task_name must be a non-empty string")
+    if len(task_name) > MAX_TASK_NAME_LENGTH:
+        raise PayloadError(
+            f"task_name is {len(task_name)} characters long, over the limit of "
+            f"{MAX_TASK_NAME_LENGTH}"
+        )
+    if _CONTROL.search(task_name) or _SURROGATE.search(task_name):
+        raise PayloadError(
+            "task_name holds a control character (NUL, newline...) or a lone surrogate; "
+            "task names are printable text"
+        )
+    return task_name
+
+
+def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
     """Raise PayloadError naming the first part of ``value`` JSON cannot carry."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int)):
         return
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise PayloadError(
+                f"{where} holds a lone UTF-16 surrogate, which UTF-8 (and so JSON on the "
+                "wire) cannot carry; send valid Unicode text"
+            )
+        return
+    if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_JSON_DEPTH:
+        raise PayloadError(
+            f"{where} nests deeper than {MAX_JSON_DEPTH} levels of lists and objects "
+            "(MAX_JSON_DEPTH); flatten it or pass a reference"
+        )
     if isinstance(value, float):
         if not math.isfinite(value):
             raise PayloadError(f"{where} is {value!r}, which JSON cannot represent")
@@ -36,11 +142,16 @@ def _check_json_value(value: Any, where: str) -> None:
                     f"{where} has the key {key!r} of type {type(key).__name__}; "
                     "JSON object keys must be strings"
                 )
-            _check_json_value(item, f"{where}[{key!r}]")
+            if _SURROGATE.search(key):
+                raise PayloadError(
+                    f"{where} has a key holding a lone UTF-16 surrogate, which UTF-8 (and "
+                    "so JSON on the wire) cannot carry; send valid Unicode text"
+                )
+            _check_json_value(item, f"{where}[{key!r}]", depth + 1)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_json_value(item, f"{where}[{index}]")
+            _check_json_value(item, f"{where}[{index}]", depth + 1)
         return
     raise PayloadError(
         f"{where} is of type {type(value).__name__}, which is not JSON-serializable; "
@@ -53,6 +164,16 @@ def dumps_json(value: Any, where: str) -> str:
     """Encode ``value`` as JSON text, or raise PayloadError naming ``where``."""
     _check_json_value(value, where)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def payload_fingerprint(task_name: str, args: Any, kwargs: Any) -> str:
+    """A digest of what a task runs (name, args, kwargs), equal for equal JSON
+    values only (``1``, ``1.0`` and ``true`` differ): what an idempotency key
+    is compared by."""
+    text = json.dumps(
+        [task_name, args, kwargs], sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def new_task_id() -> str:
@@ -96,15 +217,24 @@ class TaskMessage:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def to_bytes(self) -> bytes:
-        """The message as UTF-8 JSON bytes."""
-        return self.to_json().encode()
+        """The message as UTF-8 JSON bytes (ASCII escapes for a string that UTF-8
+        cannot carry, so a message decoded from elsewhere is always storable)."""
+        text = self.to_json()
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(json.loads(text), separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> TaskMessage:
         """Decode a message; raise PayloadError if it is not a valid one."""
+        if text_depth(raw) > MAX_JSON_DEPTH + 1:
+            raise PayloadError(
+                f"message nests deeper than {MAX_JSON_DEPTH} levels of lists and objects"
+            )
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise PayloadError(f"message is not valid JSON: {e}") from e
         return cls.from_dict(data)
 
@@ -130,6 +260,9 @@ class TaskMessage:
             raise PayloadError("message 'id' and 'name' must be strings")
         if not isinstance(message.args, list) or not isinstance(message.kwargs, dict):
             raise PayloadError("message 'args' must be a list and 'kwargs' an object")
+        check_task_name(message.name)
+        _check_json_value(message.args, "message 'args'")
+        _check_json_value(message.kwargs, "message 'kwargs'")
         if message.seq is not None and (type(message.seq) is not int or message.seq < 1):
             raise PayloadError("message 'seq' must be a positive integer")
         if message.retried_from is not None and not isinstance(message.retried_from, str):
@@ -152,8 +285,9 @@ def build_message(
     Raises PayloadError if an argument is not JSON or the encoded message is
     larger than ``max_payload_bytes``.
     """
-    if not isinstance(task_name, str) or not task_name:
-        raise PayloadError("task_name must be a non-empty string")
+    check_task_name(task_name)
+    if task_id is not None and not isinstance(task_id, str):
+        raise PayloadError(f"task_id must be a string, got {type(task_id).__name__}")
     if args is not None and (isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):
         raise PayloadError(f"args must be a list or tuple, got {type(args).__name__}")
     if kwargs is not None and not isinstance(kwargs, Mapping):

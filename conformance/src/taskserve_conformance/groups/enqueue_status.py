@@ -20,6 +20,7 @@ import pytest
 
 from taskserve import (
     Capability,
+    IdempotencyKeyReused,
     TaskID,
     TaskNotFound,
     TaskProcessorAdapter,
@@ -170,7 +171,15 @@ class EnqueueAndStatusTests:
     @requires(Capability.IDEMPOTENCY_KEYS)
     def test_idempotency_key_returns_the_first_task(self, producer: TaskProcessorAdapter) -> None:
         first = producer.enqueue_task_sync("echo", [1], idempotency_key="key-1")
-        again = producer.enqueue_task_sync("echo", [2], idempotency_key="key-1")
+        again = producer.enqueue_task_sync("echo", [1], idempotency_key="key-1")
         other = producer.enqueue_task_sync("echo", [3], idempotency_key="key-2")
         assert again.id == first.id
         assert other.id != first.id
+
+    @requires(Capability.IDEMPOTENCY_KEYS)
+    def test_idempotency_key_with_another_payload_is_refused(
+        self, producer: TaskProcessorAdapter
+    ) -> None:
+        first = producer.enqueue_task_sync("echo", [1], idempotency_key="key-3")
+        with pytest.raises(IdempotencyKeyReused, match=first.id):
+            producer.enqueue_task_sync("echo", [2], idempotency_key="key-3")

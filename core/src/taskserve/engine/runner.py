@@ -198,9 +198,12 @@ class TaskRunner:
             return Outcome.UNPROCESSABLE
         handler = self.handlers.get(message.name)
         if handler is None:
-            known = ", ".join(sorted(self.handlers)) or "none"
+            # The registered names are not listed: the message reaches HTTP clients.
             error = TaskError.from_exception(
-                UnknownTask(f"no handler for task '{message.name}' (registered: {known})")
+                UnknownTask(
+                    f"no handler for task '{message.name[:200]}' is registered on queue "
+                    f"'{self.config.queue_name}'"
+                )
             )
             self._unprocessable(message, None, error, recorder)
             return Outcome.UNPROCESSABLE

@@ -141,8 +141,11 @@ class TaskStore(Protocol):
         """Store ``message`` as PENDING.
 
         With an idempotency key already used on this queue, return that task,
-        not created (nothing is written). A task id already in use raises
-        :class:`~taskserve.TaskIdInUse`.
+        not created (nothing is written). A key lives exactly as long as its
+        task's record: once that record expired, the key is free and the
+        insert creates a new task. A task id already in use raises
+        :class:`~taskserve.TaskIdInUse`. (Whether the payload matches the key's
+        first task is checked by the adapter, against that task's message.)
         """
 
     def status(self, task_id: str) -> TaskResult:

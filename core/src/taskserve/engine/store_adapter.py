@@ -27,8 +27,9 @@ from taskserve.config import TaskProcessorConfig
 from taskserve.engine.consumer import ConsumerBase
 from taskserve.engine.runner import TaskRunner
 from taskserve.engine.store import LedgerStore, TaskStore
+from taskserve.errors import IdempotencyKeyReused, TaskNotFound
 from taskserve.models import AdapterMetrics, DeadLetter, TaskResult
-from taskserve.serialization import TaskMessage
+from taskserve.serialization import TaskMessage, payload_fingerprint
 from taskserve.states import TaskState
 
 logger = logging.getLogger("taskserve.adapter")
@@ -104,6 +105,8 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
     def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
         inserted = self.store.insert(message, idempotency_key)
         if not inserted.created:
+            if idempotency_key is not None:
+                self._check_same_payload(idempotency_key, inserted.result.id, message)
             return inserted.result
         try:
             self._publish(message.with_seq(inserted.seq))
@@ -121,6 +124,18 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
                 self.config.queue_name,
             )
         return inserted.result
+
+    def _check_same_payload(self, key: str, task_id: str, message: TaskMessage) -> None:
+        """Raise IdempotencyKeyReused unless the key's first task runs what
+        ``message`` would: the first task's stored payload is the fingerprint."""
+        try:
+            first = self.store.message(task_id)
+        except TaskNotFound:
+            return  # expired meanwhile: nothing left to compare with
+        if payload_fingerprint(first.name, first.args, first.kwargs) != payload_fingerprint(
+            message.name, message.args, message.kwargs
+        ):
+            raise IdempotencyKeyReused(key, task_id)
 
     def _get_status(self, task_id: str) -> TaskResult:
         return self.store.status(task_id)

@@ -8,19 +8,27 @@ from taskserve.http.app import create_task_app, install_error_handlers
 from taskserve.http.models import (
     DeadLetterResponse,
     ErrorResponse,
+    PurgeRequest,
+    PurgeResponse,
     RedriveRequest,
+    RedriveResponse,
     SubmitRequest,
     SubmitResponse,
     TaskResultResponse,
     TaskStatusResponse,
 )
 from taskserve.http.router import IDEMPOTENCY_HEADER, task_router
+from taskserve.http.settings import HttpSettings
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "DeadLetterResponse",
     "ErrorResponse",
+    "HttpSettings",
+    "PurgeRequest",
+    "PurgeResponse",
     "RedriveRequest",
+    "RedriveResponse",
     "SubmitRequest",
     "SubmitResponse",
     "TaskResultResponse",

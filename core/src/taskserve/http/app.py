@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from taskserve.adapter import TaskProcessorAdapter
 from taskserve.config import TaskProcessorConfig
-from taskserve.errors import TaskserveError
+from taskserve.errors import ConfigError, TaskserveError
+from taskserve.http.edge import problem, validation_response
 from taskserve.http.router import error_response, task_router
 
 
-def _describe(error: RequestValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        location = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
-        message = str(item.get("msg", "invalid"))
-        if item.get("type") == "json_invalid":
-            message = f"malformed JSON: {item.get('ctx', {}).get('error', message)}"
-        parts.append(f"{location}: {message}")
-    return "invalid request: " + "; ".join(parts)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Make request-validation errors one clear 422 message, and any taskserve
-    error raised by the app's own routes a 4xx/5xx JSON error."""
+    """Make the app's own errors clear JSON answers too: request-validation
+    errors one 422 message (inputs not echoed), taskserve errors their 4xx/5xx."""
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return JSONResponse({"detail": _describe(exc), "errors": exc.errors()}, status_code=422)
+        return validation_response(exc)
 
-    async def on_taskserve_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_taskserve_error(_: Request, exc: Exception) -> Response:
         return error_response(exc)
 
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -45,14 +34,28 @@ def create_task_app(
     target: TaskProcessorConfig | TaskProcessorAdapter | Mapping[str, Any],
     *,
     title: str = "taskserve",
+    dependencies: Sequence[Any] = (),
     **router_options: Any,
 ) -> FastAPI:
     """A FastAPI app serving :func:`task_router` for ``target`` at its root,
-    with clear validation errors; usable as ``@serve.ingress(create_task_app(config))``."""
+    with clear validation errors; usable as ``@serve.ingress(create_task_app(config))``.
+
+    ``dependencies`` (FastAPI ``Depends(...)``) run on every route, the
+    OpenAPI schema included; ``router_options`` go to :func:`task_router`
+    (``settings=HttpSettings(admin_token=...)``, ``admin_dependencies=[...]``...).
+    """
+    if isinstance(dependencies, (str, bytes)) or not isinstance(dependencies, Sequence):
+        raise ConfigError(
+            f"dependencies must be a list of FastAPI Depends(...), got {type(dependencies).__name__}"
+        )
     app = FastAPI(
         title=title,
         description="Submit tasks, poll their status, fetch results, cancel and retry.",
+        dependencies=list(dependencies),
     )
     install_error_handlers(app)
     app.include_router(task_router(target, **router_options))
     return app
+
+
+__all__ = ["create_task_app", "install_error_handlers", "problem"]

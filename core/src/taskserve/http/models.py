@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
+from taskserve.http.settings import ID_PATTERN, TASK_NAME_PATTERN
+from taskserve.models import DeadLetter, DeadLetterKind, NotRedriven, TaskError, TaskResult
 from taskserve.states import TaskState
 
 
 class SubmitRequest(BaseModel):
-    """A task to enqueue."""
+    """A task to enqueue (the router narrows ``task_name`` to its settings)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    task_name: str = Field(min_length=1, description="Name of the task handler to run.")
+    task_name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=TASK_NAME_PATTERN,
+        description="Name of the task handler to run (printable text).",
+    )
     args: list[Any] = Field(default_factory=list, description="Positional arguments (JSON).")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments (JSON).")
 
@@ -60,15 +66,70 @@ class TaskResultResponse(BaseModel):
     attempts: int = 0
 
 
+RecordId = Annotated[str, Field(min_length=1, max_length=200, pattern=ID_PATTERN)]
+
+
 class RedriveRequest(BaseModel):
     """Which dead letters to enqueue again."""
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] | None = Field(
-        default=None, description="Dead-letter record ids; null redrives the whole queue."
+    ids: list[RecordId] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Dead-letter record ids; null redrives the whole queue.",
     )
     kind: DeadLetterKind = DeadLetterKind.FAILED
+
+
+class RedrivenTask(SubmitResponse):
+    """A dead letter enqueued again."""
+
+    dead_letter_id: str = Field(description="The record it came from.")
+    record_removed: bool = Field(
+        default=True,
+        description=(
+            "False when the new task is enqueued but the record could not be removed: "
+            "redriving it again returns this same task."
+        ),
+    )
+
+
+class RedriveResponse(BaseModel):
+    """What a redrive did: every requested record is in one of the two lists."""
+
+    redriven: list[RedrivenTask]
+    not_redriven: list[NotRedriven] = Field(
+        description="Records left in their queue, each with the reason."
+    )
+
+
+class PurgeIds(BaseModel):
+    """Delete these dead-letter records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[RecordId] = Field(max_length=1000)
+    kind: DeadLetterKind = DeadLetterKind.FAILED
+
+
+class PurgeAll(BaseModel):
+    """Delete every dead-letter record of ``kind``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    all: Literal[True]
+    kind: DeadLetterKind = DeadLetterKind.FAILED
+
+
+PurgeRequest = PurgeIds | PurgeAll
+"""Which dead letters to delete: ``{"ids": [...]}`` or ``{"all": true}``."""
+
+
+class PurgeResponse(BaseModel):
+    """How many records were deleted."""
+
+    purged: int
 
 
 class DeadLetterResponse(BaseModel):  # type: ignore[no-redef,unused-ignore]
@@ -94,6 +155,16 @@ class DeadLetterResponse(BaseModel):  # type: ignore[no-redef,unused-ignore]
         data = record.model_dump(exclude={"raw"})
         data["raw_base64"] = base64.b64encode(record.raw).decode() if record.raw else None
         return cls.model_validate(data)
+
+    @staticmethod
+    def jsonable(record: DeadLetter, error: TaskError) -> dict[str, Any]:
+        """The record as a JSON-ready dict, its arguments as they are (never
+        through pydantic's serializer, which stops at 255 levels)."""
+        data = record.model_dump(mode="json", exclude={"raw", "args", "kwargs", "error"})
+        data["args"], data["kwargs"] = record.args, record.kwargs
+        data["raw_base64"] = base64.b64encode(record.raw).decode() if record.raw else None
+        data["error"] = error.model_dump(mode="json")
+        return data
 
 
 class ErrorResponse(BaseModel):

@@ -207,7 +207,7 @@ def queue_depth_autoscaling_policy(
 
     from taskserve.config import TaskProcessorConfig
     from taskserve.errors import ConfigError
-    from taskserve.redaction import redact_url
+    from taskserve.redaction import REVEAL_SECRETS, redact_url
 
     source: Any = task_processor_config
     if isinstance(source, TaskProcessorConfig):
@@ -215,9 +215,11 @@ def queue_depth_autoscaling_policy(
         if isinstance(selector, type):
             selector = f"{selector.__module__}:{selector.__qualname__}"
         source = {
-            **source.model_dump(mode="json", exclude={"adapter", "adapter_config"}),
+            **source.model_dump(
+                mode="json", exclude={"adapter", "adapter_config"}, context=REVEAL_SECRETS
+            ),
             "adapter": selector,
-            "adapter_config": source.adapter_config.model_dump(mode="json"),
+            "adapter_config": source.adapter_config.model_dump(mode="json", context=REVEAL_SECRETS),
         }
     if isinstance(source, Mapping):
         text = json.dumps(source, default=str)

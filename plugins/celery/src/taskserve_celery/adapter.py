@@ -26,11 +26,10 @@ from taskserve.kit import (
     TaskMessage,
     TaskProcessorConfig,
     TaskRunner,
-    redact_url,
 )
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_celery.consumer import CeleryConsumer
-from taskserve_celery.engine import build_app, publish, ready_count
+from taskserve_celery.engine import broker_failure, build_app, publish, ready_count
 
 _T = TypeVar("_T")
 
@@ -106,9 +105,10 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
                     connection.collect()  # the pool reconnects it on next use
                     raise
         except Exception as e:
+            if not broker_failure(e):
+                raise
             raise BrokerUnavailable(
-                f"cannot reach the broker {redact_url(str(self.settings.broker_url))}: "
-                f"{redact_url(str(e))}"
+                f"cannot reach the broker {self.settings.broker_url}: {type(e).__name__}: {e}"
             ) from e
 
     # -- producer ----------------------------------------------------------

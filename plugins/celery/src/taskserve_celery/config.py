@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from taskserve.kit import AdapterConfig, RedactedUrl
+from taskserve.kit import AdapterConfig, RedactedUrl, secret_value
 
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
 """Broker URL schemes of the Redis transport."""
@@ -202,5 +202,8 @@ class CeleryAdapterConfig(AdapterConfig):
 
     @property
     def state_url(self) -> str:
-        """URL of the Redis state store (``backend_url``, else the Redis broker)."""
-        return str(self.backend_url if self.backend_url is not None else self.broker_url)
+        """The real URL of the Redis state store (``backend_url``, else the Redis
+        broker), password included: for the store's client, never for messages."""
+        return str(
+            secret_value(self.backend_url if self.backend_url is not None else self.broker_url)
+        )

@@ -13,11 +13,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import amqp.exceptions
+import redis
 from celery import Celery
 from kombu.entity import Exchange, Queue
-from kombu.exceptions import OperationalError
+from kombu.exceptions import KombuError
 
-from taskserve.kit import BrokerUnavailable, TaskMessage, TaskProcessorConfig, redact_url
+from taskserve.kit import (
+    BrokerUnavailable,
+    TaskMessage,
+    TaskProcessorConfig,
+    redact_url,
+    redis_unavailable,
+    secret_value,
+)
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_celery.wire import send_task_arguments
 
@@ -25,6 +34,20 @@ RESTORE_MUTEX_EXPIRE_S = 1
 """Longest a consumer that died (or froze) while restoring expired messages keeps
 the others from restoring them. Restoring twice at once is safe (each message is
 moved back in a transaction), so the lock only saves duplicate scans."""
+
+
+def broker_failure(error: BaseException) -> bool:
+    """Whether ``error``, raised by Celery or kombu talking to the broker, means
+    the broker cannot be used now (BrokerUnavailable, HTTP 503): connections
+    refused or lost, timeouts, refused AMQP credentials (``AccessRefused``)
+    and other AMQP errors, kombu's errors, and what the Redis mapping of the
+    kit counts (a paused or read-only Redis). The one mapping of the Celery
+    adapter, for publishing and for every other broker call."""
+    if isinstance(error, (OSError, KombuError, amqp.exceptions.AMQPError)):
+        return True
+    return isinstance(error, redis.RedisError) and (
+        redis_unavailable(error) or isinstance(error, redis.ResponseError)
+    )
 
 
 def unacked_keys(settings: CeleryAdapterConfig, queue_name: str) -> dict[str, str]:
@@ -66,7 +89,7 @@ def build_app(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> Cel
     """A Celery app for ``config.queue_name``; not set as current or default."""
     app = Celery(
         f"taskserve-{config.queue_name}",
-        broker=str(settings.broker_url),
+        broker=secret_value(settings.broker_url),
         set_as_current=False,
         fixups=[],
     )
@@ -111,7 +134,9 @@ def publish(
     """Publish ``message`` to ``queue_name``; raise BrokerUnavailable if it was not sent."""
     try:
         app.send_task(**send_task_arguments(message), queue=queue_name, **(options or {}))
-    except (OperationalError, OSError) as e:
+    except Exception as e:
+        if not broker_failure(e):
+            raise
         raise BrokerUnavailable(
             f"cannot publish task {message.id} to queue '{queue_name}' on "
             f"{redact_url(str(app.conf.broker_url))}: {redact_url(str(e))}"

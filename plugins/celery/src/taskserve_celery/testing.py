@@ -17,7 +17,7 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from taskserve.kit import RedisTaskStore, TaskProcessorConfig
+from taskserve.kit import RedisTaskStore, TaskProcessorConfig, secret_value
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
@@ -47,7 +47,7 @@ def _store(config: TaskProcessorConfig) -> RedisTaskStore:
 @contextlib.contextmanager
 def _broker(settings: CeleryAdapterConfig) -> Iterator[Any]:
     connection: Any = Connection(  # type: ignore[no-untyped-call]
-        str(settings.broker_url),
+        secret_value(settings.broker_url),
         transport_options=dict(settings.broker_transport_options or {}),
         connect_timeout=5,
     )

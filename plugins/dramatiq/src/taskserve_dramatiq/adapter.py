@@ -23,6 +23,7 @@ from taskserve.kit import (
     TaskResult,
     TaskRunner,
     redact_url,
+    secret_value,
 )
 from taskserve_dramatiq.config import DramatiqAdapterConfig
 from taskserve_dramatiq.consumer import DramatiqConsumer
@@ -61,7 +62,7 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
     def _build_store(self) -> RedisTaskStore:
         settings = self.settings
         return RedisTaskStore(
-            settings.state_url or settings.broker_url,
+            secret_value(settings.state_url or settings.broker_url),
             self.config.queue_name,
             result_ttl_s=self.config.result_ttl_s,
             prefix=settings.key_prefix,

@@ -39,7 +39,7 @@ from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, TimeLimit
 
-from taskserve.kit import TaskProcessorConfig
+from taskserve.kit import TaskProcessorConfig, secret_value
 from taskserve_dramatiq.config import DramatiqAdapterConfig
 from taskserve_dramatiq.wire import as_bytes, decode_checked, placeholder
 
@@ -438,7 +438,7 @@ def build_broker(settings: DramatiqAdapterConfig, config: TaskProcessorConfig) -
     if settings.kind == "redis":
         return TaskRedisBroker(
             queue_name=config.queue_name,
-            url=settings.broker_url,
+            url=secret_value(settings.broker_url),
             lease_s=config.lease_s,
             middleware=middleware,
             current=current,
@@ -446,7 +446,7 @@ def build_broker(settings: DramatiqAdapterConfig, config: TaskProcessorConfig) -
         )
     broker = TaskRabbitmqBroker(
         queue_name=config.queue_name,
-        url=settings.broker_url,
+        url=secret_value(settings.broker_url),
         lease_s=config.lease_s,
         middleware=middleware,
         current=current,

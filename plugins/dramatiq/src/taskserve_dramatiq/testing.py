@@ -18,7 +18,7 @@ import pika
 import pika.exceptions
 import redis
 
-from taskserve.kit import RedisTaskStore, TaskProcessorConfig
+from taskserve.kit import RedisTaskStore, TaskProcessorConfig, secret_value
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
 from taskserve_dramatiq.config import DramatiqAdapterConfig
@@ -32,14 +32,14 @@ def _settings(config: TaskProcessorConfig) -> DramatiqAdapterConfig:
 
 
 def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+    return redis.Redis.from_url(secret_value(url), socket_connect_timeout=5, socket_timeout=30)
 
 
 def _store(config: TaskProcessorConfig) -> RedisTaskStore:
     """The adapter's state store, reached directly (not through the adapter)."""
     settings = _settings(config)
     return RedisTaskStore(
-        settings.state_url or settings.broker_url,
+        secret_value(settings.state_url or settings.broker_url),
         config.queue_name,
         result_ttl_s=1,
         prefix=settings.key_prefix,
@@ -48,7 +48,7 @@ def _store(config: TaskProcessorConfig) -> RedisTaskStore:
 
 @contextlib.contextmanager
 def _rabbitmq_channel(url: str) -> Iterator[Any]:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
+    connection = pika.BlockingConnection(pika.URLParameters(secret_value(url)))
     try:
         yield connection.channel()
     finally:

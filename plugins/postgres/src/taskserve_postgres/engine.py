@@ -28,7 +28,7 @@ import psycopg.errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from taskserve.kit import Executor, SqlDialect, redact_url
+from taskserve.kit import Executor, SqlDialect, redact_url, secret_value
 from taskserve_postgres.config import PostgresAdapterConfig
 
 
@@ -57,7 +57,7 @@ class PostgresDialect(SqlDialect):
 
     def __init__(self, settings: PostgresAdapterConfig) -> None:
         self.settings = settings
-        self.dsn = settings.dsn
+        self.dsn = secret_value(settings.dsn)
         self.schema = settings.schema_name
         self.table_prefix = settings.table_prefix
         self._pool: ConnectionPool | None = None

@@ -31,6 +31,8 @@ from taskserve.kit import (
     TaskResult,
     TaskRunner,
     redact_url,
+    redis_unavailable,
+    secret_value,
 )
 from taskserve_rq.config import RQAdapterConfig
 from taskserve_rq.consumer import RQConsumer
@@ -61,7 +63,7 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
         super().__init__(config, queue_name)
         settings = self.settings
         self._client: redis.Redis = redis.Redis.from_url(
-            settings.redis_url,
+            secret_value(settings.redis_url),
             socket_connect_timeout=5,
             socket_timeout=SOCKET_TIMEOUT_S,
             health_check_interval=30,
@@ -83,7 +85,7 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
 
     def _build_store(self) -> RedisTaskStore:
         return RedisTaskStore(
-            self.settings.redis_url,
+            secret_value(self.settings.redis_url),
             self.config.queue_name,
             result_ttl_s=self.config.result_ttl_s,
             prefix=self.settings.key_prefix,
@@ -96,6 +98,8 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
         try:
             yield
         except redis.RedisError as e:
+            if not redis_unavailable(e) and not isinstance(e, redis.ResponseError):
+                raise
             raise BrokerUnavailable(
                 f"{doing} failed on Redis at {redact_url(self.settings.redis_url)}: "
                 f"{type(e).__name__}: {e}"

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from taskserve.kit import RedisTaskStore, TaskProcessorConfig
+from taskserve.kit import RedisTaskStore, TaskProcessorConfig, secret_value
 from taskserve_conformance.harness import (
     BrokerHarness,
 )
@@ -56,7 +56,9 @@ def _settings(config: TaskProcessorConfig) -> RQAdapterConfig:
 
 
 def _client(settings: RQAdapterConfig) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    return redis.Redis.from_url(
+        secret_value(settings.redis_url), socket_connect_timeout=5, socket_timeout=30
+    )
 
 
 def _text(value: Any) -> str:
@@ -98,7 +100,10 @@ class RQHarness(BrokerHarness):
         """Every write of a dead-letter record fails inside the block."""
         settings = _settings(config)
         store = RedisTaskStore(
-            settings.redis_url, config.queue_name, result_ttl_s=1, prefix=settings.key_prefix
+            secret_value(settings.redis_url),
+            config.queue_name,
+            result_ttl_s=1,
+            prefix=settings.key_prefix,
         )
         return broken_dead_letter_writes(store, config)
 

@@ -18,6 +18,10 @@ from pathlib import Path
 
 from taskserve.kit import BrokerUnavailable, Executor, SqlDialect
 
+PROBE_TIMEOUT_S = 2.0
+"""Longest the health check waits for the write lock: a database another
+process keeps locked longer is reported unavailable, as writes would be."""
+
 
 class SqliteDialect(SqlDialect):
     """sqlite3 from the standard library."""
@@ -36,6 +40,20 @@ class SqliteDialect(SqlDialect):
         # A connection keeps working on a file that was moved or deleted.
         if not Path(self.path).exists():
             raise BrokerUnavailable(f"sqlite database '{self.path}' does not exist")
+        # Readers never wait in WAL mode, so a locked database answers reads:
+        # the health check takes the write lock, as a submit would.
+        conn = self._connection()
+        probe_ms = int(min(self._busy_timeout_s, PROBE_TIMEOUT_S) * 1000)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {probe_ms}")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            raise BrokerUnavailable(
+                f"sqlite database '{self.path}' cannot be written: {type(e).__name__}: {e}"
+            ) from e
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -43,7 +43,9 @@ Requires the ``redis`` package (``pip install taskserve[redis]``).
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -52,9 +54,9 @@ from typing import Any
 from taskserve.engine.redis import scripts
 from taskserve.engine.store import Begun, Inserted, QueueCounts, Republish
 from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
-from taskserve.models import DeadLetter, TaskError, TaskResult
+from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.redaction import redact_url
-from taskserve.serialization import TaskMessage
+from taskserve.serialization import MAX_DECODE_DEPTH, TaskMessage, loads_stored, text_depth
 from taskserve.states import TaskState
 
 try:
@@ -68,10 +70,94 @@ RECONCILE_BATCH = 500
 """Most tasks one reconcile step publishes per reason."""
 
 
+_UNAVAILABLE_REPLIES = (
+    "READONLY",
+    "MISCONF",
+    "OOM ",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "BUSY ",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+)
+"""Reply prefixes of a Redis that answers but cannot serve now (read-only
+replica, failed persistence, out of memory, loading, busy script, ACL)."""
+
+
+def redis_unavailable(error: BaseException) -> bool:
+    """Whether a redis-py error means Redis cannot be reached or written now:
+    refused or lost connections, timeouts (a paused server), a read-only
+    replica, refused credentials, and the replies above. The one mapping of
+    Redis errors to :class:`BrokerUnavailable`, for the store and every
+    engine on Redis."""
+    if isinstance(
+        error,
+        (
+            redis.ConnectionError,  # AuthenticationError and BusyLoadingError too
+            redis.TimeoutError,
+            redis.exceptions.ReadOnlyError,
+            redis.exceptions.NoPermissionError,
+        ),
+    ):
+        return True
+    if isinstance(error, redis.ResponseError):
+        text = str(error).upper()
+        return any(reply in text for reply in _UNAVAILABLE_REPLIES)
+    return False
+
+
 def _text(value: bytes | str | None) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else value
+
+
+_KIND = re.compile(rb'"kind":"(failed|unprocessable)"')
+
+
+def _dead_letter(record_id: str, queue: str, stored: bytes) -> DeadLetter:
+    """A stored dead-letter record. One that cannot be decoded (nested too
+    deep, kept by an older version or written by hand) never breaks a
+    listing: it comes back with ``args`` and ``kwargs`` None and its stored
+    JSON in ``raw``, so it can be seen and purged (not redriven)."""
+    if text_depth(stored) <= MAX_DECODE_DEPTH:
+        try:
+            return DeadLetter.model_validate_json(stored)
+        except ValueError:
+            pass
+        try:
+            # The standard decoder, where pydantic's JSON parser stops (200 levels).
+            data = json.loads(stored)
+            if isinstance(data, dict) and isinstance(data.get("raw"), str):
+                data["raw"] = base64.b64decode(data["raw"])
+            return DeadLetter.model_validate(data)
+        except (ValueError, TypeError, RecursionError):
+            pass
+    kind = _KIND.search(stored)
+    return DeadLetter(
+        id=record_id,
+        kind=DeadLetterKind(kind[1].decode()) if kind else DeadLetterKind.FAILED,
+        queue_name=queue,
+        source_queue="",
+        task_id=None,
+        task_name=None,
+        args=None,
+        kwargs=None,
+        raw=stored,
+        error=TaskError(
+            type="taskserve.errors.PayloadError",
+            message=(
+                f"this dead-letter record cannot be decoded (it nests deeper than "
+                f"{MAX_DECODE_DEPTH} levels, or is not a record); its stored JSON is in raw"
+            ),
+        ),
+        attempts=0,
+        enqueued_at=None,
+    )
 
 
 class RedisTaskStore:
@@ -134,12 +220,26 @@ class RedisTaskStore:
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            raise BrokerUnavailable(f"cannot reach Redis at {redact_url(self.url)}: {e}") from e
+        except redis.RedisError as e:
+            if not redis_unavailable(e):
+                raise
+            raise BrokerUnavailable(
+                f"cannot use Redis at {redact_url(self.url)}: {type(e).__name__}: {e}"
+            ) from e
 
     def ping(self) -> None:
-        """Raise BrokerUnavailable unless Redis answers."""
+        """Raise BrokerUnavailable unless Redis answers and takes writes: a
+        replica (read-only) answers PING but refuses every write."""
         self._call(self.client.ping)
+        try:
+            role = self._call(self.client.execute_command, "ROLE")
+        except redis.ResponseError:
+            return  # ROLE not allowed (ACL, renamed commands): PING has to do
+        if role and _text(role[0]) in ("slave", "replica"):
+            raise BrokerUnavailable(
+                f"Redis at {redact_url(self.url)} is a read-only replica; point the "
+                "adapter at the primary"
+            )
 
     def close(self) -> None:
         """Close the connection pool (it reconnects on next use)."""
@@ -202,7 +302,7 @@ class RedisTaskStore:
             updated_at=float(record["updated_at"]),
             name=record.get("name"),
             queue_name=record.get("queue"),
-            result=json.loads(record["result"]) if "result" in record else None,
+            result=loads_stored(record["result"]) if "result" in record else None,
             error=TaskError.model_validate_json(record["error"]) if "error" in record else None,
             attempts=int(record.get("attempts", 0)),
             retried_from=record.get("retried_from") or None,
@@ -436,7 +536,11 @@ class RedisTaskStore:
         if not ids:
             return []
         raw = self._call(self.client.hmget, records_key, list(ids))
-        return [DeadLetter.model_validate_json(r) for r in raw if r is not None]
+        return [
+            _dead_letter(str(record_id), queue, r)
+            for record_id, r in zip(ids, raw, strict=True)
+            if r is not None
+        ]
 
     def delete_dead_letters(self, queue: str, ids: Sequence[str] | None) -> int:
         """Delete records of ``queue`` (all when ``ids`` is None); return how many."""

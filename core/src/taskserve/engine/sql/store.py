@@ -27,7 +27,7 @@ from taskserve.engine.sql.dialect import Executor, SqlDialect
 from taskserve.engine.store import Begun, Claimed, Inserted, QueueCounts
 from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
 from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
-from taskserve.serialization import TaskMessage
+from taskserve.serialization import TaskMessage, loads_stored
 from taskserve.states import TaskState
 
 SCHEMA_VERSION = 2
@@ -107,6 +107,38 @@ _T = TypeVar("_T")
 
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _dead_letter_row(r: Sequence[Any]) -> DeadLetter:
+    """A dead-letter row as a record. Arguments that cannot be decoded (nested
+    too deep, kept by an older version or written by hand) never break a
+    listing: the record comes with ``args`` and ``kwargs`` None and their
+    stored JSON in ``raw``, so it can be seen and purged (not redriven)."""
+    args: Any = loads_stored(r[6]) if r[6] is not None else None
+    kwargs: Any = loads_stored(r[7]) if r[7] is not None else None
+    raw = bytes(r[8]) if r[8] is not None else None
+    if (args is not None and not isinstance(args, list)) or (
+        kwargs is not None and not isinstance(kwargs, dict)
+    ):
+        raw = f'{{"args":{r[6] or "null"},"kwargs":{r[7] or "null"}}}'.encode(
+            "utf-8", "surrogatepass"
+        )
+        args = kwargs = None
+    return DeadLetter(
+        id=r[0],
+        kind=DeadLetterKind(r[1]),
+        queue_name=r[2],
+        source_queue=r[3],
+        task_id=r[4],
+        task_name=r[5],
+        args=args,
+        kwargs=kwargs,
+        raw=raw,
+        error=TaskError.model_validate_json(r[9]),
+        attempts=r[10],
+        enqueued_at=r[11],
+        failed_at=r[12],
+    )
 
 
 class SqlTaskStore:
@@ -333,7 +365,7 @@ class SqlTaskStore:
             queue_name=row[1],
             name=row[2],
             status=TaskState(row[3]),
-            result=json.loads(row[4]) if row[4] is not None else None,
+            result=loads_stored(row[4]) if row[4] is not None else None,
             error=TaskError.model_validate_json(row[5]) if row[5] else None,
             attempts=row[6],
             created_at=row[7],
@@ -633,24 +665,7 @@ class SqlTaskStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [
-            DeadLetter(
-                id=r[0],
-                kind=DeadLetterKind(r[1]),
-                queue_name=r[2],
-                source_queue=r[3],
-                task_id=r[4],
-                task_name=r[5],
-                args=json.loads(r[6]) if r[6] is not None else None,
-                kwargs=json.loads(r[7]) if r[7] is not None else None,
-                raw=bytes(r[8]) if r[8] is not None else None,
-                error=TaskError.model_validate_json(r[9]),
-                attempts=r[10],
-                enqueued_at=r[11],
-                failed_at=r[12],
-            )
-            for r in self._run(sql, params)
-        ]
+        return [_dead_letter_row(r) for r in self._run(sql, params)]
 
     def delete_dead_letters(self, queue: str, ids: Sequence[str] | None) -> int:
         """Delete records of ``queue`` (all when ``ids`` is None)."""
