@@ -77,3 +77,16 @@ def test_a_result_nested_too_deep_is_served_as_its_json(store: RedisTaskStore) -
     store.finish(message.id, TaskState.SUCCESS, result_json=json.dumps(nested(950)))
     result = store.status(message.id).result
     assert isinstance(result, RawJson) and result.startswith("[[[")
+
+
+def test_a_discarded_task_leaves_no_idempotency_key(store: RedisTaskStore) -> None:
+    message = build_message(
+        task_name="t", args=[], kwargs={}, queue_name="q", max_payload_bytes=10_000
+    )
+    assert store.insert(message, "key-1").created
+    store.discard(message.id)
+    assert list(store.client.scan_iter(f"{store.prefix}:idem:*")) == []
+    again = build_message(
+        task_name="t", args=[], kwargs={}, queue_name="q", max_payload_bytes=10_000
+    )
+    assert store.insert(again, "key-1").created

@@ -148,6 +148,10 @@ class TaskStore(Protocol):
         first task is checked by the adapter, against that task's message.)
         """
 
+    def discard(self, task_id: str) -> None:
+        """Delete the record of a task whose message the engine refused, and its
+        idempotency key with it (nothing of the refused enqueue remains)."""
+
     def status(self, task_id: str) -> TaskResult:
         """The task's record."""
 

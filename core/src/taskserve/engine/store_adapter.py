@@ -9,10 +9,10 @@ retry-of-a-finished-task, metrics and dead letters - on a
   returns a :class:`~taskserve.engine.store.QueueStore` and ``_make_consumer``
   a :class:`~taskserve.engine.polling.PollingConsumer`; nothing is published;
 * a message engine beside a ledger store (Celery, Dramatiq, RQ):
-  ``_publish`` sends a message. The task's record is written first and is the
-  commit point: once it is stored the enqueue succeeds, and should the
-  message not reach the engine (a broker restart), a consumer's reconciler
-  publishes it, as it publishes retries and whatever the engine lost.
+  ``_publish`` sends a message. The task's record is written first; if the
+  publish is refused the record is removed again and the enqueue fails. A
+  message the engine accepted and then lost, or a record that outlived a
+  failed publish, is published by a consumer's reconciler, as are retries.
 """
 
 from __future__ import annotations
@@ -110,19 +110,21 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
             return inserted.result
         try:
             self._publish(message.with_seq(inserted.seq))
-        except Exception as e:
-            if not isinstance(self.store, LedgerStore):
-                raise
-            # The record is the task: it is durable now, and the ledger publishes
-            # it once the engine takes messages again (within its claim bound).
-            logger.warning(
-                "taskserve: task %s is stored but its message could not be sent (%s: %s); "
-                "a consumer of queue '%s' publishes it",
-                message.id,
-                type(e).__name__,
-                e,
-                self.config.queue_name,
-            )
+        except BaseException:
+            # Refused: nothing is left behind, the idempotency key included. Should
+            # the record outlive this (the store failing too), the ledger publishes
+            # it, and a retry with the same key returns it.
+            try:
+                self.store.discard(message.id)
+            except Exception:
+                logger.warning(
+                    "taskserve: could not remove the record of unsent task %s; a consumer "
+                    "of queue '%s' publishes it",
+                    message.id,
+                    self.config.queue_name,
+                    exc_info=True,
+                )
+            raise
         return inserted.result
 
     def _check_same_payload(self, key: str, task_id: str, message: TaskMessage) -> None:

@@ -148,6 +148,14 @@ def _is_json(content_type: str) -> bool:
     return True
 
 
+def _query_names(dependant: Any) -> frozenset[str]:
+    """The query parameters a route declares, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
 class GuardedRoute(APIRoute):
     """An APIRoute that applies :class:`HttpSettings` at the edge (see the module
     docstring). :func:`guarded_route` makes one per router."""
@@ -168,9 +176,17 @@ class GuardedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_body = self.body_field is not None
+        known_query = _query_names(self.dependant)
 
         async def guarded(request: Request) -> Response:
             try:
+                unknown = sorted(set(request.query_params) - known_query)
+                if unknown:
+                    listed = ", ".join(repr(name[:50]) for name in unknown[:5])
+                    allowed = ", ".join(sorted(known_query)) or "none"
+                    return problem(
+                        422, f"unknown query parameter(s) {listed}; this route takes: {allowed}"
+                    )
                 if takes_body:
                     refused = await self._read_body(request)
                     if refused is not None:

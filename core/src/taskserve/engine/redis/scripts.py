@@ -240,3 +240,13 @@ if passed > 0 then
 end
 return out
 """
+
+# KEYS: task, waiting
+# ARGV: id
+# -> 1 when the record was deleted
+DISCARD = """
+local idem = redis.call('HGET', KEYS[1], 'idem')
+if idem and idem ~= '' and redis.call('GET', idem) == ARGV[1] then redis.call('DEL', idem) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+"""

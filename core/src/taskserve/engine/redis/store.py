@@ -203,6 +203,7 @@ class RedisTaskStore:
         self._cancel = self.client.register_script(scripts.CANCEL)
         self._release = self.client.register_script(scripts.RELEASE)
         self._reconcile = self.client.register_script(scripts.RECONCILE)
+        self._discard = self.client.register_script(scripts.DISCARD)
 
     # -- keys --------------------------------------------------------------
     def task_key(self, task_id: str) -> str:
@@ -285,6 +286,11 @@ class RedisTaskStore:
             created=True,
             seq=seq,
         )
+
+    def discard(self, task_id: str) -> None:
+        """Delete a record whose message the engine refused, and its
+        idempotency key (a retry with that key enqueues anew)."""
+        self._call(self._discard, keys=[self.task_key(task_id), self._waiting_key], args=[task_id])
 
     def _record(self, task_id: str) -> dict[str, str]:
         raw = self._call(self.client.hgetall, self.task_key(task_id))

@@ -349,6 +349,13 @@ class SqlTaskStore:
             )
         )
 
+    def discard(self, task_id: str) -> None:
+        """Delete a task's row (a queue store publishes nothing, so nothing calls
+        this but a caller undoing its own insert)."""
+        self._write(
+            lambda db: db.execute(self._sql("DELETE FROM {tasks} WHERE id = ?"), (task_id,))
+        )
+
     def _status(self, db: Executor, task_id: str) -> TaskResult:
         rows = db.execute(
             self._sql(
