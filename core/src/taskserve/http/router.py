@@ -64,6 +64,7 @@ from taskserve.http.models import (
     TaskStatusResponse,
 )
 from taskserve.models import CancelOutcome, DeadLetterKind, HealthReport, TaskResult
+from taskserve.states import TaskState
 
 _T = TypeVar("_T")
 
@@ -245,7 +246,8 @@ def task_router(
             return TaskResultResponse(
                 id=task.id,
                 status=task.status,
-                result=task.result,
+                # On FAILURE ``result`` holds the rebuilt exception; ``error`` says it all.
+                result=task.result if task.status is TaskState.SUCCESS else None,
                 error=task.error,
                 attempts=task.attempts,
             )
