@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from taskserve.adapter import RunningConsumer, TaskProcessorAdapter
 from taskserve.adapter_config import AdapterConfig
 from taskserve.config import TaskProcessorConfig
 from taskserve.engine.consumer import ConsumerBase
 from taskserve.engine.runner import TaskRunner
-from taskserve.engine.store import LedgerStore, TaskStore
+from taskserve.engine.store import LedgerStore, TaskStore, WorkerDirectory
 from taskserve.models import AdapterMetrics, DeadLetter, TaskResult
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
@@ -102,7 +102,7 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
 
     def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
         inserted = self.store.insert(message, idempotency_key)
-        if not inserted.created:
+        if not inserted.created or inserted.scheduled:
             return inserted.result
         try:
             self._publish(message.with_seq(inserted.seq))
@@ -160,6 +160,11 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
                 self.config.unprocessable_task_queue_name
             ),
         )
+
+    def _workers(self) -> dict[str, dict[str, Any]]:
+        if isinstance(self.store, WorkerDirectory):
+            return self.store.workers()
+        return super()._workers()
 
     def _list_dead_letters(
         self, queue: str, limit: int | None, ids: list[str] | None
