@@ -21,7 +21,12 @@ What is here, by job:
   :class:`QueueStore` (a store that is the queue), :class:`LedgerStore` (a
   store beside a message engine), :class:`StoreRecorder`;
 * ready stores: :class:`SqlTaskStore` with a :class:`SqlDialect` per SQL
-  engine, and :class:`RedisTaskStore` (needs the ``redis`` package);
+  engine (:class:`SqliteDialect` for sqlite), :class:`SqlLedgerStore` (the
+  ledger of a message engine, in SQL), and :class:`RedisTaskStore` (needs the
+  ``redis`` package); :class:`WorkerDirectory`, the stores that list the
+  consumers alive;
+* engine options of an enqueue (:class:`EnqueueOptions`), and
+  :func:`warn_ignored` for a setting accepted for compatibility but not applied;
 * consumers: :class:`ConsumerBase` (engines with their own transport),
   :class:`PollingConsumer` (queue stores), :class:`Reconciler`.
 """
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskserve.adapter import RunningConsumer, TaskProcessorAdapter
+from taskserve.adapter import EnqueueOptions, RunningConsumer, TaskProcessorAdapter
 from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
@@ -43,6 +48,8 @@ from taskserve.engine.reconciler import Reconciler
 from taskserve.engine.recorder import StoreRecorder, result_json
 from taskserve.engine.runner import DeliveryRecorder, Handler, Outcome, TaskRunner
 from taskserve.engine.sql.dialect import Cursor, Executor, SqlDialect
+from taskserve.engine.sql.ledger import SqlLedgerStore
+from taskserve.engine.sql.sqlite import SqliteDialect
 from taskserve.engine.sql.store import SCHEMA_VERSION, SqlTaskStore
 from taskserve.engine.store import (
     Begun,
@@ -53,12 +60,14 @@ from taskserve.engine.store import (
     QueueStore,
     Republish,
     TaskStore,
+    WorkerDirectory,
 )
 from taskserve.engine.store_adapter import StoreAdapter
 from taskserve.errors import (
     ArgumentBindingError,
     BrokerUnavailable,
     ConfigError,
+    IgnoredSettingWarning,
     NonRetryableError,
     PayloadError,
     RecordingFailed,
@@ -69,6 +78,7 @@ from taskserve.errors import (
     UndecodableMessage,
     UnknownTask,
     UnsupportedCapability,
+    warn_ignored,
 )
 from taskserve.lazy import lazy_attributes
 from taskserve.models import (
@@ -77,6 +87,7 @@ from taskserve.models import (
     DeadLetter,
     DeadLetterKind,
     HealthReport,
+    RemoteTaskError,
     TaskError,
     TaskResult,
 )
@@ -118,9 +129,11 @@ __all__ = [
     "DeadLetterKind",
     "Delivery",
     "DeliveryRecorder",
+    "EnqueueOptions",
     "Executor",
     "Handler",
     "HealthReport",
+    "IgnoredSettingWarning",
     "Inserted",
     "LeaseKeeper",
     "LedgerStore",
@@ -134,12 +147,15 @@ __all__ = [
     "RecordingFailed",
     "RedactedUrl",
     "RedisTaskStore",
+    "RemoteTaskError",
     "Republish",
     "RunningConsumer",
     "SecretUrl",
     "Settlement",
     "SqlDialect",
+    "SqlLedgerStore",
     "SqlTaskStore",
+    "SqliteDialect",
     "StoreAdapter",
     "StoreRecorder",
     "TaskCancelled",
@@ -158,6 +174,7 @@ __all__ = [
     "UndecodableMessage",
     "UnknownTask",
     "UnsupportedCapability",
+    "WorkerDirectory",
     "current_task",
     "decode",
     "dumps_json",
@@ -165,4 +182,5 @@ __all__ = [
     "new_task_id",
     "redact_url",
     "result_json",
+    "warn_ignored",
 ]
