@@ -146,7 +146,7 @@ class CeleryAdapter(StoreAdapter[StateStore]):
         _ = self.app
         super()._connect()
         if isinstance(self.store, SqlLedgerStore):
-            self.store.ensure_schema()
+            self.store.ensure_schema()  # the database file exists from the start
 
     def _close_engine(self) -> None:
         if self._app is not None:
