@@ -7,7 +7,7 @@ there: the same deployment, autoscaling config and policy arguments
 replaced by taskserve's - the policy's import path included
 (``taskserve.serve.autoscaling:QueueDepthAutoscalingPolicy``, which also
 counts the tasks replicas are running, SPEC §6.5 and §9). Differences of the
-set-up, not of the scenario: replicas ask for no CPU (the test session's Ray
+set-up, not of the scenario: replicas ask for no CPU (the Ray these tests share
 has 4 logical CPUs, and the scenario scales to 5 replicas), running replicas
 are counted from ``serve.status()`` (Ray's tests read its controller's
 internals), and queue names take a unique suffix so that runs do not meet.

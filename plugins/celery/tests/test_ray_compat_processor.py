@@ -21,7 +21,7 @@ Where taskserve differs on purpose, the test's docstring says how and why:
   cancelled task never runs and stays CANCELLED (taskserve's one state name,
   SPEC §3.3, for Celery's REVOKED), argument-binding errors are not retried.
 
-Ray's helpers ``SignalActor`` and ``wait_for_condition`` come from the
+Ray's test utilities ``SignalActor`` and ``wait_for_condition`` come from the
 installed Ray; ``serve_instance`` is the conformance suite's shared Serve.
 """
 
