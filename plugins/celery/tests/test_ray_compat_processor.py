@@ -1,16 +1,17 @@
 """Ray Serve's task processor scenarios on taskserve-celery, in a real Serve application.
 
-Each test mirrors the test of the same name in Ray 2.60's
-``python/ray/serve/tests/test_task_processor.py``: the same deployments, the
-same producer (a Ray task building an adapter with
-``instantiate_adapter_from_config``), the same assertions, with Ray's imports
-replaced by taskserve's. Every scenario runs on two set-ups:
+Each test is named after the test of Ray 2.60's
+``python/ray/serve/tests/test_task_processor.py`` whose scenario it plays:
+the same consumer deployment, the same producer (a Ray task in another
+process building an adapter with ``instantiate_adapter_from_config``), the
+same outcomes checked, through taskserve's imports. Every scenario runs on two
+set-ups:
 
 * ``filesystem``: Ray's own - the local-testing ``filesystem://`` broker with
-  its transport options, a ``file://`` result backend and
-  ``worker_concurrency=1``, exactly as Ray's fixture builds them;
-* ``redis``: Redis as broker (db 0) and state store (db 1), as in Ray's cancel
-  test; queue names get a unique suffix so that runs do not meet.
+  Ray's transport options, a ``file://`` result backend and
+  ``worker_concurrency=1``;
+* ``redis``: Redis as broker (db 0) and state store (db 1), as Ray's cancel
+  test has it; queue names take a unique suffix so that runs do not meet.
 
 Where taskserve differs on purpose, the test's docstring says how and why:
 
@@ -18,10 +19,10 @@ Where taskserve differs on purpose, the test's docstring says how and why:
   replica runs ``max_ongoing_requests`` tasks at once), so the scenarios that
   count on one task at a time set ``max_ongoing_requests=1``;
 * SPEC §9 fixes what the reference gets wrong: ``async def`` handlers run, a
-  cancelled task never runs and stays CANCELLED (taskserve's one state name,
-  SPEC §3.3, for Celery's REVOKED), argument-binding errors are not retried.
+  cancelled task never runs and stays CANCELLED (taskserve's one name, SPEC
+  §3.3, for Celery's REVOKED), argument-binding errors are not retried.
 
-Ray's test utilities ``SignalActor`` and ``wait_for_condition`` come from the
+``SignalActor`` and ``wait_for_condition`` are Ray's test utilities from the
 installed Ray; ``serve_instance`` is the conformance suite's shared Serve.
 """
 
@@ -30,8 +31,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,208 +61,198 @@ REDIS_BACKEND = "redis://127.0.0.1:6379/1"
 
 
 @ray.remote
-class ProcessedTasksTracker:
-    def __init__(self) -> None:
-        self.processed_tasks: set[Any] = set()
-
-    def add_task(self, task_data: Any) -> None:
-        self.processed_tasks.add(task_data)
-
-    def get_processed_tasks(self) -> set[Any]:
-        return self.processed_tasks
-
-    def get_count(self) -> int:
-        return len(self.processed_tasks)
+def enqueue_from_ray(
+    config: TaskProcessorConfig, value: Any, task_name: str = "process_request"
+) -> str:
+    """Enqueue one task from a Ray worker process; its id."""
+    producer = instantiate_adapter_from_config(task_processor_config=config)
+    task = producer.enqueue_task_sync(task_name, args=[value])
+    assert task.id is not None
+    return task.id
 
 
 @ray.remote
-def send_request_to_queue(
-    processor_config: TaskProcessorConfig, data: Any, task_name: str = "process_request"
-) -> str:
-    adapter_instance = instantiate_adapter_from_config(task_processor_config=processor_config)
-    result = adapter_instance.enqueue_task_sync(task_name, args=[data])
-    assert result.id is not None
-    return result.id
+class SeenValues:
+    """The values handlers saw, across replicas and deployments."""
+
+    def __init__(self) -> None:
+        self.seen: set[Any] = set()
+
+    def add(self, value: Any) -> None:
+        self.seen.add(value)
+
+    def values(self) -> set[Any]:
+        return self.seen
+
+    def count(self) -> int:
+        return len(self.seen)
 
 
-@pytest.fixture
-def temp_queue_directory(tmp_path: Path) -> dict[str, Path]:
-    """A 'queue', a 'results' and a 'control' directory, as Ray's fixture makes them."""
-    folders = {name: tmp_path / name for name in ("queue", "results", "control")}
-    for folder in folders.values():
-        folder.mkdir()
-    return {f"{name}_path": folder for name, folder in folders.items()}
+class Setup:
+    """One broker set-up of the scenarios: configs, and the broker's queues."""
 
+    def __init__(self, broker: str, folder: Path) -> None:
+        self.broker = broker
+        self.queue_folder = folder / "queue"
+        self.results_folder = folder / "results"
+        self.control_folder = folder / "control"
+        for path in (self.queue_folder, self.results_folder, self.control_folder):
+            path.mkdir()
+        self.suffix = "" if broker == "filesystem" else f"_{uuid.uuid4().hex[:10]}"
+        self.configs: list[TaskProcessorConfig] = []
 
-@pytest.fixture
-def transport_options(temp_queue_directory: dict[str, Path]) -> dict[str, str]:
-    """Ray's transport options of the filesystem broker."""
-    queue_path = temp_queue_directory["queue_path"]
-    return {
-        "data_folder_in": str(queue_path),
-        "data_folder_out": str(queue_path),
-        "data_folder_processed": str(queue_path),
-        "control_folder": str(temp_queue_directory["control_path"]),
-    }
+    def adapter_config(self) -> CeleryAdapterConfig:
+        if self.broker == "redis":
+            return CeleryAdapterConfig(
+                broker_url=REDIS_BROKER, backend_url=REDIS_BACKEND, worker_concurrency=1
+            )
+        queue = str(self.queue_folder)
+        return CeleryAdapterConfig(
+            broker_url="filesystem://",
+            backend_url=f"file://{self.results_folder}",
+            broker_transport_options={
+                "data_folder_in": queue,
+                "data_folder_out": queue,
+                "data_folder_processed": queue,
+                "control_folder": str(self.control_folder),
+            },
+            worker_concurrency=1,
+        )
+
+    def config(
+        self, failed: str | None = None, unprocessable: str | None = None
+    ) -> TaskProcessorConfig:
+        """Ray's processor config, with the given dead-letter queues."""
+        config = TaskProcessorConfig(
+            queue_name=f"my_default_app_queue{self.suffix}",
+            adapter_config=self.adapter_config(),
+            failed_task_queue_name=failed and failed + self.suffix,
+            unprocessable_task_queue_name=unprocessable and unprocessable + self.suffix,
+        )
+        self.configs.append(config)
+        return config
+
+    def messages_by_queue(self, config: TaskProcessorConfig) -> Counter[str]:
+        """Messages waiting on the broker, by queue: message files by routing key
+        (as Ray's test reads the filesystem broker), or Redis list lengths."""
+        names = [
+            n
+            for n in (
+                config.queue_name,
+                config.failed_task_queue_name,
+                config.unprocessable_task_queue_name,
+            )
+            if n
+        ]
+        counts: Counter[str] = Counter()
+        if self.broker == "redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_BROKER)
+            try:
+                for name in names:
+                    counts[name] = int(client.llen(name))
+            finally:
+                client.close()
+            return counts
+        for path in self.queue_folder.iterdir():
+            try:
+                message = json.loads(path.read_text())
+            except (ValueError, OSError):
+                continue
+            key = message.get("properties", {}).get("delivery_info", {}).get("routing_key")
+            if key in names:
+                counts[key] += 1
+        return counts
+
+    def close(self) -> None:
+        for name in list(serve.status().applications):
+            serve.delete(name)
+        for config in self.configs:
+            CeleryHarness().cleanup(config)
 
 
 @pytest.fixture(params=["filesystem", "redis"])
-def broker(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def setup(request: pytest.FixtureRequest, tmp_path: Path, serve_instance: str) -> Iterator[Setup]:
+    prepared = Setup(str(request.param), tmp_path)
+    yield prepared
+    prepared.close()
 
 
-@pytest.fixture
-def create_processor_config(
-    broker: str,
-    temp_queue_directory: dict[str, Path],
-    transport_options: dict[str, str],
-) -> Iterator[Callable[..., TaskProcessorConfig]]:
-    """Ray's config factory; on Redis, queue names take a unique suffix."""
-    made: list[TaskProcessorConfig] = []
-    suffix = "" if broker == "filesystem" else f"_{uuid.uuid4().hex[:10]}"
+def wait_for_broker_counts(
+    setup: Setup, config: TaskProcessorConfig, timeout: float, **expected: int
+) -> None:
+    """Wait until the broker holds ``expected`` messages: ``main``, ``failed``,
+    ``unprocessable`` (the dead-letter queues are broker queues through
+    ``mirror_dead_letters``)."""
+    names = {
+        "main": config.queue_name,
+        "failed": config.failed_task_queue_name or "",
+        "unprocessable": config.unprocessable_task_queue_name or "",
+    }
 
-    def _create(
-        failed_task_queue_name: str | None = None,
-        unprocessable_task_queue_name: str | None = None,
-        **kwargs: Any,
-    ) -> TaskProcessorConfig:
-        if broker == "filesystem":
-            adapter_config = CeleryAdapterConfig(
-                broker_url="filesystem://",
-                backend_url=f"file://{temp_queue_directory['results_path']}",
-                broker_transport_options=transport_options,
-                worker_concurrency=1,
-            )
-        else:
-            adapter_config = CeleryAdapterConfig(
-                broker_url=REDIS_BROKER, backend_url=REDIS_BACKEND, worker_concurrency=1
-            )
-        config_params: dict[str, Any] = {
-            "queue_name": f"my_default_app_queue{suffix}",
-            "adapter_config": adapter_config,
-        }
-        if failed_task_queue_name is not None:
-            config_params["failed_task_queue_name"] = failed_task_queue_name + suffix
-        if unprocessable_task_queue_name is not None:
-            config_params["unprocessable_task_queue_name"] = unprocessable_task_queue_name + suffix
-        config_params.update(kwargs)
-        config = TaskProcessorConfig(**config_params)
-        made.append(config)
-        return config
+    def reached() -> bool:
+        counts = setup.messages_by_queue(config)
+        return all(counts.get(names[k], 0) == expected.get(k, 0) for k in names)
 
-    yield _create
-    _delete_apps()
-    for config in made:
-        CeleryHarness().cleanup(config)
-
-
-def _delete_apps() -> None:
-    for name in list(serve.status().applications):
-        serve.delete(name)
-
-
-def _get_task_counts_by_routing_key(queue_path: Path) -> dict[str, int]:
-    """Messages in the filesystem broker's folder, by routing key (as Ray counts them)."""
-    counts: dict[str, int] = defaultdict(int)
-    for msg_file in queue_path.iterdir():
-        if msg_file.is_file():
-            try:
-                data = json.loads(msg_file.read_text())
-            except (ValueError, OSError):
-                continue
-            routing_key = data.get("properties", {}).get("delivery_info", {}).get("routing_key")
-            if routing_key:
-                counts[routing_key] += 1
-    return counts
-
-
-def _get_task_counts_in_redis(names: list[str]) -> dict[str, int]:
-    """Messages waiting in the Redis broker's lists of ``names``."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_BROKER)
-    try:
-        return {name: int(client.llen(name)) for name in names}
-    finally:
-        client.close()
+    wait_for_condition(reached, timeout=timeout)
 
 
 class TestTaskConsumerWithRayServe:
-    """Mirrors Ray's ``TestTaskConsumerWithRayServe``."""
-
-    def test_task_consumer_as_serve_deployment(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
-        processor_config = create_processor_config()
+    def test_task_consumer_as_serve_deployment(self, setup: Setup) -> None:
+        config = setup.config()
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             def __init__(self) -> None:
-                self.data_received = None
-                self.task_received = False
+                self.received: list[Any] = []
 
             @task_handler(name="process_request")
             def process_request(self, data: Any) -> None:
-                self.task_received = True
-                self.data_received = data
+                self.received.append(data)
 
-            def assert_task_received(self) -> None:
-                assert self.task_received is True
-                assert self.data_received is not None
-                assert self.data_received == "test_data_1"
+            def received_values(self) -> list[Any]:
+                return self.received
 
-        handle = serve.run(ServeTaskConsumer.bind())
-        send_request_to_queue.remote(processor_config, "test_data_1")
+        handle = serve.run(Consumer.bind())
+        enqueue_from_ray.remote(config, "test_data_1")
+        wait_for_condition(lambda: handle.received_values.remote().result() == ["test_data_1"])
 
-        def assert_result() -> bool:
-            try:
-                handle.assert_task_received.remote().result()
-                return True
-            except Exception:
-                return False
-
-        wait_for_condition(assert_result)
-
-    def test_task_consumer_as_serve_deployment_with_failed_task(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
-        processor_config = create_processor_config(failed_task_queue_name="my_failed_task_queue")
+    def test_task_consumer_as_serve_deployment_with_failed_task(self, setup: Setup) -> None:
+        config = setup.config(failed="my_failed_task_queue")
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             def __init__(self) -> None:
-                self.num_calls = 0
+                self.calls = 0
 
             @task_handler(name="process_request")
             def process_request(self, data: Any) -> None:
-                self.num_calls += 1
+                self.calls += 1
                 raise ValueError("Task failed as expected")
 
-            def get_num_calls(self) -> int:
-                return self.num_calls
+            def call_count(self) -> int:
+                return self.calls
 
-        handle = serve.run(ServeTaskConsumer.bind())
-        task_id = ray.get(send_request_to_queue.remote(processor_config, "test_data_1"))
+        handle = serve.run(Consumer.bind())
+        task_id = ray.get(enqueue_from_ray.remote(config, "test_data_1"))
+        producer = instantiate_adapter_from_config(task_processor_config=config)
+        assert config.max_retries is not None
 
-        adapter_instance = instantiate_adapter_from_config(task_processor_config=processor_config)
-
-        def assert_result() -> bool:
-            result = adapter_instance.get_task_status_sync(task_id)
-            return bool(
-                result.status == "FAILURE"
-                and result.result is not None
-                and isinstance(result.result, ValueError)
-                and str(result.result) == "Task failed as expected"
-                and handle.get_num_calls.remote().result() == 1 + processor_config.max_retries
+        def failed_as_ray_reports_it() -> bool:
+            status = producer.get_task_status_sync(task_id)
+            return (
+                status.status == "FAILURE"
+                and isinstance(status.result, ValueError)
+                and str(status.result) == "Task failed as expected"
+                and handle.call_count.remote().result() == config.max_retries + 1
             )
 
-        wait_for_condition(assert_result, timeout=20)
+        wait_for_condition(failed_as_ray_reports_it, timeout=20)
 
-    def test_task_consumer_persistence_across_restarts(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
+    def test_task_consumer_persistence_across_restarts(self, setup: Setup) -> None:
         """Ray's scenario counts on one task at a time from ``worker_concurrency=1``,
         which Ray 2.60 ignores as taskserve does: the deployment sets
         ``max_ongoing_requests=1``, which both honour.
@@ -272,177 +263,137 @@ class TestTaskConsumerWithRayServe:
         blocked task at once, as Ray's test does, lets the whole queue drain in
         that window. So once the first application is deleted the test releases
         the running task every half second until the application is gone."""
-        config = create_processor_config()
-        tracker = ProcessedTasksTracker.remote()  # type: ignore[attr-defined]
-        signal1 = SignalActor.remote()
+        config = setup.config()
+        seen = SeenValues.remote()  # type: ignore[attr-defined]
 
         @serve.deployment(num_replicas=1, graceful_shutdown_timeout_s=60, max_ongoing_requests=1)
         @task_consumer(task_processor_config=config)
-        class TaskConsumer:
-            def __init__(self, tracker_ref: Any, signal_ref: Any) -> None:
-                self.tracker, self.signal = tracker_ref, signal_ref
-                self.local_processed: list[Any] = []
+        class Consumer:
+            def __init__(self, seen: Any, gate: Any) -> None:
+                self.seen, self.gate = seen, gate
+                self.processed_here: list[Any] = []
 
             @task_handler(name="process_request")
             def process_request(self, data: Any) -> str:
-                ray.get(self.signal.wait.remote())
-                self.local_processed.append(data)
-                ray.get(self.tracker.add_task.remote(data))
+                ray.get(self.gate.wait.remote())
+                self.processed_here.append(data)
+                ray.get(self.seen.add.remote(data))
                 return f"Processed: {data}"
 
-            def get_local_processed(self) -> list[Any]:
-                return self.local_processed
+            def processed(self) -> list[Any]:
+                return self.processed_here
 
-        serve.run(TaskConsumer.bind(tracker, signal1), name="app_v1")
+        first_gate = SignalActor.remote()
+        serve.run(Consumer.bind(seen, first_gate), name="app_v1")
+        total = 20
+        for i in range(total):
+            ray.get(enqueue_from_ray.remote(config, f"task_{i}"))
 
-        num_tasks = 20
-        for i in range(num_tasks):
-            ray.get(send_request_to_queue.remote(config, f"task_{i}"))
-
-        wait_for_condition(lambda: ray.get(signal1.cur_num_waiters.remote()) == 1, timeout=10)
-        ray.get(signal1.send.remote(clear=True))
-        wait_for_condition(lambda: ray.get(tracker.get_count.remote()) == 1, timeout=10)
-
+        # One task at a time: let exactly one through, then delete the application.
+        wait_for_condition(lambda: ray.get(first_gate.cur_num_waiters.remote()) == 1, timeout=10)
+        ray.get(first_gate.send.remote(clear=True))
+        wait_for_condition(lambda: ray.get(seen.count.remote()) == 1, timeout=10)
         serve.delete("app_v1", _blocking=False)
 
-        def release_running_task_until_deleted() -> bool:
-            ray.get(signal1.send.remote(clear=True))
+        def deleted_after_releasing_the_running_task() -> bool:
+            ray.get(first_gate.send.remote(clear=True))
             if "app_v1" not in serve.status().applications:
                 return True
             time.sleep(0.5)
             return False
 
-        wait_for_condition(release_running_task_until_deleted, timeout=100)
+        wait_for_condition(deleted_after_releasing_the_running_task, timeout=100)
+        done_before = ray.get(seen.count.remote())
+        assert 2 <= done_before < total
 
-        tasks_before_restart = ray.get(tracker.get_count.remote())
-        assert tasks_before_restart >= 2 and tasks_before_restart < num_tasks, (
-            f"Expected at least 2 tasks processed and at least one less than num_tasks, got "
-            f"{tasks_before_restart}"
-        )
+        second_gate = SignalActor.remote()
+        handle = serve.run(Consumer.bind(seen, second_gate), name="app_v2")
+        wait_for_condition(lambda: ray.get(second_gate.cur_num_waiters.remote()) == 1, timeout=10)
+        ray.get(second_gate.send.remote())
+        wait_for_condition(lambda: ray.get(seen.count.remote()) == total, timeout=100)
 
-        signal2 = SignalActor.remote()
-        handle = serve.run(TaskConsumer.bind(tracker, signal2), name="app_v2")
+        assert ray.get(seen.values.remote()) == {f"task_{i}" for i in range(total)}
+        assert len(handle.processed.remote().result()) == total - done_before
 
-        wait_for_condition(lambda: ray.get(signal2.cur_num_waiters.remote()) == 1, timeout=10)
-        ray.get(signal2.send.remote())
-        wait_for_condition(lambda: ray.get(tracker.get_count.remote()) == num_tasks, timeout=100)
-
-        expected_tasks = {f"task_{i}" for i in range(num_tasks)}
-        final_tasks = ray.get(tracker.get_processed_tasks.remote())
-        second_deployment_tasks = handle.get_local_processed.remote().result()
-
-        assert final_tasks == expected_tasks, f"Missing tasks: {expected_tasks - final_tasks}"
-        assert len(second_deployment_tasks) == num_tasks - tasks_before_restart
-
-    def test_task_consumer_as_serve_deployment_with_async_task_handler(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
+    def test_task_consumer_as_serve_deployment_with_async_task_handler(self, setup: Setup) -> None:
         """Ray refuses ``async def`` handlers with NotImplementedError; SPEC §6.1 and §9
         fix that: the same consumer is declared without error and its async
         handler runs."""
-        processor_config = create_processor_config()
+        config = setup.config()
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             def __init__(self) -> None:
-                self.data_received = None
-                self.task_received = False
+                self.received: Any = None
 
             @task_handler(name="process_request")
             async def process_request(self, data: Any) -> None:
-                self.task_received = True
-                self.data_received = data
+                self.received = data
 
-            def get_data_received(self) -> Any:
-                return self.data_received
+            def received_value(self) -> Any:
+                return self.received
 
-        handle = serve.run(ServeTaskConsumer.bind())
-        send_request_to_queue.remote(processor_config, "test_data_1")
-        wait_for_condition(lambda: handle.get_data_received.remote().result() == "test_data_1")
+        handle = serve.run(Consumer.bind())
+        enqueue_from_ray.remote(config, "test_data_1")
+        wait_for_condition(lambda: handle.received_value.remote().result() == "test_data_1")
 
-    def test_task_consumer_metrics(
-        self,
-        broker: str,
-        temp_queue_directory: Any,
-        serve_instance: str,
-        create_processor_config: Any,
-    ) -> None:
-        """Ray asserts one worker of max-concurrency 1 from ``worker_concurrency=1``,
+    def test_task_consumer_metrics(self, setup: Setup) -> None:
+        """Ray expects one worker of max-concurrency 1 from ``worker_concurrency=1``,
         which Ray 2.60 ignores as taskserve does: the deployment sets
         ``max_ongoing_requests=1``. Consumers' statistics are as of their last
         beat in the store (a quarter of a second after a change), so the test
-        waits for the run to show before asserting Ray's assertions."""
-        processor_config = create_processor_config()
+        waits for the run to show before checking Ray's expectations."""
+        config = setup.config()
 
         @serve.deployment(max_ongoing_requests=1)
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             def __init__(self) -> None:
-                self.task_received = False
+                self.ran = False
 
             @task_handler(name="process_request")
             def process_request(self, data: Any) -> None:
-                self.task_received = True
+                self.ran = True
 
-            def get_task_received(self) -> bool:
-                return self.task_received
+            def has_run(self) -> bool:
+                return self.ran
 
-        handle = serve.run(ServeTaskConsumer.bind())
-        send_request_to_queue.remote(processor_config, "test_data_1")
+        handle = serve.run(Consumer.bind())
+        enqueue_from_ray.remote(config, "test_data_1")
+        wait_for_condition(lambda: handle.has_run.remote().result(), timeout=20)
 
-        wait_for_condition(lambda: handle.get_task_received.remote().result(), timeout=20)
-
-        adapter_instance = instantiate_adapter_from_config(task_processor_config=processor_config)
+        producer = instantiate_adapter_from_config(task_processor_config=config)
         wait_for_condition(
-            lambda: any(
-                stats["total"].get("process_request")
-                for stats in adapter_instance.get_metrics_sync().values()
-            ),
-            timeout=5,
+            lambda: any(s["total"] for s in producer.get_metrics_sync().values()), timeout=5
         )
-        metrics = adapter_instance.get_metrics_sync()
-
+        metrics = producer.get_metrics_sync()
         assert len(metrics) == 1
-        worker_name = next(iter(metrics))
-        worker_stats = metrics[worker_name]
+        [stats] = [metrics[name] for name in metrics]
+        assert stats["pool"]["threads"] == 1
+        assert stats["pool"]["max-concurrency"] == 1
+        assert stats["total"]["process_request"] == 1
+        assert stats["broker"]["transport"] == setup.broker
 
-        assert worker_stats["pool"]["threads"] == 1
-        assert worker_stats["pool"]["max-concurrency"] == 1
-        assert worker_stats["total"]["process_request"] == 1
-        assert worker_stats["broker"]["transport"] == broker
-
-    def test_task_consumer_health_check(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
-        processor_config = create_processor_config()
+    def test_task_consumer_health_check(self, setup: Setup) -> None:
+        config = setup.config()
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             pass
 
-        serve.run(ServeTaskConsumer.bind())
+        serve.run(Consumer.bind())
+        producer = instantiate_adapter_from_config(task_processor_config=config)
+        wait_for_condition(lambda: len(producer.health_check_sync()) > 0, timeout=20)
 
-        adapter_instance = instantiate_adapter_from_config(task_processor_config=processor_config)
+        replies = producer.health_check_sync()
+        assert len(replies) == 1
+        [reply] = list(replies)
+        assert len(reply) == 1
+        assert list(reply.values()) == [{"ok": "pong"}]
 
-        def check_health() -> bool:
-            health_status = adapter_instance.health_check_sync()
-            return len(health_status) > 0
-
-        wait_for_condition(check_health, timeout=20)
-
-        health_status = adapter_instance.health_check_sync()
-        assert len(health_status) == 1
-
-        worker_reply = health_status[0]
-        assert len(worker_reply) == 1
-        worker_name = next(iter(worker_reply))
-        assert worker_reply[worker_name] == {"ok": "pong"}
-
-    def test_task_processor_with_cancel_tasks(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
+    def test_task_processor_with_cancel_tasks(self, setup: Setup) -> None:
         """Ray's scenario counts on one task at a time from ``worker_concurrency=1``
         (ignored by Ray 2.60 and taskserve): the deployment sets
         ``max_ongoing_requests=1``. The cancelled task never runs and reads
@@ -450,177 +401,106 @@ class TestTaskConsumerWithRayServe:
         stays so (SPEC §9: Ray's REVOKED flips to SUCCESS once a worker that
         fetched it runs it). Ray runs it on Redis only (its guide: the filesystem
         broker cannot cancel); taskserve's cancel is durable on both."""
-        processor_config = create_processor_config()
-        signal = SignalActor.remote()
+        config = setup.config()
+        gate = SignalActor.remote()
 
         @serve.deployment(max_ongoing_requests=1)
-        @task_consumer(task_processor_config=processor_config)
-        class MyTaskConsumer:
-            def __init__(self, signal_actor: Any) -> None:
-                self._signal = signal_actor
-                self.message_received: list[Any] = []
+        @task_consumer(task_processor_config=config)
+        class Consumer:
+            def __init__(self, gate: Any) -> None:
+                self.gate = gate
+                self.received: list[Any] = []
 
             @task_handler(name="process")
             def process(self, data: Any) -> None:
-                ray.get(self._signal.wait.remote())
-                self.message_received.append(data)
+                ray.get(self.gate.wait.remote())
+                self.received.append(data)
 
-            def get_message_received(self) -> list[Any]:
-                return self.message_received
+            def received_values(self) -> list[Any]:
+                return self.received
 
-        handle = serve.run(MyTaskConsumer.bind(signal), name="app_v1")
-
-        task_ids = [
-            ray.get(
-                send_request_to_queue.remote(
-                    processor_config, f"test_data_{i}", task_name="process"
-                )
-            )
+        handle = serve.run(Consumer.bind(gate), name="app_v1")
+        first, second = (
+            ray.get(enqueue_from_ray.remote(config, f"test_data_{i}", task_name="process"))
             for i in range(2)
-        ]
-
-        wait_for_condition(lambda: ray.get(signal.cur_num_waiters.remote()) == 1, timeout=10)
-
-        adapter_instance = instantiate_adapter_from_config(task_processor_config=processor_config)
-        adapter_instance.cancel_task_sync(task_ids[1])
-
-        ray.get(signal.send.remote())
-
-        def check_cancelled() -> bool:
-            status = adapter_instance.get_task_status_sync(task_ids[1])
-            return bool(status.status == "CANCELLED")
-
-        wait_for_condition(check_cancelled, timeout=20)
-        wait_for_condition(
-            lambda: adapter_instance.get_task_status_sync(task_ids[0]).status is TaskState.SUCCESS
         )
+        wait_for_condition(lambda: ray.get(gate.cur_num_waiters.remote()) == 1, timeout=10)
 
-        assert "test_data_0" in handle.get_message_received.remote().result()
-        assert "test_data_1" not in handle.get_message_received.remote().result()
-        assert adapter_instance.get_task_status_sync(task_ids[1]).status is TaskState.CANCELLED
+        producer = instantiate_adapter_from_config(task_processor_config=config)
+        producer.cancel_task_sync(second)
+        ray.get(gate.send.remote())
 
+        wait_for_condition(
+            lambda: producer.get_task_status_sync(second).status == "CANCELLED", timeout=20
+        )
+        wait_for_condition(lambda: producer.get_task_status_sync(first).status is TaskState.SUCCESS)
+        received = handle.received_values.remote().result()
+        assert "test_data_0" in received and "test_data_1" not in received
+        assert producer.get_task_status_sync(second).status is TaskState.CANCELLED
         serve.delete("app_v1")
 
 
 class TestTaskConsumerWithDLQsConfiguration:
-    """Mirrors Ray's ``TestTaskConsumerWithDLQsConfiguration``: the dead-letter
-    queues are read as broker queues (message files of the filesystem broker, by
-    routing key, as Ray reads them; Redis lists), which taskserve fills by
-    mirroring its dead-letter records (``mirror_dead_letters``)."""
+    """The dead-letter queues are read as broker queues (message files of the
+    filesystem broker, by routing key, as Ray's test reads them; Redis lists),
+    which taskserve fills by mirroring its dead-letter records
+    (``mirror_dead_letters``)."""
 
-    def _assert_queue_counts(
-        self,
-        temp_queue_directory: dict[str, Path],
-        processor_config: TaskProcessorConfig,
-        expected_main: int = 0,
-        expected_unprocessable: int = 0,
-        expected_failed: int = 0,
-        timeout: float = 15,
-    ) -> None:
-        main = processor_config.queue_name
-        unprocessable = processor_config.unprocessable_task_queue_name or ""
-        failed = processor_config.failed_task_queue_name or ""
-
-        def check_counts() -> bool:
-            adapter_config = processor_config.adapter_config
-            assert isinstance(adapter_config, CeleryAdapterConfig)
-            if adapter_config.broker_url == "filesystem://":
-                counts = _get_task_counts_by_routing_key(temp_queue_directory["queue_path"])
-            else:
-                counts = _get_task_counts_in_redis([n for n in (main, unprocessable, failed) if n])
-            return (
-                counts.get(main, 0) == expected_main
-                and counts.get(unprocessable, 0) == expected_unprocessable
-                and counts.get(failed, 0) == expected_failed
-            )
-
-        wait_for_condition(check_counts, timeout=timeout)
-
-    def test_task_consumer_as_serve_deployment_with_unknown_task(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
-        processor_config = create_processor_config(
-            unprocessable_task_queue_name="unprocessable_task_queue"
-        )
+    def test_task_consumer_as_serve_deployment_with_unknown_task(self, setup: Setup) -> None:
+        config = setup.config(unprocessable="unprocessable_task_queue")
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             @task_handler(name="process_request")
             def process_request(self, data: Any) -> None:
                 pass
 
-        serve.run(ServeTaskConsumer.bind())
-        send_request_to_queue.remote(processor_config, "test_data_1", task_name="unregistered_task")
-
-        self._assert_queue_counts(
-            temp_queue_directory,
-            processor_config,
-            expected_main=0,
-            expected_unprocessable=1,
-            timeout=10,
-        )
+        serve.run(Consumer.bind())
+        enqueue_from_ray.remote(config, "test_data_1", task_name="unregistered_task")
+        wait_for_broker_counts(setup, config, 10, main=0, unprocessable=1)
 
     def test_task_consumer_as_serve_deployment_with_failed_task_and_dead_letter_queue(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
+        self, setup: Setup
     ) -> None:
-        processor_config = create_processor_config(failed_task_queue_name="failed_task_queue")
+        config = setup.config(failed="failed_task_queue")
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             @task_handler(name="process_request")
             def process_request(self, data: Any) -> None:
                 raise ValueError("Task failed as expected")
 
-        serve.run(ServeTaskConsumer.bind())
-        send_request_to_queue.remote(processor_config, "test_data_1")
+        serve.run(Consumer.bind())
+        enqueue_from_ray.remote(config, "test_data_1")
+        wait_for_broker_counts(setup, config, 15, main=0, failed=1)
 
-        self._assert_queue_counts(
-            temp_queue_directory, processor_config, expected_main=0, expected_failed=1
-        )
-
-    def test_task_consumer_with_mismatched_arguments(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
+    def test_task_consumer_with_mismatched_arguments(self, setup: Setup) -> None:
         """Same outcome as Ray's; the binding error is not retried first (SPEC §4.6, §9)."""
-        processor_config = create_processor_config(
-            unprocessable_task_queue_name="unprocessable_task_queue",
-            failed_task_queue_name="failed_task_queue",
-        )
+        config = setup.config(failed="failed_task_queue", unprocessable="unprocessable_task_queue")
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             @task_handler(name="process_request")
             def process_request(self, arg1: Any, arg2: Any) -> None:
                 pass
 
-        serve.run(ServeTaskConsumer.bind())
-        send_request_to_queue.remote(processor_config, ["test_data_1"])
+        serve.run(Consumer.bind())
+        enqueue_from_ray.remote(config, ["test_data_1"])
+        wait_for_broker_counts(setup, config, 15, main=0, failed=1)
 
-        self._assert_queue_counts(
-            temp_queue_directory, processor_config, expected_main=0, expected_failed=1
-        )
-
-    def test_task_consumer_with_argument_type_mismatch(
-        self, temp_queue_directory: Any, serve_instance: str, create_processor_config: Any
-    ) -> None:
-        processor_config = create_processor_config(
-            unprocessable_task_queue_name="unprocessable_task_queue",
-            failed_task_queue_name="failed_task_queue",
-        )
+    def test_task_consumer_with_argument_type_mismatch(self, setup: Setup) -> None:
+        config = setup.config(failed="failed_task_queue", unprocessable="unprocessable_task_queue")
 
         @serve.deployment
-        @task_consumer(task_processor_config=processor_config)
-        class ServeTaskConsumer:
+        @task_consumer(task_processor_config=config)
+        class Consumer:
             @task_handler(name="process_request")
             def process_request(self, data: str) -> int:
                 return len(data)
 
-        serve.run(ServeTaskConsumer.bind())
-        send_request_to_queue.remote(processor_config, 12345)
-
-        self._assert_queue_counts(
-            temp_queue_directory, processor_config, expected_main=0, expected_failed=1
-        )
+        serve.run(Consumer.bind())
+        enqueue_from_ray.remote(config, 12345)
+        wait_for_broker_counts(setup, config, 15, main=0, failed=1)
