@@ -45,7 +45,7 @@ def test_unknown_top_level_key_is_an_error_naming_it() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_retries", -1), ("lease_s", 0), ("result_ttl_s", -5), ("queue_name", "bad name!")],
+    [("max_retries", -1), ("lease_s", 0), ("result_ttl_s", -5), ("queue_name", "bad\tname")],
 )
 def test_bad_values_name_the_field(field: str, value: object) -> None:
     data = {"queue_name": "q", field: value}

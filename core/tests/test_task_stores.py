@@ -1,10 +1,12 @@
 """The store contract (``taskserve.engine.store``), row by row of its
-transition table, against both stores of the kit: the SQL store on sqlite and
-the Redis store on a real Redis. The Redis store's ledger (publish numbers,
-reconcile) has tests of its own at the end."""
+transition table, against the stores of the kit: the SQL store on sqlite, the
+SQL ledger store on sqlite and the Redis store on a real Redis. The ledgers
+(publish numbers, reconcile) of the Redis and SQL ledger stores have tests of
+their own at the end."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +25,15 @@ from taskserve import (
     TaskState,
 )
 from taskserve.adapters.sqlite.dialect import SqliteDialect
-from taskserve.kit import LedgerStore, QueueStore, RedisTaskStore, SqlTaskStore, TaskStore
+from taskserve.kit import (
+    LedgerStore,
+    QueueStore,
+    RedisTaskStore,
+    SqlLedgerStore,
+    SqlTaskStore,
+    TaskStore,
+    WorkerDirectory,
+)
 from taskserve.serialization import build_message
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -31,10 +41,11 @@ OWNER = "consumer-a"
 ERROR = TaskError(type="ValueError", message="bad", traceback="Traceback ...")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "sqlite-ledger", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        sql = SqlTaskStore(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=60)
+    if request.param.startswith("sqlite"):
+        kind = SqlLedgerStore if request.param == "sqlite-ledger" else SqlTaskStore
+        sql = kind(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=60)
         yield sql
         sql.close()
         return
@@ -44,6 +55,32 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     for key in redis_store.client.scan_iter(f"{prefix}:*"):
         redis_store.client.delete(key)
     redis_store.close()
+
+
+@pytest.fixture(params=["redis", "sqlite-ledger"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A ledger store, and a second handle on the same queue."""
+    if request.param == "sqlite-ledger":
+        path = str(tmp_path / "ledger.db")
+        first = SqlLedgerStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)
+        second = SqlLedgerStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)
+        yield first, second
+        first.close()
+        second.close()
+        return
+    prefix = f"taskserve-test-{uuid.uuid4().hex[:12]}"
+    first = RedisTaskStore(REDIS_URL, "q", result_ttl_s=60, prefix=prefix)
+    second = RedisTaskStore(REDIS_URL, "q", result_ttl_s=60, prefix=prefix)
+    yield first, second
+    for key in first.client.scan_iter(f"{prefix}:*"):
+        first.client.delete(key)
+    first.close()
+    second.close()
+
+
+@pytest.fixture
+def ledger_store(ledger: tuple[Any, Any]) -> Any:
+    return ledger[0]
 
 
 @pytest.fixture
@@ -72,15 +109,27 @@ def _queued(store: TaskStore, *args: object) -> TaskMessage:
     return message
 
 
+def _is_queue(store: TaskStore) -> bool:
+    """A store consumers claim tasks from (a ledger store is fed by its engine)."""
+    return isinstance(store, QueueStore) and not isinstance(store, LedgerStore)
+
+
 def _started(store: TaskStore, lease_s: float = 30.0, max_attempts: int = 3) -> TaskMessage:
     message = _queued(store)
-    if isinstance(store, QueueStore):
+    if _is_queue(store):
         claimed = store.claim(OWNER, lease_s, max_attempts)
         assert claimed is not None and claimed.task_id == message.id
         assert claimed.begun.started
     else:
         assert store.begin(message, OWNER, lease_s, max_attempts).started
     return message
+
+
+def _reconcile(store: Any, empty: bool = False, bound: float = 0.0) -> list[Any]:
+    time.sleep(0.005)  # a fresh lock window
+    return store.reconcile(
+        claim_bound_s=bound, lease_grace_s=0.0, engine_empty=empty, every_s=0.001
+    )
 
 
 def _dead_letter(message: TaskMessage) -> DeadLetter:
@@ -99,9 +148,10 @@ def _dead_letter(message: TaskMessage) -> DeadLetter:
     )
 
 
-def test_both_stores_implement_the_contract(store: TaskStore) -> None:
+def test_every_store_implements_the_contract(store: TaskStore) -> None:
     assert isinstance(store, TaskStore)
-    assert isinstance(store, QueueStore) != isinstance(store, LedgerStore)
+    assert isinstance(store, WorkerDirectory)
+    assert _is_queue(store) != isinstance(store, LedgerStore)
 
 
 def test_unknown_ids_raise_task_not_found(store: TaskStore) -> None:
@@ -323,89 +373,135 @@ def test_a_key_of_an_expired_task_is_free_again(store: TaskStore, tmp_path: Path
     short.close()
 
 
-# -- the Redis store's ledger ------------------------------------------------------
-def _reconcile(store: RedisTaskStore, empty: bool = False, bound: float = 0.0) -> list[Any]:
-    time.sleep(0.005)  # a fresh lock window
-    return store.reconcile(
-        claim_bound_s=bound, lease_grace_s=0.0, engine_empty=empty, every_s=0.001
-    )
+def test_a_delayed_task_is_pending_and_not_deliverable_before_it_is_due(
+    store: TaskStore,
+) -> None:
+    message = dataclasses.replace(_message(), not_before=time.time() + 0.3)
+    inserted = store.insert(message, None)
+    assert inserted.created and store.status(message.id).status is TaskState.PENDING
+    if _is_queue(store):
+        assert isinstance(store, QueueStore)
+        assert store.claim(OWNER, 30, 3) is None
+        time.sleep(0.35)
+        claimed = store.claim(OWNER, 30, 3)
+        assert claimed is not None and claimed.task_id == message.id
+    else:
+        assert inserted.scheduled and inserted.seq is None  # not to be published now
+        assert isinstance(store, LedgerStore)
+        assert store.counts().queued == 1 and store.unclaimed() == 0
+        assert _reconcile(store) == []
+        time.sleep(0.35)
+        [due] = _reconcile(store)
+        assert (due.task_id, due.reason) == (message.id, "due")
 
 
+def test_a_delayed_task_can_be_cancelled_while_it_waits(store: TaskStore) -> None:
+    message = dataclasses.replace(_message(), not_before=time.time() + 0.2)
+    store.insert(message, None)
+    assert store.cancel(message.id) == (True, TaskState.CANCELLED)
+    time.sleep(0.25)
+    if _is_queue(store):
+        assert isinstance(store, QueueStore)
+        assert store.claim(OWNER, 30, 3) is None
+    else:
+        assert isinstance(store, LedgerStore)
+        assert _reconcile(store, empty=True) == []
+    assert store.counts().queued == 0
+
+
+def test_consumers_alive_are_listed_until_they_stop_or_their_beat_lapses(
+    store: TaskStore,
+) -> None:
+    assert isinstance(store, WorkerDirectory)
+    assert store.workers() == {}
+    store.beat("celery@a", {"pool": {"max-concurrency": 2}}, 30.0)
+    store.beat("celery@b", {"total": {"t": 1}}, 0.1)
+    assert store.workers() == {
+        "celery@a": {"pool": {"max-concurrency": 2}},
+        "celery@b": {"total": {"t": 1}},
+    }
+    store.beat("celery@a", {"pool": {"max-concurrency": 3}}, 30.0)
+    time.sleep(0.15)
+    assert store.workers() == {"celery@a": {"pool": {"max-concurrency": 3}}}
+    store.forget("celery@a")
+    assert store.workers() == {}
+
+
+# -- the ledgers (Redis, SQL) ------------------------------------------------------
 def test_each_publish_gets_a_number_and_a_begun_one_leaves_the_ledger(
-    redis_store: RedisTaskStore,
+    ledger_store: Any,
 ) -> None:
     first, second = _message(), _message()
-    one, two = redis_store.insert(first, None), redis_store.insert(second, None)
+    one, two = ledger_store.insert(first, None), ledger_store.insert(second, None)
     assert one.seq is not None and two.seq == one.seq + 1
-    assert redis_store.unclaimed() == 2
-    redis_store.begin(first.with_seq(one.seq), OWNER, 30, 3)
-    assert redis_store.unclaimed() == 1
+    assert ledger_store.unclaimed() == 2
+    ledger_store.begin(first.with_seq(one.seq), OWNER, 30, 3)
+    assert ledger_store.unclaimed() == 1
 
 
-def test_a_message_passed_by_later_ones_is_published_again(redis_store: RedisTaskStore) -> None:
+def test_a_message_passed_by_later_ones_is_published_again(ledger_store: Any) -> None:
     lost, later = _message(), _message()
-    redis_store.insert(lost, None)
-    seq = redis_store.insert(later, None).seq
-    redis_store.begin(later.with_seq(seq), OWNER, 30, 3)
-    assert _reconcile(redis_store, bound=30.0) == []  # passed too recently
-    [again] = _reconcile(redis_store)
+    ledger_store.insert(lost, None)
+    seq = ledger_store.insert(later, None).seq
+    ledger_store.begin(later.with_seq(seq), OWNER, 30, 3)
+    assert _reconcile(ledger_store, bound=30.0) == []  # passed too recently
+    [again] = _reconcile(ledger_store)
     assert (again.task_id, again.reason) == (lost.id, "lost") and again.seq > (seq or 0)
-    assert _reconcile(redis_store) == []  # its new number is not passed yet
-    assert redis_store.republished() == {"lost": 1, "lease": 0}
+    assert _reconcile(ledger_store) == []  # its new number is not passed yet
+    assert ledger_store.republished() == {"lost": 1, "lease": 0}
 
 
 def test_a_task_waiting_behind_a_backlog_is_never_published_again(
-    redis_store: RedisTaskStore,
+    ledger_store: Any,
 ) -> None:
     for _ in range(3):
-        redis_store.insert(_message(), None)
-    assert _reconcile(redis_store) == []
-    assert _reconcile(redis_store, empty=True, bound=30.0) == []
-    assert len(_reconcile(redis_store, empty=True)) == 3  # the engine says it holds none
+        ledger_store.insert(_message(), None)
+    assert _reconcile(ledger_store) == []
+    assert _reconcile(ledger_store, empty=True, bound=30.0) == []
+    assert len(_reconcile(ledger_store, empty=True)) == 3  # the engine says it holds none
 
 
-def test_retries_are_published_when_due(redis_store: RedisTaskStore) -> None:
+def test_retries_are_published_when_due(ledger_store: Any) -> None:
     message = _message()
-    seq = redis_store.insert(message, None).seq
-    redis_store.begin(message.with_seq(seq), OWNER, 30, 3)
-    redis_store.schedule_retry(message.id, ERROR, 0.2)
-    assert redis_store.counts().queued == 1
-    assert _reconcile(redis_store) == []
+    seq = ledger_store.insert(message, None).seq
+    ledger_store.begin(message.with_seq(seq), OWNER, 30, 3)
+    ledger_store.schedule_retry(message.id, ERROR, 0.2)
+    assert ledger_store.counts().queued == 1
+    assert _reconcile(ledger_store) == []
     time.sleep(0.25)
-    [due] = _reconcile(redis_store)
+    [due] = _reconcile(ledger_store)
     assert (due.task_id, due.reason) == (message.id, "due")
-    assert redis_store.counts().queued == 0 and redis_store.unclaimed() == 1
+    assert ledger_store.counts().queued == 0 and ledger_store.unclaimed() == 1
 
 
-def test_a_task_whose_lease_ran_out_is_published_again(redis_store: RedisTaskStore) -> None:
+def test_a_task_whose_lease_ran_out_is_published_again(ledger_store: Any) -> None:
     message = _message()
-    seq = redis_store.insert(message, None).seq
-    redis_store.begin(message.with_seq(seq), OWNER, 0.01, 3)
+    seq = ledger_store.insert(message, None).seq
+    ledger_store.begin(message.with_seq(seq), OWNER, 0.01, 3)
     time.sleep(0.05)
-    [again] = _reconcile(redis_store)
+    [again] = _reconcile(ledger_store)
     assert (again.task_id, again.reason) == (message.id, "lease")
-    begun = redis_store.begin(message.with_seq(again.seq), "consumer-b", 30, 3)
+    begun = ledger_store.begin(message.with_seq(again.seq), "consumer-b", 30, 3)
     assert begun.started and begun.attempt == 2
 
 
-def test_a_cancelled_task_leaves_the_ledger(redis_store: RedisTaskStore) -> None:
+def test_a_cancelled_task_leaves_the_ledger(ledger_store: Any) -> None:
     message = _message()
-    redis_store.insert(message, None)
-    redis_store.cancel(message.id)
-    assert redis_store.unclaimed() == 0
-    assert _reconcile(redis_store, empty=True) == []
+    ledger_store.insert(message, None)
+    ledger_store.cancel(message.id)
+    assert ledger_store.unclaimed() == 0
+    assert _reconcile(ledger_store, empty=True) == []
 
 
-def test_only_one_consumer_reconciles_at_a_time(redis_store: RedisTaskStore) -> None:
-    other = RedisTaskStore(REDIS_URL, "q", result_ttl_s=60, prefix=redis_store.prefix)
-    redis_store.insert(_message(), None)
+def test_only_one_consumer_reconciles_at_a_time(ledger: tuple[Any, Any]) -> None:
+    ledger_store, other = ledger
+    ledger_store.insert(_message(), None)
     time.sleep(0.005)
-    first = redis_store.reconcile(
+    first = ledger_store.reconcile(
         claim_bound_s=0.0, lease_grace_s=0.0, engine_empty=True, every_s=5.0
     )
     second = other.reconcile(claim_bound_s=0.0, lease_grace_s=0.0, engine_empty=True, every_s=5.0)
     assert len(first) == 1 and second == []
-    other.close()
 
 
 def test_refused_dead_letter_write_leaves_the_status(redis_store: RedisTaskStore) -> None:

@@ -64,7 +64,7 @@ class Deadlines:
 
     def retries(self, failed_attempts: int | None = None) -> float:
         """Every attempt of a task failing ``failed_attempts`` times has run."""
-        n = self.config.max_retries if failed_attempts is None else failed_attempts
+        n = self.config.max_attempts - 1 if failed_attempts is None else failed_attempts
         backoff = sum(
             retry_delay_s(self.config.model_copy(update={"retry_jitter": False}), i)
             for i in range(1, n + 1)

@@ -19,6 +19,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from taskserve.adapter_config import AdapterConfig
@@ -76,6 +77,19 @@ class RunningConsumer(Protocol):
         """Stop fetching, hand back fetched-but-unstarted tasks at once, let
         running tasks finish for up to ``timeout`` seconds, then hand back the
         rest; return once done."""
+
+
+@dataclass(frozen=True)
+class EnqueueOptions:
+    """What an adapter makes of the engine options of one enqueue
+    (:meth:`TaskProcessorAdapter._enqueue_options`)."""
+
+    not_before: float | None = None
+    """Unix time before which the task must not run (the store keeps it back)."""
+    expires_at: float | None = None
+    """Unix time after which it is not run any more (it ends CANCELLED)."""
+    priority: int | None = None
+    """The engine's publish priority, on the engine's own scale."""
 
 
 def _async_twin(sync_method: Callable[..., _R]) -> Callable[..., Awaitable[_R]]:
@@ -187,6 +201,14 @@ class TaskProcessorAdapter(ABC):
 
     # -- capabilities ----------------------------------------------------
     @classmethod
+    def broker_queue_length(cls, broker_url: str, queue_name: str) -> int:
+        """Messages waiting in ``queue_name`` on the broker at ``broker_url``, read
+        from the broker alone (no task state): what Ray Serve's queue autoscaling
+        policy polls, given only those two. Adapters whose broker can tell
+        override it; by default it raises UnsupportedCapability."""
+        raise UnsupportedCapability(cls.alias or cls.__name__, "broker_queue_length")
+
+    @classmethod
     def supports(cls, capability: Capability | str) -> bool:
         """Whether this adapter declares ``capability``."""
         return capability in cls.capabilities
@@ -283,7 +305,9 @@ class TaskProcessorAdapter(ABC):
         Arguments must be JSON values; a value that is not, or a payload over
         ``max_payload_bytes``, raises :class:`PayloadError` and nothing is sent.
         With ``idempotency_key``, a second call with the same key returns the
-        first task instead of enqueuing another.
+        first task instead of enqueuing another. ``options`` are the engine's
+        own (Celery's ``countdown``, ``eta``, ``expires``, ``priority``); an
+        option the adapter does not take is a :class:`ConfigError`.
         """
         if self.routing:
             return self.route(task_name).enqueue_task_sync(
@@ -295,8 +319,7 @@ class TaskProcessorAdapter(ABC):
                 retried_from=retried_from,
                 **options,
             )
-        if options:
-            raise ConfigError(f"unknown enqueue options: {', '.join(sorted(options))}")
+        engine_options = self._enqueue_options(dict(options))
         if idempotency_key is not None:
             self.require(Capability.IDEMPOTENCY_KEYS)
         message = build_message(
@@ -307,6 +330,9 @@ class TaskProcessorAdapter(ABC):
             max_payload_bytes=self.config.max_payload_bytes,
             task_id=task_id,
             retried_from=retried_from,
+            not_before=engine_options.not_before,
+            expires_at=engine_options.expires_at,
+            priority=engine_options.priority,
         )
         result = self._enqueue(message, idempotency_key)
         if result.id == message.id:
@@ -392,7 +418,9 @@ class TaskProcessorAdapter(ABC):
 
     # -- operations ------------------------------------------------------
     def health_check_sync(self) -> HealthReport:
-        """Whether the broker answers and, if started, the consumer is alive."""
+        """Whether the broker answers and, if started, the consumer is alive; the
+        report also lists every consumer of the queue alive now (``workers``,
+        ``len(report)``), as Ray Serve's Celery adapter lists Celery's workers."""
         try:
             self._ping()
             broker_ok, detail = True, ""
@@ -403,21 +431,31 @@ class TaskProcessorAdapter(ABC):
             consumer = self._consumer is not None and self._consumer.alive()
             if not consumer:
                 detail = (detail + "; " if detail else "") + "consumer is not running"
+        workers: dict[str, dict[str, Any]] = {}
+        if broker_ok:
+            try:
+                workers = self._workers()
+            except Exception as e:
+                logger.debug("taskserve: listing the consumers of '%s' failed: %s", self, e)
         return HealthReport(
             healthy=broker_ok and consumer is not False,
             broker_reachable=broker_ok,
             consumer_running=consumer,
             detail=detail,
+            workers=[{name: {"ok": "pong"}} for name in workers],
         )
 
     def get_metrics_sync(self) -> AdapterMetrics:
-        """Queue depth, in-flight count and dead-letter counts of this queue."""
+        """Queue depth, in-flight count and dead-letter counts of this queue, and
+        the statistics of every consumer alive now (``workers``; ``len(metrics)``
+        and ``metrics[name]`` as with Ray Serve's Celery adapter)."""
         self.require(Capability.QUEUE_METRICS)
         metrics = self._metrics()
         return metrics.model_copy(
             update={
                 "consumer_concurrency": self.consumer_concurrency if self._runner else None,
                 "local_in_flight": self._runner.in_flight if self._runner else None,
+                "workers": self._workers(),
             }
         )
 
@@ -542,6 +580,18 @@ class TaskProcessorAdapter(ABC):
     get_task_status = get_task_status_async
 
     # -- primitives an adapter implements ---------------------------------
+    def _enqueue_options(self, options: dict[str, Any]) -> EnqueueOptions:
+        """Read the engine options of one enqueue (``enqueue_task_sync``'s
+        ``**options``); raise ConfigError for one the adapter does not take. A
+        delay (``not_before``) is kept back by the store until due. By default
+        no option is taken."""
+        if options:
+            raise ConfigError(
+                f"unknown enqueue options: {', '.join(sorted(options))} (adapter "
+                f"'{self.alias or type(self).__name__}' takes none)"
+            )
+        return EnqueueOptions()
+
     def _connect(self) -> None:
         """Open connections and create what the adapter needs; idempotent."""
 
@@ -576,6 +626,16 @@ class TaskProcessorAdapter(ABC):
         """Start fetching with at most ``concurrency`` tasks fetched at once,
         handing each to ``runner.process`` with a DeliveryRecorder; return the
         running consumer (stopped by :meth:`stop_consumer`)."""
+
+    def _workers(self) -> dict[str, dict[str, Any]]:
+        """Name -> statistics of every consumer of the queue alive now. By
+        default only this process's consumer, if it is a kit consumer."""
+        consumer = self._consumer
+        name = getattr(consumer, "worker_name", None)
+        stats = getattr(consumer, "worker_stats", None)
+        if consumer is not None and consumer.alive() and isinstance(name, str) and callable(stats):
+            return {name: stats()}
+        return {}
 
     def _metrics(self) -> AdapterMetrics:
         """Queue depth and in-flight count (QUEUE_METRICS)."""

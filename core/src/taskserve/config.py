@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,25 @@ from pydantic import (
     model_validator,
 )
 
-from taskserve.adapter_config import AdapterConfig
+from taskserve.adapter_config import AdapterConfig, OpaqueAdapterConfig
 from taskserve.errors import AdapterNotFound, ConfigError
-from taskserve.selection import config_model_for
+from taskserve.selection import canonical_selector, config_model_for
 
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+QUEUE_NAME_MAX = 200
+"""Longest queue name accepted."""
 
-__all__ = ["DEFAULT_ADAPTER", "AdapterConfig", "TaskProcessorConfig", "describe_validation_error"]
+UNLIMITED_ATTEMPTS = 2**31 - 1
+"""``max_attempts`` of ``max_retries=None`` (retry without limit)."""
+
+__all__ = [
+    "DEFAULT_ADAPTER",
+    "UNLIMITED_ATTEMPTS",
+    "AdapterConfig",
+    "TaskProcessorConfig",
+    "describe_validation_error",
+]
+
+_QUEUE_FIELDS = ("queue_name", "failed_task_queue_name", "unprocessable_task_queue_name")
 
 DEFAULT_ADAPTER = "sqlite"
 """Adapter used when neither ``adapter`` nor a typed ``adapter_config`` says."""
@@ -64,7 +75,14 @@ class TaskProcessorConfig(BaseModel):
         default=None,
         description="The adapter's settings: a dict or the adapter's typed config.",
     )
-    max_retries: int = Field(default=3, ge=0, description="Retries after the first attempt.")
+    max_retries: int | None = Field(
+        default=3,
+        ge=0,
+        description=(
+            "Retries after the first attempt; None retries without limit (Celery's and "
+            "Ray Serve's meaning of max_retries=None)."
+        ),
+    )
     retry_backoff_s: float = Field(
         default=1.0, ge=0, description="Delay before the first retry, doubled each retry."
     )
@@ -108,11 +126,19 @@ class TaskProcessorConfig(BaseModel):
         description="Tasks run at once per consumer (default: max_ongoing_requests).",
     )
 
-    @field_validator("queue_name", "failed_task_queue_name", "unprocessable_task_queue_name")
+    @field_validator(*_QUEUE_FIELDS)
     @classmethod
     def _check_queue_name(cls, value: str | None) -> str | None:
-        if value is not None and not _QUEUE_NAME.match(value):
-            raise ValueError("must be 1-200 characters of letters, digits, '_', '.', ':' or '-'")
+        # Ray Serve takes any string; taskserve refuses only what no engine can
+        # carry. An engine with stricter rules says so (AdapterConfig.check_queue_name).
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("must not be empty or blank")
+        if len(value) > QUEUE_NAME_MAX:
+            raise ValueError(f"must be at most {QUEUE_NAME_MAX} characters")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("must not contain control characters")
         return value
 
     def __init__(self, /, **data: Any) -> None:
@@ -131,7 +157,10 @@ class TaskProcessorConfig(BaseModel):
         typed = isinstance(self.adapter_config, AdapterConfig)
         selector: str | type
         if self.adapter is not None:
-            selector = self.adapter
+            try:
+                selector = canonical_selector(self.adapter)
+            except AdapterNotFound as e:
+                raise ValueError(f"adapter: {e}") from e
         elif typed and type(self.adapter_config).adapter_alias:
             selector = str(type(self.adapter_config).adapter_alias)
         else:
@@ -144,6 +173,8 @@ class TaskProcessorConfig(BaseModel):
         raw = self.adapter_config
         if isinstance(raw, model):
             checked = raw
+        elif issubclass(model, OpaqueAdapterConfig):
+            checked = model(value=raw)
         else:
             if isinstance(raw, AdapterConfig):
                 raise ValueError(
@@ -166,13 +197,23 @@ class TaskProcessorConfig(BaseModel):
                         e, prefix="adapter_config", known_fields=model.model_fields
                     )
                 ) from None
-        object.__setattr__(self, "adapter", self.adapter if self.adapter is not None else selector)
+        for field in _QUEUE_FIELDS:
+            name = getattr(self, field)
+            if name is not None:
+                try:
+                    checked.check_queue_name(name, field)
+                except ValueError as e:
+                    raise ValueError(f"{field}: {e}") from None
+        object.__setattr__(self, "adapter", selector)
         object.__setattr__(self, "adapter_config", checked)
         return self
 
     @property
     def max_attempts(self) -> int:
-        """Total runs allowed: the first attempt plus ``max_retries``."""
+        """Total runs allowed: the first attempt plus ``max_retries``
+        (:data:`UNLIMITED_ATTEMPTS` when ``max_retries`` is None)."""
+        if self.max_retries is None:
+            return UNLIMITED_ATTEMPTS
         return self.max_retries + 1
 
     @classmethod

@@ -119,3 +119,22 @@ class UndecodableMessage(TaskserveError):
 
 class ConsumerLost(TaskserveError):
     """The task's consumer died during every allowed attempt."""
+
+
+class IgnoredSettingWarning(UserWarning):
+    """A setting taskserve accepts for compatibility (Ray Serve's configs
+    validate unchanged) but does not apply; the message says why."""
+
+
+_warned: set[str] = set()
+
+
+def warn_ignored(setting: str, reason: str) -> None:
+    """Warn, once per process and ``setting``, that ``setting`` is accepted but
+    has no effect, and why."""
+    if setting in _warned:
+        return
+    _warned.add(setting)
+    import warnings
+
+    warnings.warn(f"{setting} is ignored: {reason}", IgnoredSettingWarning, stacklevel=3)

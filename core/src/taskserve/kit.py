@@ -25,6 +25,12 @@ What is here, by job:
   engine, and :class:`RedisTaskStore` (needs the ``redis`` package) with
   :func:`redis_unavailable`, the one mapping of Redis errors to
   :class:`BrokerUnavailable` for every engine on Redis;
+  engine (:class:`SqliteDialect` for sqlite), :class:`SqlLedgerStore` (the
+  ledger of a message engine, in SQL), and :class:`RedisTaskStore` (needs the
+  ``redis`` package); :class:`WorkerDirectory`, the stores that list the
+  consumers alive;
+* engine options of an enqueue (:class:`EnqueueOptions`), and
+  :func:`warn_ignored` for a setting accepted for compatibility but not applied;
 * consumers: :class:`ConsumerBase` (engines with their own transport),
   :class:`PollingConsumer` (queue stores), :class:`Reconciler`.
 """
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskserve.adapter import RunningConsumer, TaskProcessorAdapter
+from taskserve.adapter import EnqueueOptions, RunningConsumer, TaskProcessorAdapter
 from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
@@ -46,6 +52,8 @@ from taskserve.engine.reconciler import Reconciler
 from taskserve.engine.recorder import StoreRecorder, result_json
 from taskserve.engine.runner import DeliveryRecorder, Handler, Outcome, TaskRunner
 from taskserve.engine.sql.dialect import Cursor, Executor, SqlDialect
+from taskserve.engine.sql.ledger import SqlLedgerStore
+from taskserve.engine.sql.sqlite import SqliteDialect
 from taskserve.engine.sql.store import SCHEMA_VERSION, SqlTaskStore
 from taskserve.engine.store import (
     Begun,
@@ -56,6 +64,7 @@ from taskserve.engine.store import (
     QueueStore,
     Republish,
     TaskStore,
+    WorkerDirectory,
 )
 from taskserve.engine.store_adapter import StoreAdapter
 from taskserve.errors import (
@@ -63,6 +72,7 @@ from taskserve.errors import (
     BrokerUnavailable,
     ConfigError,
     IdempotencyKeyReused,
+    IgnoredSettingWarning,
     InvalidArgument,
     NonRetryableError,
     PayloadError,
@@ -74,6 +84,7 @@ from taskserve.errors import (
     UndecodableMessage,
     UnknownTask,
     UnsupportedCapability,
+    warn_ignored,
 )
 from taskserve.lazy import lazy_attributes
 from taskserve.models import (
@@ -84,6 +95,7 @@ from taskserve.models import (
     HealthReport,
     NotRedriven,
     RedriveOutcome,
+    RemoteTaskError,
     TaskError,
     TaskResult,
 )
@@ -130,10 +142,12 @@ __all__ = [
     "DeadLetterKind",
     "Delivery",
     "DeliveryRecorder",
+    "EnqueueOptions",
     "Executor",
     "Handler",
     "HealthReport",
     "IdempotencyKeyReused",
+    "IgnoredSettingWarning",
     "Inserted",
     "InvalidArgument",
     "LeaseKeeper",
@@ -150,12 +164,15 @@ __all__ = [
     "RedactedUrl",
     "RedisTaskStore",
     "RedriveOutcome",
+    "RemoteTaskError",
     "Republish",
     "RunningConsumer",
     "SecretUrl",
     "Settlement",
     "SqlDialect",
+    "SqlLedgerStore",
     "SqlTaskStore",
+    "SqliteDialect",
     "StoreAdapter",
     "StoreRecorder",
     "TaskCancelled",
@@ -174,6 +191,7 @@ __all__ = [
     "UndecodableMessage",
     "UnknownTask",
     "UnsupportedCapability",
+    "WorkerDirectory",
     "current_task",
     "decode",
     "dumps_json",
@@ -183,4 +201,5 @@ __all__ = [
     "redis_unavailable",
     "result_json",
     "secret_value",
+    "warn_ignored",
 ]

@@ -2,14 +2,90 @@
 
 from __future__ import annotations
 
+import ast
+import builtins
+import contextlib
 import enum
 import time
 import traceback as traceback_module
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
+from taskserve import errors as taskserve_errors
 from taskserve.states import TaskState
+
+CELERY_STATE_NAMES: dict[str, TaskState] = {
+    "REVOKED": TaskState.CANCELLED,
+    "RECEIVED": TaskState.PENDING,
+    "REJECTED": TaskState.FAILURE,
+}
+"""Celery's state names that are not taskserve's, and the state they mean; a
+:class:`TaskResult` built with one (by an adapter written against Ray Serve's
+interface, say) gets the taskserve state."""
+
+
+class RemoteTaskError(Exception):
+    """The exception of a failed task, rebuilt from its recorded type name and
+    message when the type is not one taskserve rebuilds by name (builtins and
+    taskserve's own errors). ``str()`` is the recorded message; ``type_name``
+    the qualified name of the original type."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __repr__(self) -> str:
+        return f"RemoteTaskError({self.type_name}: {str(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, str(self)))
+
+
+def _exception_type(type_name: str) -> type[Exception] | None:
+    """The class a recorded type name denotes, looked up by name only (no module
+    is imported): a builtin exception, or one of taskserve's errors."""
+    module, _, name = type_name.rpartition(".")
+    if module == "":
+        found = getattr(builtins, name, None)
+    elif module == taskserve_errors.__name__:
+        found = getattr(taskserve_errors, name, None)
+    else:
+        return None
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return None
+
+
+def rebuild_exception(type_name: str, message: str) -> Exception:
+    """An exception instance for a recorded failure, never unpickled: the builtin
+    or taskserve error of that name when it can be built with the message (so
+    ``str()`` gives the message back), else a :class:`RemoteTaskError`."""
+    found = _exception_type(type_name)
+    if found is not None:
+        candidates: list[Any] = [message]
+        # KeyError('x') records "'x'": rebuild it from the literal it shows.
+        with contextlib.suppress(ValueError, SyntaxError, MemoryError, RecursionError):
+            candidates.append(ast.literal_eval(message))
+        for argument in candidates:
+            try:
+                exc = found(argument)
+            except Exception:
+                continue
+            if str(exc) == message:
+                return exc
+    return RemoteTaskError(type_name, message)
 
 
 class TaskError(BaseModel):
@@ -34,6 +110,10 @@ class TaskError(BaseModel):
             traceback="".join(traceback_module.format_exception(exc)),
         )
 
+    def to_exception(self) -> Exception:
+        """This error as an exception instance (see :func:`rebuild_exception`)."""
+        return rebuild_exception(self.type, self.message)
+
 
 class TaskID(BaseModel):
     """A task identifier, as the reference API passes it around."""
@@ -45,8 +125,11 @@ class TaskResult(BaseModel):
     """What an adapter knows about one task.
 
     ``status`` is the normalized :class:`TaskState`; ``result`` is the handler's
-    return value once the task succeeded; ``error`` describes the last failed
-    attempt; ``attempts`` counts started runs, crashed ones included.
+    return value once the task succeeded and, once it failed, the exception
+    (rebuilt from the recorded type and message, as Ray Serve's ``TaskResult``
+    holds it; it is ``null`` in JSON, where ``error`` says it all); ``error``
+    describes the last failed attempt (type, message, traceback); ``attempts``
+    counts started runs, crashed ones included.
     """
 
     model_config = ConfigDict(populate_by_name=True)
@@ -63,6 +146,47 @@ class TaskResult(BaseModel):
     retried_from: str | None = Field(
         default=None, description="Id of the task this one re-runs, if any."
     )
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _celery_state_names(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.upper() in CELERY_STATE_NAMES:
+            return CELERY_STATE_NAMES[value.upper()]
+        return value
+
+    @model_validator(mode="after")
+    def _failure_as_exception(self) -> TaskResult:
+        if self.status is TaskState.FAILURE and self.result is None and self.error is not None:
+            self.result = self.error.to_exception()
+        return self
+
+    @field_serializer("result", when_used="json")
+    def _result_as_json(self, value: Any) -> Any:
+        return None if isinstance(value, BaseException) else value
+
+    def _comparable(self) -> dict[str, Any]:
+        fields = dict(self.__dict__)
+        result = fields.get("result")
+        if isinstance(result, BaseException):
+            fields["result"] = (type(result), str(result))
+        return fields
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field; a failed task's exception compares by type and message."""
+        if not isinstance(other, TaskResult):
+            return NotImplemented
+        return type(self) is type(other) and self._comparable() == other._comparable()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def dict(self, **kwargs: Any) -> dict[str, Any]:
+        """``model_dump(**kwargs)``, under the name Ray Serve's PDF template calls
+        (``task_id.dict()``), without pydantic's deprecation warning."""
+        return self.model_dump(**kwargs)
+
+    def json(self, **kwargs: Any) -> str:
+        """``model_dump_json(**kwargs)``, without pydantic's deprecation warning."""
+        return self.model_dump_json(**kwargs)
 
     @property
     def state(self) -> TaskState:
@@ -164,7 +288,14 @@ class RedriveOutcome(list[TaskResult]):
 
 
 class HealthReport(BaseModel):
-    """Whether an adapter can do its work right now."""
+    """Whether an adapter can do its work right now.
+
+    It also behaves as the list Ray Serve's Celery adapter returns (Celery's
+    ``control.ping()``): ``len(report)``, iteration and indexing go over
+    ``workers``, one ``{name: {"ok": "pong"}}`` per consumer of the queue alive
+    now, wherever it runs. A report is always true (``bool``), even with no
+    worker: test ``len(report)`` or ``report.healthy``.
+    """
 
     healthy: bool
     broker_reachable: bool
@@ -172,6 +303,22 @@ class HealthReport(BaseModel):
         default=None, description="None when no consumer was started."
     )
     detail: str = ""
+    workers: list[dict[str, dict[str, str]]] = Field(
+        default_factory=list,
+        description="One ping reply per consumer of the queue alive now: {name: {'ok': 'pong'}}.",
+    )
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def __iter__(self) -> Iterator[dict[str, dict[str, str]]]:  # type: ignore[override]
+        return iter(self.workers)
+
+    def __getitem__(self, index: int) -> dict[str, dict[str, str]]:
+        return self.workers[index]
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class AdapterMetrics(BaseModel):
@@ -186,3 +333,44 @@ class AdapterMetrics(BaseModel):
     local_in_flight: int | None = Field(
         default=None, description="Tasks running in this process's consumer."
     )
+    workers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Each consumer of the queue alive now, by name, with its statistics in the "
+            "layout of Celery's inspect().stats(): pool (max-concurrency, threads), "
+            "total (handler runs by task name), broker (transport), pid, uptime."
+        ),
+    )
+
+    # It also behaves as the mapping Ray Serve's Celery adapter returns (Celery's
+    # ``inspect().stats()``): worker name -> statistics. Always true (``bool``).
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+        return iter(self.workers)
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        return self.workers[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.workers
+
+    def __bool__(self) -> bool:
+        return True
+
+    def keys(self) -> KeysView[str]:
+        """Names of the consumers alive now."""
+        return self.workers.keys()
+
+    def values(self) -> ValuesView[dict[str, Any]]:
+        """Statistics of each consumer."""
+        return self.workers.values()
+
+    def items(self) -> ItemsView[str, dict[str, Any]]:
+        """(name, statistics) of each consumer."""
+        return self.workers.items()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Statistics of consumer ``name``, or ``default``."""
+        return self.workers.get(name, default)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from taskserve.adapter import TaskProcessorAdapter
 from taskserve.errors import AdapterNotFound
+from taskserve.ray_adapter import shim_for
 from taskserve.selection import (
     ADAPTERS_ENTRY_POINT_GROUP,
     FIRST_PARTY_DISTRIBUTIONS,
     installed_adapters,
+    is_ray_interface_adapter,
     load_selected,
 )
 
@@ -31,11 +33,15 @@ def resolve_adapter(selector: str | type) -> type[TaskProcessorAdapter]:
 
     Raises :class:`AdapterNotFound` with the installed aliases and a close
     match for an unknown alias, and an install hint for a first-party alias
-    whose distribution is missing.
+    whose distribution is missing. A class written against Ray Serve's adapter
+    interface comes back wrapped (:func:`taskserve.ray_adapter.shim_for`).
     """
     if isinstance(selector, str) and selector in _loaded:
         return _loaded[selector]
     found, origin = load_selected(selector)
+    if is_ray_interface_adapter(found):
+        assert isinstance(found, type)
+        found = shim_for(found)
     if not (isinstance(found, type) and issubclass(found, TaskProcessorAdapter)):
         raise AdapterNotFound(
             f"{origin} is {found!r}, not a subclass of taskserve.TaskProcessorAdapter"

@@ -15,7 +15,7 @@ import difflib
 import importlib
 from importlib.metadata import EntryPoint, entry_points
 
-from taskserve.adapter_config import AdapterConfig
+from taskserve.adapter_config import AdapterConfig, OpaqueAdapterConfig
 from taskserve.errors import AdapterNotFound
 
 ADAPTERS_ENTRY_POINT_GROUP = "taskserve.adapters"
@@ -31,7 +31,61 @@ FIRST_PARTY_DISTRIBUTIONS: dict[str, str] = {
 }
 """Aliases of adapters published by this project outside the core."""
 
+RAY_ADAPTER_PATHS: dict[str, str] = {
+    "ray.serve.task_processor.CeleryTaskProcessorAdapter": "celery",
+    "ray.serve.task_processor:CeleryTaskProcessorAdapter": "celery",
+}
+"""Ray Serve's dotted paths of its built-in adapters -> the taskserve alias they
+select (``TaskProcessorConfig.adapter``'s default in Ray). Nothing of Ray is
+imported."""
+
+RAY_UNSUPPORTED_PATHS: dict[str, str] = {
+    "ray.serve.taskiq_task_processor.TaskiqTaskProcessorAdapter": "Ray Serve's Taskiq adapter",
+    "ray.serve.taskiq_task_processor:TaskiqTaskProcessorAdapter": "Ray Serve's Taskiq adapter",
+}
+"""Ray Serve adapters taskserve has no counterpart of."""
+
+RAY_INTERFACE_METHODS = (
+    "initialize",
+    "register_task_handle",
+    "enqueue_task_sync",
+    "get_task_status_sync",
+    "start_consumer",
+    "stop_consumer",
+    "cancel_task_sync",
+    "get_metrics_sync",
+    "health_check_sync",
+)
+"""The abstract methods of Ray Serve's ``TaskProcessorAdapter``."""
+
 _configs: dict[str, type[AdapterConfig]] = {}
+
+
+def canonical_selector(selector: str | type) -> str | type:
+    """``selector`` with Ray Serve's dotted paths of its built-in adapters
+    replaced by the taskserve alias they select."""
+    if isinstance(selector, str):
+        path = selector.strip()
+        if path in RAY_UNSUPPORTED_PATHS:
+            raise AdapterNotFound(
+                f"'{path}' is {RAY_UNSUPPORTED_PATHS[path]}, which taskserve has no "
+                "counterpart of; use 'celery', 'dramatiq', 'rq' or 'sqlite'"
+            )
+        return RAY_ADAPTER_PATHS.get(path, selector)
+    return selector
+
+
+def is_ray_interface_adapter(found: object) -> bool:
+    """Whether ``found`` is an adapter class written against Ray Serve's
+    ``TaskProcessorAdapter`` interface (its abstract methods, no taskserve
+    ``config_model``); such classes run behind
+    :class:`taskserve.ray_adapter.RayAdapterShim`."""
+    if not isinstance(found, type):
+        return False
+    model = getattr(found, "config_model", None)
+    if isinstance(model, type) and issubclass(model, AdapterConfig):
+        return False
+    return all(callable(getattr(found, name, None)) for name in RAY_INTERFACE_METHODS)
 
 
 def installed_adapters() -> dict[str, EntryPoint]:
@@ -91,6 +145,7 @@ def load_selected(selector: str | type) -> tuple[object, str]:
     for an unknown alias, and an install hint for a first-party alias whose
     distribution is missing.
     """
+    selector = canonical_selector(selector)
     if isinstance(selector, type):
         return selector, f"Adapter class {selector.__qualname__}"
     if not isinstance(selector, str) or not selector:
@@ -111,8 +166,11 @@ def config_model_for(selector: str | type) -> type[AdapterConfig]:
 
     For an alias whose plugin publishes its config under
     ``taskserve.adapter_configs``, only that config module is imported;
-    otherwise the adapter is loaded and its ``config_model`` read.
+    otherwise the adapter is loaded and its ``config_model`` read. An adapter
+    written against Ray Serve's interface takes its config as given
+    (:class:`~taskserve.adapter_config.OpaqueAdapterConfig`).
     """
+    selector = canonical_selector(selector)
     if is_alias(selector):
         assert isinstance(selector, str)
         cached = _configs.get(selector)
@@ -127,6 +185,8 @@ def config_model_for(selector: str | type) -> type[AdapterConfig]:
             _configs[selector] = model
             return model
     found, origin = load_selected(selector)
+    if is_ray_interface_adapter(found):
+        return OpaqueAdapterConfig
     model = getattr(found, "config_model", None)
     if not (isinstance(model, type) and issubclass(model, AdapterConfig)):
         raise AdapterNotFound(f"{origin} is {found!r}, not a taskserve adapter class")

@@ -195,6 +195,13 @@ class TaskMessage:
     seq: int | None = None
     """Publish number given by a ledger store (see :class:`~taskserve.kit.LedgerStore`);
     None in stored payloads and on engines without a ledger."""
+    not_before: float | None = None
+    """Unix time before which the task must not run (a delayed enqueue: the store
+    keeps it back until then); None to run at once."""
+    expires_at: float | None = None
+    """Unix time after which the task is not run any more (it ends CANCELLED)."""
+    priority: int | None = None
+    """The engine's publish priority of this task (its own scale), if any."""
 
     def with_seq(self, seq: int | None) -> TaskMessage:
         """This message as published under publish number ``seq``."""
@@ -214,6 +221,10 @@ class TaskMessage:
         }
         if self.seq is not None:
             data["seq"] = self.seq
+        for key in ("not_before", "expires_at", "priority"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def to_bytes(self) -> bytes:
@@ -253,6 +264,9 @@ class TaskMessage:
                 enqueued_at=float(data.get("enqueued_at") or time.time()),
                 retried_from=data.get("retried_from"),
                 seq=data.get("seq"),
+                not_before=_optional_time(data, "not_before"),
+                expires_at=_optional_time(data, "expires_at"),
+                priority=data.get("priority"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PayloadError(f"message lacks or mistypes a field: {e}") from e
@@ -267,7 +281,18 @@ class TaskMessage:
             raise PayloadError("message 'seq' must be a positive integer")
         if message.retried_from is not None and not isinstance(message.retried_from, str):
             raise PayloadError("message 'retried_from' must be a string")
+        if message.priority is not None and type(message.priority) is not int:
+            raise PayloadError("message 'priority' must be an integer")
         return message
+
+
+def _optional_time(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"'{key}' must be a unix time")
+    return float(value)
 
 
 def build_message(
@@ -279,6 +304,9 @@ def build_message(
     max_payload_bytes: int,
     task_id: str | None = None,
     retried_from: str | None = None,
+    not_before: float | None = None,
+    expires_at: float | None = None,
+    priority: int | None = None,
 ) -> TaskMessage:
     """Check the arguments and build a message; nothing is sent.
 
@@ -303,6 +331,9 @@ def build_message(
         kwargs=json.loads(json.dumps(kwarg_dict)),
         queue_name=queue_name,
         retried_from=retried_from,
+        not_before=not_before,
+        expires_at=expires_at,
+        priority=priority,
     )
     size = len(message.to_bytes())
     if size > max_payload_bytes:

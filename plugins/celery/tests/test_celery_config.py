@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from taskserve import Capability, ConfigError, TaskProcessorConfig, resolve_adapter
+from taskserve import (
+    Capability,
+    ConfigError,
+    IgnoredSettingWarning,
+    TaskProcessorConfig,
+    resolve_adapter,
+)
+from taskserve import errors as taskserve_errors
 from taskserve.serve import TaskAdapter
 from taskserve_celery import CeleryAdapter, CeleryAdapterConfig
 from taskserve_celery.engine import build_app, transport_options
 
 REDIS = "redis://:s3cret-pw@127.0.0.1:6379/0"
 AMQP = "amqp://guest:s3cret-pw@127.0.0.1:5672//"
+
+
+@pytest.fixture
+def fresh_warnings() -> Iterator[None]:
+    """Ignored settings warn once per process; each test here sees its own."""
+    saved = set(taskserve_errors._warned)
+    taskserve_errors._warned.clear()
+    yield
+    taskserve_errors._warned.update(saved)
 
 
 def _processor(**adapter_config: Any) -> TaskProcessorConfig:
@@ -61,30 +79,92 @@ def test_rabbitmq_needs_a_redis_backend() -> None:
     assert settings.state_url == REDIS
 
 
-@pytest.mark.parametrize("backend", ["rpc://", "db+sqlite:///results.db", "amqp://localhost//"])
-def test_non_redis_backend_is_a_clear_error(backend: str) -> None:
-    with pytest.raises(ConfigError, match="backend_url must be a Redis URL"):
+@pytest.mark.parametrize(
+    "backend", ["rpc://", "cache+memory://", "amqp://localhost//", "db+postgresql://h/db"]
+)
+def test_backend_without_a_state_store_is_a_clear_error_naming_the_alternatives(
+    backend: str,
+) -> None:
+    with pytest.raises(ConfigError) as info:
         _processor(broker_url=REDIS, backend_url=backend)
+    message = str(info.value)
+    assert "is not supported" in message
+    assert "redis://" in message and "file:///" in message
 
 
-@pytest.mark.parametrize("broker", ["sqs://", "filesystem://", "memory://"])
+@pytest.mark.parametrize(
+    ("backend", "path"),
+    [
+        ("file:///var/tmp/results", "/var/tmp/results/taskserve-state.sqlite3"),
+        ("db+sqlite:///var/tmp/state.db", "/var/tmp/state.db"),
+    ],
+)
+def test_file_and_sqlite_backends_keep_state_in_a_sqlite_file(backend: str, path: str) -> None:
+    settings = CeleryAdapterConfig(broker_url=REDIS, backend_url=backend)
+    assert settings.state_path == path
+
+
+@pytest.mark.parametrize("broker", ["sqs://", "kafka://h"])
 def test_other_brokers_are_refused(broker: str) -> None:
-    with pytest.raises(ConfigError, match=r"runs on Redis .* or RabbitMQ"):
+    with pytest.raises(ConfigError, match=r"runs on Redis .*, RabbitMQ .* or, for local"):
         _processor(broker_url=broker, backend_url=REDIS)
+
+
+def test_the_in_process_memory_broker_is_refused_naming_the_filesystem_one() -> None:
+    with pytest.raises(ConfigError, match="use 'filesystem://'"):
+        _processor(broker_url="memory://", backend_url=REDIS)
+
+
+def test_the_filesystem_broker_needs_one_shared_message_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'data_folder_in' and 'data_folder_out'"):
+        _processor(broker_url="filesystem://", backend_url=REDIS)
+    with pytest.raises(ConfigError, match="must be the same directory"):
+        _processor(
+            broker_url="filesystem://",
+            backend_url=REDIS,
+            broker_transport_options={
+                "data_folder_in": str(tmp_path / "in"),
+                "data_folder_out": str(tmp_path / "out"),
+            },
+        )
+    with pytest.raises(ConfigError, match="backend_url is required with a filesystem broker"):
+        _processor(
+            broker_url="filesystem://",
+            broker_transport_options=dict.fromkeys(
+                ("data_folder_in", "data_folder_out"), str(tmp_path)
+            ),
+        )
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("app_custom_config", {"worker_prefetch_multiplier": 4}, "worker_prefetch_multiplier"),
-        ("app_custom_config", {"task_serializer": "pickle"}, "task_serializer"),
+        ("app_custom_config", {"worker_pool": "prefork"}, "worker_pool"),
+        ("app_custom_config", {"worker_concurrency": 8}, "worker_concurrency"),
+        ("app_custom_config", {"task_routes": {}}, "task_routes"),
         ("broker_transport_options", {"visibility_timeout": 3600}, "lease_s"),
         ("task_custom_config", {"autoretry_for": ["Exception"]}, "max_retries"),
+        ("task_custom_config", {"rate_limit": "1/s"}, "rate_limit"),
     ],
 )
-def test_managed_settings_cannot_be_overridden(field: str, value: Any, message: str) -> None:
+def test_settings_the_adapter_manages_cannot_be_overridden(
+    field: str, value: Any, message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         _processor(broker_url=REDIS, **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("worker_prefetch_multiplier", 4), ("task_serializer", "pickle")]
+)
+def test_another_value_of_a_kept_setting_is_ignored_with_a_warning(
+    key: str, value: Any, fresh_warnings: None
+) -> None:
+    with pytest.warns(IgnoredSettingWarning, match=key):
+        config = _processor(broker_url=REDIS, app_custom_config={key: value})
+    assert isinstance(config.adapter_config, CeleryAdapterConfig)
+    app = build_app(config, config.adapter_config)
+    assert app.conf[key] != value
 
 
 def test_custom_settings_reach_the_celery_app() -> None:

@@ -1,9 +1,11 @@
-"""The Celery adapter runs the whole conformance suite on Redis and on RabbitMQ."""
+"""The Celery adapter runs the whole conformance suite on Redis, on RabbitMQ, and on
+the local-testing filesystem broker with its task state in a sqlite file."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +44,29 @@ class TestCeleryRabbitMQConformance(AdapterConformance):
     def adapter_config(self) -> CeleryAdapterConfig:
         return CeleryAdapterConfig(
             broker_url=AMQP_URL, backend_url=REDIS_URL, key_prefix=_key_prefix()
+        )
+
+    @pytest.fixture
+    def harness(self) -> BrokerHarness:
+        return CeleryHarness()
+
+
+class TestCeleryFilesystemConformance(AdapterConformance):
+    """kombu's filesystem broker (messages are files) with a ``file://`` state store."""
+
+    adapter = "celery"
+
+    @pytest.fixture
+    def adapter_config(self, tmp_path: Path) -> CeleryAdapterConfig:
+        queue = str(tmp_path / "queue")
+        return CeleryAdapterConfig(
+            broker_url="filesystem://",
+            backend_url=f"file://{tmp_path / 'results'}",
+            broker_transport_options={
+                "data_folder_in": queue,
+                "data_folder_out": queue,
+                "control_folder": str(tmp_path / "control"),
+            },
         )
 
     @pytest.fixture

@@ -3,8 +3,9 @@
 Promises checked: enqueue returns a PENDING :class:`TaskResult` with an id at
 once; the status is one normalized :class:`TaskState` at every step
 (PENDING, STARTED while the handler runs, RETRY, then SUCCESS/FAILURE) with
-``created_at``, ``result``, ``error`` (type, message, traceback) and
-``attempts``; an id that was never enqueued raises :class:`TaskNotFound` and
+``created_at``, ``result`` (the return value, or once failed the exception
+rebuilt from the recorded type and message), ``error`` (type, message,
+traceback) and ``attempts``; an id that was never enqueued raises :class:`TaskNotFound` and
 is never reported as PENDING; sync and ``async def`` handlers both run; the
 ``..._async`` methods match the sync ones; with ``idempotency_keys``, a
 repeated key returns the first task.
@@ -123,7 +124,9 @@ class EnqueueAndStatusTests:
         assert failed.error.type.endswith("NonRetryableError")
         assert "refuses to be retried" in failed.error.message
         assert "non_retryable" in failed.error.traceback
-        assert failed.result is None
+        assert isinstance(failed.result, Exception)
+        assert str(failed.result) == failed.error.message
+        assert failed.model_dump(mode="json")["result"] is None
         assert failed.attempts == 1
 
     def test_status_is_a_task_state_at_every_step(

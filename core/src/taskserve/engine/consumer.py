@@ -18,7 +18,11 @@ same for every engine lives in :class:`ConsumerBase`:
   that publishes retries when due and what the engine lost;
 * ``stop(timeout)``: stop fetching, hand back at once every delivery not yet
   begun, let running ones finish for up to ``timeout`` seconds, then hand the
-  rest back to the store (their attempt counted) so another consumer runs them.
+  rest back to the store (their attempt counted) so another consumer runs them;
+* where the store is a :class:`~taskserve.engine.store.WorkerDirectory`,
+  beats: the consumer's name and statistics (Celery's worker layout), renewed
+  every ``BEAT_EVERY_S`` and soon after each change, so producers anywhere
+  list the consumers alive.
 
 An engine subclass supplies only what is its own: starting and stopping its
 fetching, settling a message (acknowledge, or hand back unbegun at once),
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -45,7 +51,7 @@ from taskserve.engine.pool import DaemonThreadExecutor
 from taskserve.engine.reconciler import Reconciler
 from taskserve.engine.recorder import StoreRecorder
 from taskserve.engine.runner import Outcome, TaskRunner
-from taskserve.engine.store import Begun, LedgerStore, TaskStore
+from taskserve.engine.store import Begun, LedgerStore, TaskStore, WorkerDirectory
 from taskserve.errors import PayloadError, RecordingFailed
 from taskserve.models import TaskError
 from taskserve.serialization import TaskMessage
@@ -55,6 +61,12 @@ logger = logging.getLogger("taskserve.consumer")
 
 REDELIVERY_DELAY_S = 1.0
 """Pause before a delivery whose outcome could not be recorded runs again."""
+
+BEAT_EVERY_S = 2.0
+"""Longest pause between two beats of a consumer (WorkerDirectory stores)."""
+
+WORKER_TTL_S = 10.0
+"""How long a beat keeps a consumer listed as alive (at least)."""
 
 
 class Settlement(enum.Enum):
@@ -110,6 +122,8 @@ class ConsumerBase(ABC):
     """Consumes one queue of a store-backed adapter; see the module docstring."""
 
     redelivery_delay_s: float = REDELIVERY_DELAY_S
+    transport: str = ""
+    """The broker's transport name in the worker statistics (default: ``name``)."""
 
     def __init__(
         self,
@@ -129,6 +143,12 @@ class ConsumerBase(ABC):
         self.concurrency = concurrency
         self.name = name
         self.owner = f"{name}-{uuid.uuid4().hex}"
+        self.worker_name = f"{name}@{socket.gethostname()}-{os.getpid()}-{self.owner[-8:]}"
+        """This consumer's name among the queue's workers (health and metrics)."""
+        self._started_at = time.monotonic()
+        self._beat_state: tuple[int, int] | None = None
+        self._last_beat = 0.0
+        self._worker_ttl_s = max(WORKER_TTL_S, 3 * housekeeping_every_s)
         self._deliveries: set[Delivery] = set()
         self._idle = threading.Condition()
         self._stopping = threading.Event()
@@ -158,6 +178,8 @@ class ConsumerBase(ABC):
             self._stopping.set()
             self._keeper.stop()
             raise
+        self._started_at = time.monotonic()
+        self._beat(force=True)
 
     def alive(self) -> bool:
         """Whether the consumer runs: not stopped, lease keeper and engine alive."""
@@ -197,6 +219,11 @@ class ConsumerBase(ABC):
             )
             self._hand_back_running(leftover)
         self._keeper.stop(timeout=0.5 if leftover else 5.0)
+        if isinstance(self.store, WorkerDirectory):
+            try:
+                self.store.forget(self.worker_name)
+            except Exception:
+                logger.debug("taskserve: could not unlist consumer %s", self.worker_name)
         self._stop_engine(abandoned=bool(leftover))
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -286,7 +313,7 @@ class ConsumerBase(ABC):
                 # Should the holder die, the store's lease brings the task back.
                 delivery.outcome = Outcome.SKIPPED
                 return Settlement.ACK
-            recorder = StoreRecorder(self.store, delivery.task_id, begun)
+            recorder = self._recorder(delivery, begun)
             delivery.outcome = self.runner.process(payload, begun.attempt, recorder)
             return Settlement.ACK
         except Exception as e:
@@ -393,7 +420,43 @@ class ConsumerBase(ABC):
             return
         if self._reconciler is not None:
             self._reconciler.tick()
+        self._beat()
         self._housekeeping()
+
+    # -- the queue's directory of workers -------------------------------------------
+    def worker_stats(self) -> dict[str, Any]:
+        """This consumer's statistics, in the layout of Celery's ``inspect().stats()``."""
+        pool = self._pool
+        return {
+            "pool": {
+                "implementation": "taskserve.threads",
+                "max-concurrency": self.concurrency,
+                "threads": pool.thread_count if pool is not None else 0,
+            },
+            "total": self.runner.runs_by_name(),
+            "broker": {"transport": self.transport or self.name},
+            "pid": os.getpid(),
+            "uptime": int(time.monotonic() - self._started_at),
+            "queue": self.config.queue_name,
+            "in_flight": self.runner.in_flight,
+        }
+
+    def _beat(self, force: bool = False) -> None:
+        """List this consumer as alive in the store: every ``BEAT_EVERY_S``, and
+        on the next tick after its runs changed."""
+        if not isinstance(self.store, WorkerDirectory):
+            return
+        runs = self.runner.runs_by_name()
+        state = (sum(runs.values()), self.runner.in_flight)
+        now = time.monotonic()
+        if not force and state == self._beat_state and now - self._last_beat < BEAT_EVERY_S:
+            return
+        try:
+            self.store.beat(self.worker_name, self.worker_stats(), self._worker_ttl_s)
+        except Exception as e:
+            logger.debug("taskserve: consumer %s could not beat: %s", self.worker_name, e)
+            return
+        self._beat_state, self._last_beat = state, now
 
     # -- what an engine supplies -------------------------------------------------------
     @abstractmethod
@@ -426,6 +489,11 @@ class ConsumerBase(ABC):
         this thread, then hand it back."""
         self._stopping.wait(self.redelivery_delay_s)
         return Settlement.HAND_BACK
+
+    def _recorder(self, delivery: Delivery, begun: Begun) -> StoreRecorder:
+        """The recorder of one begun delivery; an engine may return a subclass
+        (to also tell its broker about dead letters, say)."""
+        return StoreRecorder(self.store, delivery.task_id, begun)
 
     def _extend_engine(self, held: list[Delivery]) -> None:
         """Tell the engine the held deliveries are alive (its own visibility)."""

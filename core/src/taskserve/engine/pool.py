@@ -32,6 +32,11 @@ class DaemonThreadExecutor:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def thread_count(self) -> int:
+        """Threads of the pool."""
+        return len(self._threads)
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; return its future."""
         future: Future[Any] = Future()

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,6 +41,8 @@ from taskserve.retry import retry_delay_s
 from taskserve.serialization import TaskMessage, dumps_json, new_task_id
 
 Handler = Callable[..., Any]
+
+logger = logging.getLogger("taskserve.runner")
 
 
 class Outcome(enum.StrEnum):
@@ -153,12 +157,19 @@ class TaskRunner:
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._async_loop: _AsyncLoop | None = None
+        self._runs: Counter[str] = Counter()
 
     # -- introspection used by consumers ---------------------------------
     @property
     def in_flight(self) -> int:
         """How many tasks this runner is running now."""
         return len(self._running)
+
+    def runs_by_name(self) -> dict[str, int]:
+        """How many times each task name's handler was started by this runner
+        (retries included): Celery's ``total`` worker statistic."""
+        with self._lock:
+            return dict(self._runs)
 
     def running_task_ids(self) -> list[str]:
         """Ids of the tasks running now (their leases need extending)."""
@@ -219,6 +230,16 @@ class TaskRunner:
             return Outcome.FAILED
         if not recorder.mark_started(message, attempt):
             return Outcome.SKIPPED
+        if message.expires_at is not None and time.time() > message.expires_at:
+            # Celery's ``expires``: a task delivered after it expired is not run.
+            logger.info(
+                "taskserve: task %s ('%s') expired before it ran; it is cancelled",
+                message.id,
+                message.name,
+            )
+            recorder.record_cancelled(message, attempt)
+            emit("cancelled", self._event(message, attempt))
+            return Outcome.CANCELLED
         emit(
             "started",
             self._event(message, attempt, queue_wait_s=max(time.time() - message.enqueued_at, 0.0)),
@@ -254,6 +275,7 @@ class TaskRunner:
         running = _Running(context)
         with self._lock:
             self._running[message.id] = running
+            self._runs[message.name] += 1
         started = time.monotonic()
         try:
             try:

@@ -15,7 +15,10 @@ one script): everything it checks and writes happens together.
 =====================  ====================  =================================================
 operation              from                  to, and what else happens
 =====================  ====================  =================================================
-``insert``             (none)                PENDING, ``attempts`` 0. With an idempotency key
+``insert``             (none)                PENDING, ``attempts`` 0; a message with
+                                             ``not_before`` in the future is deliverable only
+                                             from then (a ledger schedules it instead of
+                                             expecting it published). With an idempotency key
                                              already used on the queue: nothing; the existing
                                              task is returned (not new).
 ``cancel``             PENDING, RETRY        CANCELLED; expiry set (now + result TTL).
@@ -58,9 +61,9 @@ Dead-letter queues are named explicitly in the dead-letter operations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from taskserve.models import DeadLetter, TaskError, TaskResult
 from taskserve.serialization import TaskMessage
@@ -78,6 +81,9 @@ class Inserted:
     seq: int | None = None
     """For stores that keep a ledger of published messages: the publish number
     the new task's message must carry (``message.with_seq(seq)``)."""
+    scheduled: bool = False
+    """True when a ledger keeps the new task back until its ``not_before``: it
+    must not be published now (the reconciler publishes it when due)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,7 @@ class TaskStore(Protocol):
 
     # -- producer side ---------------------------------------------------
     def insert(self, message: TaskMessage, idempotency_key: str | None) -> Inserted:
-        """Store ``message`` as PENDING.
+        """Store ``message`` as PENDING (deliverable from its ``not_before``).
 
         With an idempotency key already used on this queue, return that task,
         not created (nothing is written). A key lives exactly as long as its
@@ -271,3 +277,21 @@ class QueueStore(TaskStore, Protocol):
     def insert_raw(self, payload: bytes, task_id: str) -> None:
         """Queue bytes that are not a task message (harnesses test undecodable
         messages with it)."""
+
+
+@runtime_checkable
+class WorkerDirectory(Protocol):
+    """A store that also keeps which consumers of its queue are alive, with their
+    statistics, so that any producer can list them (``health_check_sync`` and
+    ``get_metrics_sync`` report them as Ray Serve's Celery adapter reports
+    Celery's workers). Consumers beat every few seconds; an entry not renewed
+    within its ``ttl_s`` is gone."""
+
+    def beat(self, name: str, stats: Mapping[str, Any], ttl_s: float) -> None:
+        """Record consumer ``name`` alive for ``ttl_s`` seconds, with ``stats``."""
+
+    def forget(self, name: str) -> None:
+        """Remove consumer ``name`` (it stopped)."""
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Name -> statistics of every consumer of the queue alive now."""

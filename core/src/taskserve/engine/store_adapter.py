@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from taskserve.adapter import RunningConsumer, TaskProcessorAdapter
 from taskserve.adapter_config import AdapterConfig
 from taskserve.config import TaskProcessorConfig
 from taskserve.engine.consumer import ConsumerBase
 from taskserve.engine.runner import TaskRunner
-from taskserve.engine.store import LedgerStore, TaskStore
+from taskserve.engine.store import LedgerStore, TaskStore, WorkerDirectory
 from taskserve.errors import IdempotencyKeyReused, TaskNotFound
 from taskserve.models import AdapterMetrics, DeadLetter, TaskResult
 from taskserve.serialization import TaskMessage, payload_fingerprint
@@ -108,6 +108,8 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
             if idempotency_key is not None:
                 self._check_same_payload(idempotency_key, inserted.result.id, message)
             return inserted.result
+        if inserted.scheduled:  # a delayed task: the ledger publishes it when due
+            return inserted.result
         try:
             self._publish(message.with_seq(inserted.seq))
         except BaseException:
@@ -180,6 +182,11 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
                 self.config.unprocessable_task_queue_name
             ),
         )
+
+    def _workers(self) -> dict[str, dict[str, Any]]:
+        if isinstance(self.store, WorkerDirectory):
+            return self.store.workers()
+        return super()._workers()
 
     def _list_dead_letters(
         self, queue: str, limit: int | None, ids: list[str] | None

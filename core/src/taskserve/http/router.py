@@ -103,6 +103,7 @@ from taskserve.http.models import (
 )
 from taskserve.http.settings import ID_PATTERN, TASK_NAME_PATTERN, HttpSettings
 from taskserve.models import CancelOutcome, DeadLetterKind, HealthReport, TaskResult
+from taskserve.states import TaskState
 
 _T = TypeVar("_T")
 
@@ -413,7 +414,9 @@ def task_router(
                 {
                     "id": task.id,
                     "status": task.status.value,
-                    "result": task.result,  # as stored: never through pydantic
+                    # As stored, never through pydantic; on FAILURE ``result`` holds the
+                    # rebuilt exception and ``error`` says it all.
+                    "result": task.result if task.status is TaskState.SUCCESS else None,
                     "error": error.model_dump(mode="json") if error else None,
                     "attempts": task.attempts,
                 }

@@ -30,6 +30,14 @@ Usage::
 
 Serve applies ``upscale_delay_s``, ``downscale_delay_s``, the replica bounds
 and the scaling factors around the policy, as for any custom policy.
+
+The policy also takes the arguments of Ray Serve's
+``AsyncInferenceAutoscalingPolicy`` (``broker_url``, ``queue_name``,
+``poll_interval_s``; ``rabbitmq_management_url`` is not needed), so Ray's
+``AutoscalingPolicy(policy_function=..., policy_kwargs={...})`` runs with only
+the policy's import path changed: it then polls the broker's queue length as
+Ray's does (the Celery adapter reads it), which is what scales up from zero,
+and the replicas' reports add the tasks in flight.
 """
 
 from __future__ import annotations
@@ -110,6 +118,11 @@ class QueueDepthAutoscalingPolicy:
             of TaskProcessorConfig fields, ``"package.module:CONFIG"``, or a
             YAML file). Needed to scale up from zero replicas.
         poll_interval_s: how often the broker is polled when configured.
+        broker_url, queue_name: Ray Serve's policy arguments, instead of
+            ``task_processor_config``: the Celery broker and queue whose length
+            is polled (as Ray's policy does).
+        rabbitmq_management_url: accepted as Ray's policy takes it; not needed
+            (the queue length is read over AMQP).
     """
 
     def __init__(
@@ -117,10 +130,19 @@ class QueueDepthAutoscalingPolicy:
         target_tasks_per_replica: float | None = None,
         task_processor_config: Any = None,
         poll_interval_s: float = 5.0,
+        *,
+        broker_url: str | None = None,
+        queue_name: str | None = None,
+        rabbitmq_management_url: str | None = None,
     ) -> None:
         if target_tasks_per_replica is not None and target_tasks_per_replica <= 0:
             raise ValueError("target_tasks_per_replica must be positive")
+        if (broker_url is None) != (queue_name is None):
+            raise ValueError("give broker_url and queue_name together (Ray Serve's arguments)")
+        if broker_url is not None and task_processor_config is not None:
+            raise ValueError("give task_processor_config or broker_url and queue_name, not both")
         self.target_tasks_per_replica = target_tasks_per_replica
+        self._broker = (broker_url, queue_name) if broker_url and queue_name else None
         self._config_source = task_processor_config
         self._poll_interval_s = poll_interval_s
         self._adapter: Any = None
@@ -129,6 +151,15 @@ class QueueDepthAutoscalingPolicy:
         self._last_poll = 0.0
 
     def _poll_once(self) -> None:
+        if self._broker is not None:
+            try:
+                from taskserve.registry import resolve_adapter
+
+                depth = resolve_adapter("celery").broker_queue_length(*self._broker)
+                self._polled = (depth, 0)
+            except Exception as e:
+                logger.warning("taskserve autoscaling: polling the queue failed: %s", e)
+            return
         try:
             if self._adapter is None:
                 from taskserve.factory import instantiate_adapter_from_config
@@ -140,7 +171,7 @@ class QueueDepthAutoscalingPolicy:
             logger.warning("taskserve autoscaling: polling the queue failed: %s", e)
 
     def _maybe_poll(self) -> None:
-        if self._config_source is None:
+        if self._config_source is None and self._broker is None:
             return
         thread = self._poll_thread
         now = time.monotonic()

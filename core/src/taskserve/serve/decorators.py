@@ -65,7 +65,9 @@ def task_handler(_func: _F | None = None, *, name: str | None = None) -> _F | Ca
     returned unchanged apart from two marker attributes.
     """
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise ConfigError(f"task_handler name must be a non-empty string, got {name!r}")
+        shown = f"{name!r}" if isinstance(name, str) else f"a {type(name).__name__}"
+        # Ray Serve's wording, so that code matching its message keeps working.
+        raise ConfigError(f"Task name must be a non-empty string, got {name} ({shown})")
 
     def mark(func: _F) -> _F:
         if not callable(func):

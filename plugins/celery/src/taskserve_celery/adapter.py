@@ -1,17 +1,20 @@
-"""The ``celery`` adapter: Celery moves the messages, Redis keeps the state.
+"""The ``celery`` adapter: Celery moves the messages, a store keeps the state.
 
 Tasks are published as Celery messages (JSON, see :mod:`taskserve_celery.wire`)
-on a Redis or RabbitMQ broker and consumed by a Celery worker embedded in the
-replica's process (:mod:`taskserve_celery.worker`). Status, results, cancel
-requests, delivery counts, leases and dead letters live in a
-:class:`~taskserve.stores.redis_store.RedisTaskStore` at ``backend_url``, so the
-adapter keeps every promise of the contract where Celery alone does not:
-durable cancel, forward-only status, crash redelivery within the lease,
-exact dead letters, and failure routing owned by this adapter instance.
+on a Redis, RabbitMQ or filesystem broker and consumed by a Celery worker
+embedded in the replica's process (:mod:`taskserve_celery.worker`). Status,
+results, cancel requests, delivery counts, leases and dead letters live in a
+:class:`~taskserve.kit.RedisTaskStore` at ``backend_url`` (or, for a
+``file://`` backend, a :class:`~taskserve.kit.SqlLedgerStore` in a sqlite
+file), so the adapter keeps every promise of the contract where Celery alone
+does not: durable cancel, forward-only status, crash redelivery within the
+lease, exact dead letters, and failure routing owned by this adapter instance.
 """
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -21,21 +24,70 @@ from taskserve.kit import (
     AdapterConfig,
     BrokerUnavailable,
     Capability,
+    ConfigError,
+    EnqueueOptions,
     RedisTaskStore,
+    SqliteDialect,
+    SqlLedgerStore,
     StoreAdapter,
     TaskMessage,
     TaskProcessorConfig,
     TaskRunner,
 )
-from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
+from taskserve_celery.config import BrokerKind, CeleryAdapterConfig, StateKind
 from taskserve_celery.consumer import CeleryConsumer
-from taskserve_celery.engine import broker_failure, build_app, publish, ready_count
+from taskserve_celery.deadletters import Mirror
+from taskserve_celery.engine import (
+    broker_failure,
+    broker_queue_length,
+    build_app,
+    make_folders,
+    publish,
+    ready_count,
+    task_queue,
+)
 
 _T = TypeVar("_T")
 
+ENQUEUE_OPTIONS = ("countdown", "eta", "expires", "priority")
+"""Celery's ``send_task`` options the adapter takes, with Celery's meaning."""
 
-class CeleryAdapter(StoreAdapter[RedisTaskStore]):
-    """Celery on Redis or RabbitMQ, with task state in Redis.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a write to the sqlite state store waits for another process's lock."""
+
+
+def _seconds(option: str, value: Any) -> float:
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(
+            f"enqueue option {option} must be a number of seconds, got {type(value).__name__}"
+        )
+    return float(value)
+
+
+def _unix_time(option: str, value: Any) -> float:
+    """A datetime (naive ones are UTC, as Celery reads them) or ISO 8601 text."""
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError as e:
+            raise ConfigError(f"enqueue option {option}: {e}") from None
+    if not isinstance(value, datetime.datetime):
+        raise ConfigError(
+            f"enqueue option {option} must be a datetime or ISO 8601 text, got "
+            f"{type(value).__name__}"
+        )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    return float(value.timestamp())
+
+
+StateStore = RedisTaskStore | SqlLedgerStore
+
+
+class CeleryAdapter(StoreAdapter[StateStore]):
+    """Celery on Redis, RabbitMQ or the filesystem, with task state in Redis or sqlite.
 
     Construct it with a :class:`~taskserve.TaskProcessorConfig` whose
     ``adapter_config`` is a :class:`CeleryAdapterConfig` (or a dict of its
@@ -55,6 +107,12 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
         super().__init__(config, queue_name)
         self._app: Celery | None = None
 
+    @classmethod
+    def broker_queue_length(cls, broker_url: str, queue_name: str) -> int:
+        """Messages waiting in ``queue_name`` on a Redis or RabbitMQ broker (what
+        Ray Serve's queue autoscaling policy polls); 0 for a queue not declared."""
+        return broker_queue_length(broker_url, queue_name)
+
     @property
     def settings(self) -> CeleryAdapterConfig:
         """The typed adapter_config."""
@@ -68,7 +126,13 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
             self._app = build_app(self.config, self.settings)
         return self._app
 
-    def _build_store(self) -> RedisTaskStore:
+    def _build_store(self) -> StateStore:
+        if self.settings.state_kind is StateKind.SQLITE:
+            return SqlLedgerStore(
+                SqliteDialect(self.settings.state_path, SQLITE_BUSY_TIMEOUT_S),
+                self.config.queue_name,
+                result_ttl_s=self.config.result_ttl_s,
+            )
         return RedisTaskStore(
             self.settings.state_url,
             self.config.queue_name,
@@ -78,8 +142,11 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
 
     # -- connections -------------------------------------------------------
     def _connect(self) -> None:
+        make_folders(self.settings)
         _ = self.app
         super()._connect()
+        if isinstance(self.store, SqlLedgerStore):
+            self.store.ensure_schema()  # the database file exists from the start
 
     def _close_engine(self) -> None:
         if self._app is not None:
@@ -112,6 +179,41 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
             ) from e
 
     # -- producer ----------------------------------------------------------
+    def _enqueue_options(self, options: dict[str, Any]) -> EnqueueOptions:
+        """Celery's ``countdown`` and ``eta`` (the store keeps the task back until
+        then: PENDING, cancelable, never early), ``expires`` (a task delivered
+        later is not run: CANCELLED) and ``priority`` (published with it)."""
+        unknown = sorted(set(options) - set(ENQUEUE_OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"unsupported enqueue option(s) {', '.join(unknown)}; taskserve-celery takes "
+                f"{', '.join(ENQUEUE_OPTIONS)} (with Celery's meaning)"
+            )
+        now = time.time()
+        countdown, eta = options.get("countdown"), options.get("eta")
+        if countdown is not None and eta is not None:
+            raise ConfigError("give the enqueue option countdown or eta, not both")
+        not_before: float | None = None
+        if countdown is not None:
+            not_before = now + max(_seconds("countdown", countdown), 0.0)
+        elif eta is not None:
+            not_before = _unix_time("eta", eta)
+        expires = options.get("expires")
+        expires_at: float | None = None
+        if isinstance(expires, (str, datetime.datetime)):
+            expires_at = _unix_time("expires", expires)
+        elif expires is not None:
+            expires_at = now + _seconds("expires", expires)
+        priority = options.get("priority")
+        if priority is not None:
+            if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
+                raise ConfigError("enqueue option priority must be a non-negative integer")
+            if self.settings.broker_kind is BrokerKind.FILESYSTEM:
+                raise ConfigError(
+                    "enqueue option priority: the filesystem broker has no priorities"
+                )
+        return EnqueueOptions(not_before=not_before, expires_at=expires_at, priority=priority)
+
     def _publish(self, message: TaskMessage) -> None:
         publish(self.app, message, self.config.queue_name, self.settings.task_custom_config)
 
@@ -129,7 +231,18 @@ class CeleryAdapter(StoreAdapter[RedisTaskStore]):
             concurrency=concurrency,
             publish=self._publish,
             engine_depth=self._engine_depth,
+            mirror_dead_letter=(
+                Mirror(self.app, self.store) if self.settings.mirror_dead_letters else None
+            ),
         )
+
+    # -- dead letters --------------------------------------------------------
+    def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
+        """Delete records; deleting all of a queue also purges its broker copy."""
+        deleted = super()._delete_dead_letters(queue, ids)
+        if ids is None and self.settings.mirror_dead_letters:
+            self._with_broker(lambda channel: task_queue(queue)(channel).purge())  # type: ignore[no-untyped-call]
+        return deleted
 
 
 CeleryTaskProcessorAdapter = CeleryAdapter

@@ -2,21 +2,28 @@
 
 The fields are those of Ray Serve's ``CeleryAdapterConfig`` (``broker_url``,
 ``backend_url``, ``app_custom_config``, ``task_custom_config``,
-``broker_transport_options``), so existing configs validate unchanged, plus
-``key_prefix`` for the task-state keys. Settings that the adapter manages to
-keep its delivery promises (acks, prefetch, serializer, visibility timeout)
-cannot be overridden, and saying so is an error rather than a silent no-op.
+``broker_transport_options``, and ``worker_concurrency``, which Ray 2.60
+accepts and ignores), so Ray's configs validate unchanged, plus
+``key_prefix`` for the task-state keys and ``mirror_dead_letters``.
+
+Settings the adapter manages to keep its delivery promises (acks, prefetch,
+serializer, visibility timeout) keep taskserve's values: given the value
+taskserve uses, they are accepted; given another, they are ignored with a
+warning naming them (or refused, for those that would change where messages
+go); the ones Ray Serve itself refuses are refused.
 """
 
 from __future__ import annotations
 
 import enum
+import re
+from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from taskserve.kit import AdapterConfig, RedactedUrl, secret_value
+from taskserve.kit import AdapterConfig, RedactedUrl, secret_value, warn_ignored
 
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
 """Broker URL schemes of the Redis transport."""
@@ -24,40 +31,71 @@ REDIS_SCHEMES = frozenset({"redis", "rediss"})
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 """Broker URL schemes of the RabbitMQ (AMQP 0-9-1) transport."""
 
-STATE_STORE_SCHEMES = frozenset({"redis", "rediss", "unix"})
-"""URL schemes accepted for ``backend_url`` (the Redis state store)."""
+FILESYSTEM_SCHEMES = frozenset({"filesystem"})
+"""Broker URL scheme of kombu's filesystem transport (local testing)."""
 
-MANAGED_APP_SETTINGS = frozenset(
+REDIS_STATE_SCHEMES = frozenset({"redis", "rediss", "unix"})
+"""``backend_url`` schemes of the Redis state store."""
+
+SQLITE_STATE_SCHEMES = frozenset({"file", "db+sqlite"})
+"""``backend_url`` schemes of the sqlite state store: ``file:///dir`` (a
+directory, as Celery's file result backend takes) and ``db+sqlite:///file``."""
+
+STATE_STORE_SCHEMES = REDIS_STATE_SCHEMES | SQLITE_STATE_SCHEMES
+"""URL schemes accepted for ``backend_url``."""
+
+SQLITE_STATE_FILE = "taskserve-state.sqlite3"
+"""The database file of the sqlite state store inside a ``file://`` directory."""
+
+ENFORCED_APP_SETTINGS: dict[str, Any] = {
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    "result_serializer": "json",
+    "task_serializer": "json",
+    "task_protocol": 2,
+    "task_compression": None,
+    "task_acks_on_failure_or_timeout": False,
+    "task_always_eager": False,
+    "task_create_missing_queues": False,
+    "worker_cancel_long_running_tasks_on_connection_loss": False,
+    "worker_disable_prefetch": False,
+    "worker_enable_prefetch_count_reduction": False,
+    "worker_enable_remote_control": False,
+    "worker_prefetch_multiplier": 1,
+}
+"""Celery settings the adapter sets to these values to keep its delivery
+promises; in ``app_custom_config`` the same value is accepted, another one is
+ignored with a warning."""
+
+RAY_REFUSED_APP_SETTINGS = frozenset(
     {
-        "accept_content",
-        "broker_url",
-        "broker_transport_options",
-        "result_accept_content",
-        "result_backend",
-        "result_serializer",
         "task_acks_late",
-        "task_acks_on_failure_or_timeout",
-        "task_always_eager",
-        "task_compression",
-        "task_create_missing_queues",
-        "task_default_queue",
         "task_ignore_result",
-        "task_protocol",
-        "task_queues",
         "task_reject_on_worker_lost",
-        "task_routes",
-        "task_serializer",
-        "worker_cancel_long_running_tasks_on_connection_loss",
         "worker_concurrency",
-        "worker_consumer",
-        "worker_disable_prefetch",
-        "worker_enable_prefetch_count_reduction",
-        "worker_enable_remote_control",
         "worker_pool",
-        "worker_prefetch_multiplier",
     }
 )
-"""Celery settings the adapter sets itself; ``app_custom_config`` may not change them."""
+"""Settings Ray Serve's Celery adapter refuses in ``app_custom_config`` (it
+manages them); taskserve refuses them too."""
+
+ROUTING_APP_SETTINGS = frozenset(
+    {
+        "broker_transport_options",
+        "broker_url",
+        "result_backend",
+        "task_default_queue",
+        "task_queues",
+        "task_routes",
+        "worker_consumer",
+    }
+)
+"""Settings that would change where messages go; refused (set the fields)."""
+
+MANAGED_APP_SETTINGS = (
+    frozenset(ENFORCED_APP_SETTINGS) | RAY_REFUSED_APP_SETTINGS | ROUTING_APP_SETTINGS
+)
+"""Every Celery setting the adapter sets itself."""
 
 MANAGED_TRANSPORT_OPTIONS = frozenset(
     {
@@ -73,16 +111,64 @@ MANAGED_TRANSPORT_OPTIONS = frozenset(
 SUPPORTED_TASK_OPTIONS = frozenset({"priority"})
 """Keys of ``task_custom_config`` the adapter applies (as publish options)."""
 
+IGNORED_TASK_OPTIONS: dict[str, str] = {
+    "time_limit": (
+        "tasks run in threads of the replica, where Celery applies no time limit "
+        "(as with Ray Serve's Celery adapter, whose pool is threads too)"
+    ),
+    "soft_time_limit": (
+        "tasks run in threads of the replica, where Celery applies no time limit "
+        "(as with Ray Serve's Celery adapter, whose pool is threads too)"
+    ),
+}
+"""Keys of ``task_custom_config`` accepted with no effect, as in Ray Serve."""
+
+RETRY_TASK_OPTIONS = frozenset(
+    {
+        "autoretry_for",
+        "default_retry_delay",
+        "max_retries",
+        "retry_backoff",
+        "retry_backoff_max",
+        "retry_jitter",
+        "retry_kwargs",
+    }
+)
+"""Celery's retry options; retries are TaskProcessorConfig's."""
+
+FILESYSTEM_FOLDERS = ("data_folder_in", "data_folder_out")
+"""Transport options the filesystem broker needs: where messages are read from
+and written to, one directory shared by every producer and consumer."""
+
+_FILESYSTEM_QUEUE = re.compile(r"[A-Za-z0-9._-]+")
+"""Queue names the filesystem broker carries (kombu names a file after the
+queue's exchange, and takes only these characters)."""
+
 
 class BrokerKind(enum.StrEnum):
-    """The two transports the adapter is proven on."""
+    """The transports the adapter runs on."""
 
     REDIS = "redis"
     AMQP = "amqp"
+    FILESYSTEM = "filesystem"
+    """kombu's filesystem transport: messages are files in a local directory
+    (local testing; see the plugin README for its limits)."""
+
+
+class StateKind(enum.StrEnum):
+    """Where the adapter keeps task state."""
+
+    REDIS = "redis"
+    SQLITE = "sqlite"
 
 
 def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower().split("+", 1)[0]
+
+
+def _backend_scheme(url: str) -> str:
+    """The whole scheme: Celery backends name a driver after '+' ('db+sqlite')."""
+    return urlsplit(url).scheme.lower()
 
 
 class CeleryAdapterConfig(AdapterConfig):
@@ -96,13 +182,17 @@ class CeleryAdapterConfig(AdapterConfig):
     adapter_alias: ClassVar[str | None] = "celery"
 
     broker_url: RedactedUrl = Field(
-        description="Celery broker: 'redis://host:6379/0' or 'amqp://user:pass@host:5672//'."
+        description=(
+            "Celery broker: 'redis://host:6379/0', 'amqp://user:pass@host:5672//', or "
+            "'filesystem://' (local testing; needs data_folder_in/out transport options)."
+        )
     )
     backend_url: RedactedUrl | None = Field(
         default=None,
         description=(
-            "Redis URL of the task state store (status, results, dead letters). "
-            "Defaults to broker_url when the broker is Redis."
+            "Where task state lives (status, results, dead letters): a Redis URL, or "
+            "'file:///directory' (or 'db+sqlite:///file') for a sqlite database every "
+            "producer and consumer can open. Defaults to broker_url when the broker is Redis."
         ),
     )
     app_custom_config: dict[str, Any] | None = Field(
@@ -127,28 +217,76 @@ class CeleryAdapterConfig(AdapterConfig):
         pattern=r"^[A-Za-z0-9_.:\-]+$",
         description="Prefix of the state-store keys in the backend Redis.",
     )
+    worker_concurrency: int | None = Field(
+        default=None,
+        description=(
+            "Accepted as Ray Serve 2.60 accepts it, and ignored as it ignores it (with a "
+            "warning): a replica runs max_ongoing_requests tasks at once, or "
+            "TaskProcessorConfig.consumer_concurrency."
+        ),
+    )
+    mirror_dead_letters: bool = Field(
+        default=True,
+        description=(
+            "Also publish each dead letter, in Ray Serve's layout, to the broker queue named "
+            "after its dead-letter queue (failed_task_queue_name, "
+            "unprocessable_task_queue_name), for code that consumes those queues."
+        ),
+    )
 
     @field_validator("broker_url")
     @classmethod
     def _check_broker(cls, value: str) -> str:
         scheme = _scheme(value)
-        if scheme not in REDIS_SCHEMES | AMQP_SCHEMES:
+        if scheme == "memory":
+            raise ValueError(
+                "the 'memory://' broker lives inside one process, and a Serve consumer runs "
+                "in another: use 'filesystem://' for local testing without a server"
+            )
+        if scheme not in REDIS_SCHEMES | AMQP_SCHEMES | FILESYSTEM_SCHEMES:
             raise ValueError(
                 f"unsupported broker scheme '{scheme}'; taskserve-celery runs on Redis "
-                "('redis://', 'rediss://') or RabbitMQ ('amqp://', 'amqps://')"
+                "('redis://', 'rediss://'), RabbitMQ ('amqp://', 'amqps://') or, for local "
+                "testing, the filesystem ('filesystem://')"
+            )
+        return value
+
+    @field_validator("worker_concurrency")
+    @classmethod
+    def _ignore_worker_concurrency(cls, value: int | None) -> int | None:
+        if value is not None:
+            warn_ignored(
+                "CeleryAdapterConfig.worker_concurrency",
+                "as in Ray Serve 2.60, a replica runs max_ongoing_requests tasks at once; "
+                "set that (or TaskProcessorConfig.consumer_concurrency) instead",
             )
         return value
 
     @field_validator("app_custom_config")
     @classmethod
     def _check_app_config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value:
-            managed = sorted(set(value) & MANAGED_APP_SETTINGS)
-            if managed:
-                raise ValueError(
-                    f"{', '.join(managed)} cannot be set here: the adapter sets them to keep "
-                    "its delivery promises (use TaskProcessorConfig for retries, leases "
-                    "and concurrency)"
+        if not value:
+            return value
+        refused = sorted(set(value) & RAY_REFUSED_APP_SETTINGS)
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)} cannot be set here: the adapter manages them (as Ray "
+                "Serve's Celery adapter does; use TaskProcessorConfig for retries and "
+                "consumer_concurrency or max_ongoing_requests for concurrency)"
+            )
+        routing = sorted(set(value) & ROUTING_APP_SETTINGS)
+        if routing:
+            raise ValueError(
+                f"{', '.join(routing)} cannot be set here: set broker_url, backend_url, "
+                "broker_transport_options and TaskProcessorConfig.queue_name instead"
+            )
+        for key in sorted(set(value) & set(ENFORCED_APP_SETTINGS)):
+            if value[key] != ENFORCED_APP_SETTINGS[key]:
+                warn_ignored(
+                    f"app_custom_config.{key}={value[key]!r}",
+                    f"taskserve-celery keeps {key}={ENFORCED_APP_SETTINGS[key]!r} to keep its "
+                    "delivery promises (late acks, prefetch of exactly the concurrency, JSON "
+                    "only)",
                 )
         return value
 
@@ -167,38 +305,108 @@ class CeleryAdapterConfig(AdapterConfig):
     @field_validator("task_custom_config")
     @classmethod
     def _check_task_options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value:
-            unknown = sorted(set(value) - SUPPORTED_TASK_OPTIONS)
-            if unknown:
-                raise ValueError(
-                    f"unsupported task option(s) {', '.join(unknown)}; supported: "
-                    f"{', '.join(sorted(SUPPORTED_TASK_OPTIONS))}. Retries and backoff are "
-                    "set in TaskProcessorConfig (max_retries, retry_backoff_s, ...)"
-                )
+        if not value:
+            return value
+        retry = sorted(set(value) & RETRY_TASK_OPTIONS)
+        if retry:
+            raise ValueError(
+                f"{', '.join(retry)}: retries and backoff are set in TaskProcessorConfig "
+                "(max_retries, retry_backoff_s, retry_backoff_max_s, retry_jitter)"
+            )
+        unknown = sorted(set(value) - SUPPORTED_TASK_OPTIONS - set(IGNORED_TASK_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"unsupported task option(s) {', '.join(unknown)}; supported: "
+                f"{', '.join(sorted(SUPPORTED_TASK_OPTIONS))} (and, with no effect as in Ray "
+                f"Serve, {', '.join(sorted(IGNORED_TASK_OPTIONS))})"
+            )
+        for key in sorted(set(value) & set(IGNORED_TASK_OPTIONS)):
+            warn_ignored(f"task_custom_config.{key}", IGNORED_TASK_OPTIONS[key])
         return value
 
     @model_validator(mode="after")
     def _check_backend(self) -> CeleryAdapterConfig:
+        if self.broker_kind is BrokerKind.FILESYSTEM:
+            self._check_filesystem_broker()
         if self.backend_url is None:
             if self.broker_kind is not BrokerKind.REDIS:
+                broker = "RabbitMQ" if self.broker_kind is BrokerKind.AMQP else "filesystem"
                 raise ValueError(
-                    "backend_url is required with a RabbitMQ broker: taskserve keeps task "
-                    "state in Redis, so set backend_url='redis://host:6379/0'"
+                    f"backend_url is required with a {broker} broker: set a "
+                    "Redis URL ('redis://host:6379/0') or, on one machine, a directory "
+                    "('file:///var/lib/taskserve') for the task state"
                 )
             return self
-        scheme = _scheme(self.backend_url)
+        scheme = _backend_scheme(self.backend_url)
         if scheme not in STATE_STORE_SCHEMES:
             raise ValueError(
-                f"backend_url must be a Redis URL ('redis://', 'rediss://' or 'unix://'), "
-                f"got scheme '{scheme}': taskserve-celery keeps task status, results and "
-                "dead letters in Redis instead of a Celery result backend"
+                f"backend_url scheme '{scheme}' is not supported: taskserve-celery keeps task "
+                "status, results and dead letters in its own store, not in a Celery result "
+                "backend. Use a Redis URL ('redis://', 'rediss://', 'unix://') or, on one "
+                "machine, a directory every producer and consumer can write "
+                "('file:///path/to/dir') or a sqlite file ('db+sqlite:///path/to/file.db')"
             )
+        if scheme in SQLITE_STATE_SCHEMES:
+            _ = self.state_path
         return self
+
+    def _check_filesystem_broker(self) -> None:
+        options = self.broker_transport_options or {}
+        missing = [key for key in FILESYSTEM_FOLDERS if not options.get(key)]
+        if missing:
+            raise ValueError(
+                "the filesystem broker needs broker_transport_options "
+                f"{' and '.join(repr(k) for k in missing)}: one directory that every producer "
+                "and consumer reads and writes messages in (give both the same path)"
+            )
+        folder_in, folder_out = (Path(str(options[key])) for key in FILESYSTEM_FOLDERS)
+        if folder_in != folder_out:
+            raise ValueError(
+                "broker_transport_options 'data_folder_in' and 'data_folder_out' must be the "
+                "same directory: producers write messages to data_folder_out and consumers "
+                "read data_folder_in, with one config for both"
+            )
+        for key in ("priority",):
+            if self.task_custom_config and key in self.task_custom_config:
+                warn_ignored(
+                    "task_custom_config.priority", "the filesystem broker has no priorities"
+                )
+
+    def check_queue_name(self, name: str, field: str) -> None:
+        """The filesystem broker names a file after each queue's exchange and takes
+        only letters, digits, '.', '_' and '-'; RabbitMQ reserves names starting
+        with 'amq.'. Redis takes any name. Dead-letter queues are broker queues
+        too when ``mirror_dead_letters`` is on."""
+        if field != "queue_name" and not self.mirror_dead_letters:
+            return
+        kind = self.broker_kind
+        if kind is BrokerKind.FILESYSTEM and not _FILESYSTEM_QUEUE.fullmatch(name):
+            raise ValueError(
+                f"{name!r} cannot be a queue of the filesystem broker: kombu names a file after "
+                "the queue's exchange and takes only letters, digits, '.', '_' and '-'"
+            )
+        if kind is BrokerKind.AMQP and name.startswith("amq."):
+            raise ValueError(f"{name!r}: RabbitMQ reserves queue names starting with 'amq.'")
 
     @property
     def broker_kind(self) -> BrokerKind:
-        """Whether the broker is Redis or RabbitMQ."""
-        return BrokerKind.REDIS if _scheme(self.broker_url) in REDIS_SCHEMES else BrokerKind.AMQP
+        """Whether the broker is Redis, RabbitMQ or the filesystem."""
+        scheme = _scheme(self.broker_url)
+        if scheme in REDIS_SCHEMES:
+            return BrokerKind.REDIS
+        if scheme in FILESYSTEM_SCHEMES:
+            return BrokerKind.FILESYSTEM
+        return BrokerKind.AMQP
+
+    @property
+    def state_kind(self) -> StateKind:
+        """Whether task state lives in Redis or in a sqlite file."""
+        if (
+            self.backend_url is not None
+            and _backend_scheme(self.backend_url) in SQLITE_STATE_SCHEMES
+        ):
+            return StateKind.SQLITE
+        return StateKind.REDIS
 
     @property
     def state_url(self) -> str:
@@ -207,3 +415,23 @@ class CeleryAdapterConfig(AdapterConfig):
         return str(
             secret_value(self.backend_url if self.backend_url is not None else self.broker_url)
         )
+
+    @property
+    def state_path(self) -> str:
+        """The sqlite database file of a ``file://`` or ``db+sqlite://`` backend."""
+        url = secret_value(self.backend_url) or ""
+        parts = urlsplit(url)
+        scheme = _backend_scheme(url)
+        if scheme not in SQLITE_STATE_SCHEMES:
+            raise ValueError(f"backend_url '{scheme}://...' is not a sqlite state store")
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(
+                "backend_url: a file:// or db+sqlite:// URL names a path on this machine "
+                "('file:///path/to/dir'), not a host"
+            )
+        path = unquote(parts.path)
+        if not path or path == "/":
+            raise ValueError("backend_url: give the path, as in 'file:///path/to/dir'")
+        if scheme == "file":
+            return str(Path(path) / SQLITE_STATE_FILE)
+        return path

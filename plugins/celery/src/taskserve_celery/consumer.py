@@ -36,10 +36,13 @@ from typing import Any
 from celery import Celery
 
 from taskserve.kit import (
+    Begun,
     BrokerUnavailable,
     ConsumerBase,
+    DeadLetter,
     Delivery,
     Settlement,
+    StoreRecorder,
     TaskMessage,
     TaskProcessorConfig,
     TaskRunner,
@@ -47,6 +50,7 @@ from taskserve.kit import (
     redact_url,
 )
 from taskserve_celery.config import BrokerKind
+from taskserve_celery.deadletters import MirroringRecorder
 from taskserve_celery.visibility import RedisVisibility
 from taskserve_celery.wire import body_bytes, read_delivery
 from taskserve_celery.worker import EmbeddedWorker
@@ -74,6 +78,7 @@ class CeleryConsumer(ConsumerBase):
         concurrency: int,
         publish: Callable[[TaskMessage], None],
         engine_depth: Callable[[], int],
+        mirror_dead_letter: Callable[[DeadLetter], None] | None = None,
     ) -> None:
         super().__init__(
             store=store,
@@ -91,6 +96,8 @@ class CeleryConsumer(ConsumerBase):
             threading.Lock() if broker_kind is BrokerKind.AMQP else contextlib.nullcontext()
         )
         self._app = app
+        self.transport = broker_kind.value
+        self._mirror_dead_letter = mirror_dead_letter
         self._resend_copies = broker_kind is BrokerKind.AMQP
         self._exit = threading.Event()
         self._handed_back = threading.Event()
@@ -160,6 +167,11 @@ class CeleryConsumer(ConsumerBase):
                 **properties,
             )
         return Settlement.ACK
+
+    def _recorder(self, delivery: Delivery, begun: Begun) -> StoreRecorder:
+        if self._mirror_dead_letter is None:
+            return super()._recorder(delivery, begun)
+        return MirroringRecorder(self.store, delivery.task_id, begun, self._mirror_dead_letter)
 
     def _extend_engine(self, held: list[Delivery]) -> None:
         if self._visibility is not None:

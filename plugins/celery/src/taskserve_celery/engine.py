@@ -5,17 +5,21 @@ current or default app, no signal is connected, and every setting that the
 delivery promises depend on is fixed (late acks, prefetch multiplier 1, the
 threads pool, JSON only). On Redis the visibility timeout is the lease and
 the unacked bookkeeping keys are per queue, so a consumer with a short lease
-never restores another queue's messages.
+never restores another queue's messages. On the filesystem broker the
+message folders are created if missing and idle consumers poll every
+``FILESYSTEM_POLL_S``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import amqp.exceptions
 import redis
 from celery import Celery
+from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.exceptions import KombuError
 
@@ -29,6 +33,10 @@ from taskserve.kit import (
 )
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
 from taskserve_celery.wire import send_task_arguments
+
+FILESYSTEM_POLL_S = 0.1
+"""How often an idle consumer of the filesystem broker looks for new files
+(kombu's default is a second); ``polling_interval`` overrides it."""
 
 RESTORE_MUTEX_EXPIRE_S = 1
 """Longest a consumer that died (or froze) while restoring expired messages keeps
@@ -67,10 +75,25 @@ def transport_options(config: TaskProcessorConfig, settings: CeleryAdapterConfig
         options.update(unacked_keys(settings, config.queue_name))
         options["visibility_timeout"] = config.lease_s
         options["unacked_mutex_expire"] = RESTORE_MUTEX_EXPIRE_S
-    else:
+    elif settings.broker_kind is BrokerKind.AMQP:
         options["confirm_publish"] = True
+    else:
+        options["polling_interval"] = FILESYSTEM_POLL_S
     options.update(settings.broker_transport_options or {})
     return options
+
+
+def make_folders(settings: CeleryAdapterConfig) -> None:
+    """Create the filesystem broker's message and control folders if missing."""
+    if settings.broker_kind is not BrokerKind.FILESYSTEM:
+        return
+    options = settings.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "control_folder"):
+        folder = options.get(key)
+        if folder:
+            Path(str(folder)).mkdir(parents=True, exist_ok=True)
+    if options.get("store_processed") and options.get("processed_folder"):
+        Path(str(options["processed_folder"])).mkdir(parents=True, exist_ok=True)
 
 
 def task_queue(queue_name: str) -> Queue:
@@ -83,6 +106,27 @@ def ready_count(channel: Any, queue_name: str) -> int:
     """Declare the queue on ``channel`` (idempotent); return how many messages wait in it."""
     declared = task_queue(queue_name)(channel).queue_declare()  # type: ignore[no-untyped-call]
     return int(declared.message_count)
+
+
+def broker_queue_length(broker_url: str, queue_name: str) -> int:
+    """Messages waiting in ``queue_name`` on the broker at ``broker_url``, read
+    with a passive declare (0 when the queue does not exist)."""
+    connection: Any = Connection(broker_url, connect_timeout=5)  # type: ignore[no-untyped-call]
+    try:
+        channel = connection.channel()
+        try:
+            declared = channel.queue_declare(queue=queue_name, passive=True)
+        except connection.channel_errors:
+            return 0
+        return int(declared.message_count)
+    except Exception as e:
+        if not broker_failure(e):
+            raise
+        raise BrokerUnavailable(
+            f"cannot reach the broker {redact_url(broker_url)}: {redact_url(str(e))}"
+        ) from e
+    finally:
+        connection.release()
 
 
 def build_app(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> Celery:
@@ -131,9 +175,17 @@ def build_app(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> Cel
 def publish(
     app: Celery, message: TaskMessage, queue_name: str, options: Mapping[str, Any] | None = None
 ) -> None:
-    """Publish ``message`` to ``queue_name``; raise BrokerUnavailable if it was not sent."""
+    """Publish ``message`` to ``queue_name``; raise BrokerUnavailable if it was not sent.
+
+    ``options`` are publish options of every task (``task_custom_config``); the
+    message's own ``priority`` (an enqueue option) wins over theirs."""
+    publish_options = dict(options or {})
+    publish_options.pop("time_limit", None)
+    publish_options.pop("soft_time_limit", None)
+    if message.priority is not None:
+        publish_options["priority"] = message.priority
     try:
-        app.send_task(**send_task_arguments(message), queue=queue_name, **(options or {}))
+        app.send_task(**send_task_arguments(message), queue=queue_name, **publish_options)
     except Exception as e:
         if not broker_failure(e):
             raise

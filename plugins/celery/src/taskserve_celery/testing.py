@@ -1,26 +1,40 @@
 """The conformance suite's broker harness for the Celery adapter.
 
-It reaches the brokers with kombu and the state store with redis-py, never
-through the adapter: raw bytes are published as a message with that exact
-body, dead-letter writes are made to fail by giving the store's dead-letter
-keys the wrong Redis type, and cleanup deletes the queue, exchange and keys a
-test created. Needs ``taskserve-conformance``
-(``pip install 'taskserve-celery[test]'``).
+It reaches the brokers with kombu and the state store with redis-py (or
+sqlite3, for a ``file://`` state store), never through the adapter: raw bytes
+are published as a message with that exact body, dead-letter writes are made
+to fail by giving the store's dead-letter keys the wrong Redis type (or with
+a temporary sqlite trigger), and cleanup deletes the queues (the dead-letter
+queues' broker copies included), exchange and keys a test created. Needs
+``taskserve-conformance`` (``pip install 'taskserve-celery[test]'``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from taskserve.kit import RedisTaskStore, TaskProcessorConfig, secret_value
-from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
+from taskserve.kit import (
+    RedisTaskStore,
+    SqliteDialect,
+    SqlLedgerStore,
+    TaskProcessorConfig,
+    secret_value,
+)
+from taskserve_celery.config import BrokerKind, CeleryAdapterConfig, StateKind
 from taskserve_conformance.harness import BrokerHarness
-from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
+from taskserve_conformance.redis_store import (
+    broken_dead_letter_writes,
+    dead_letter_queues,
+    purge_store,
+)
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_AMQP = "amqp://guest:guest@127.0.0.1:1//"
@@ -86,11 +100,19 @@ class CeleryHarness(BrokerHarness):
         self, config: TaskProcessorConfig
     ) -> contextlib.AbstractContextManager[None]:
         """Every write of a dead-letter record fails inside the block."""
+        if _settings(config).state_kind is StateKind.SQLITE:
+            return _broken_sqlite_dead_letters(config)
         return broken_dead_letter_writes(_store(config), config)
 
     def unreachable_adapter_config(self, config: TaskProcessorConfig) -> Mapping[str, Any]:
-        """The same settings pointing at closed ports."""
+        """The same settings pointing at closed ports (or, for a sqlite state
+        store, at a database below a regular file, which never opens)."""
         settings = _settings(config)
+        if settings.state_kind is StateKind.SQLITE:
+            marker = Path(settings.state_path).with_name("unreachable")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            return {**settings.model_dump(), "backend_url": f"file://{marker}/state"}
         broker = UNREACHABLE_REDIS if settings.broker_kind is BrokerKind.REDIS else UNREACHABLE_AMQP
         return {
             **settings.model_dump(),
@@ -99,16 +121,74 @@ class CeleryHarness(BrokerHarness):
         }
 
     def cleanup(self, config: TaskProcessorConfig) -> None:
-        """Delete the queue and exchange, and the store's keys of ``config``'s queue."""
+        """Delete the queues (the dead-letter queues' broker copies included) and
+        exchanges, and the store's keys of ``config``'s queue."""
         settings = _settings(config)
-        _delete_store_keys(config)
+        if settings.state_kind is StateKind.SQLITE:
+            _delete_sqlite_state(config)
+        else:
+            _delete_store_keys(config)
+        queues = [config.queue_name, *dead_letter_queues(config)]
+        if settings.broker_kind is BrokerKind.FILESYSTEM:
+            _delete_files(settings, queues)
+            return
         with _broker(settings) as connection:
             channel = connection.default_channel
-            if settings.broker_kind is BrokerKind.REDIS:
-                _delete_kombu_keys(channel, config.queue_name)
-            else:
-                channel.queue_delete(config.queue_name)
-                channel.exchange_delete(config.queue_name)
+            for queue in queues:
+                if settings.broker_kind is BrokerKind.REDIS:
+                    _delete_kombu_keys(channel, queue)
+                else:
+                    channel.queue_delete(queue)
+                    channel.exchange_delete(queue)
+
+
+@contextlib.contextmanager
+def _broken_sqlite_dead_letters(config: TaskProcessorConfig) -> Iterator[None]:
+    """Abort every insert into ``config``'s dead-letter queues with a trigger."""
+    settings = _settings(config)
+    store = SqlLedgerStore(
+        SqliteDialect(settings.state_path, 30.0), config.queue_name, result_ttl_s=60.0
+    )
+    store.ensure_schema()  # the trigger needs the table
+    store.close()
+    # Conformance queue names are letters, digits and '-': safe to inline.
+    listed = ", ".join(f"'{queue}'" for queue in dead_letter_queues(config))
+    trigger = f"conformance_broken_dead_letters_{uuid.uuid4().hex}"
+    conn = sqlite3.connect(settings.state_path, timeout=30.0, isolation_level=None)
+    try:
+        conn.execute(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT ON dead_letters WHEN NEW.queue IN ({listed})"
+            " BEGIN SELECT RAISE(ABORT, 'dead-letter writes are broken by the harness'); END"
+        )
+        yield
+    finally:
+        conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        conn.close()
+
+
+def _delete_sqlite_state(config: TaskProcessorConfig) -> None:
+    """The sqlite state store's rows of ``config``'s queue and dead-letter queues."""
+    settings = _settings(config)
+    if not Path(settings.state_path).exists():
+        return
+    store = SqlLedgerStore(
+        SqliteDialect(settings.state_path, 30.0), config.queue_name, result_ttl_s=60.0
+    )
+    try:
+        store.purge_queue(dead_letter_queues(config))
+    finally:
+        store.close()
+
+
+def _delete_files(settings: CeleryAdapterConfig, queues: list[str]) -> None:
+    """The filesystem broker's message files of ``queues``."""
+    folder = Path(str((settings.broker_transport_options or {})["data_folder_in"]))
+    if not folder.is_dir():
+        return
+    wanted = {f"{queue}.msg" for queue in queues}
+    for path in folder.iterdir():
+        if path.name.partition(".")[2] in wanted:
+            path.unlink(missing_ok=True)
 
 
 def _delete_store_keys(config: TaskProcessorConfig) -> None:

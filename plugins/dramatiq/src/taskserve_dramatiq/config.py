@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -31,6 +32,9 @@ _DERIVED_OPTIONS = {
     "maintenance_chance": "the adapter runs maintenance on a timer derived from lease_s",
 }
 
+
+QUEUE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
+"""The queue names Dramatiq accepts (its actors refuse any other)."""
 
 _RENAMED = {"results_url": "state_url", "results_prefix": "key_prefix"}
 """Former field names, still accepted (with a DeprecationWarning)."""
@@ -110,6 +114,15 @@ class DramatiqAdapterConfig(AdapterConfig):
             "delay-queue prefetch). Default: Dramatiq's, 1000 per worker thread."
         ),
     )
+
+    def check_queue_name(self, name: str, field: str) -> None:
+        """Dramatiq's own rule for the queue it consumes (dead-letter queues are
+        records in the state store, and take any name)."""
+        if field == "queue_name" and not QUEUE_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} cannot be a Dramatiq queue: Dramatiq takes only names that "
+                "start with a letter or '_' followed by letters, digits, '.', '_' or '-'"
+            )
 
     @model_validator(mode="before")
     @classmethod

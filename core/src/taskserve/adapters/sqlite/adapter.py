@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 from taskserve.adapters.sqlite.config import SqliteAdapterConfig
-from taskserve.adapters.sqlite.dialect import SqliteDialect
 from taskserve.kit import (
     AdapterConfig,
     Capability,
     PollingConsumer,
+    SqliteDialect,
     SqlTaskStore,
     StoreAdapter,
     TaskRunner,

@@ -23,9 +23,11 @@ local function new_record(task_key, id, queue, name, payload, now, retried_from)
 end
 """
 
-# KEYS: task, idempotency ('' = none), waiting, seq
-# ARGV: id, queue, name, payload, now, retried_from, task key prefix
-# -> {id, seq}: seq 0 = the idempotency key's existing task; id '' = id in use
+# KEYS: task, idempotency ('' = none), waiting, seq, scheduled
+# ARGV: id, queue, name, payload, now, retried_from, task key prefix,
+#       due ('' = publish now)
+# -> {id, seq}: seq 0 = the idempotency key's existing task; id '' = id in use;
+# with a due time the task waits in scheduled (not published) and seq is -1
 CREATE = (
     _COMMON
     + """
@@ -38,6 +40,12 @@ if KEYS[2] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'', 0} end
 new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'publishes', 0, 'idem', KEYS[2])
+  if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
+  redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1])
+  return {ARGV[1], -1}
+end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1], 'seq', seq, 'publishes', 1, 'idem', KEYS[2])
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end

@@ -37,6 +37,7 @@ Keys (``prefix`` defaults to ``taskserve``)::
     :reconciling:{queue}               the ledger's counters, history and lock
     {prefix}:dlq:{name}:order          zset: dead-letter ids by time
     {prefix}:dlq:{name}:records        hash: dead-letter id -> JSON record
+    {prefix}:workers:{queue}           hash: consumer name -> JSON {until, stats}
 
 Requires the ``redis`` package (``pip install taskserve[redis]``).
 """
@@ -48,7 +49,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from taskserve.engine.redis import scripts
@@ -185,6 +186,7 @@ class RedisTaskStore:
         self._scheduled_key = base % "scheduled"
         self._seq_key = base % "seq"
         self._seen_key = base % "seen"
+        self._workers_key = base % "workers"
         self._ledger_keys = [
             self._waiting_key,
             self._scheduled_key,
@@ -251,13 +253,24 @@ class RedisTaskStore:
         """Store a PENDING record and enter it in the ledger. The new task's
         ``seq`` is the number its published message must carry
         (``message.with_seq(inserted.seq)``); with a used idempotency key the
-        existing task is returned, not new, and nothing is to be published."""
+        existing task is returned, not new, and nothing is to be published. A
+        message whose ``not_before`` is in the future waits in ``scheduled``
+        (``inserted.scheduled``: not to be published now)."""
+        due = (
+            message.not_before if message.not_before and message.not_before > time.time() else None
+        )
         idem_key = (
             f"{self.prefix}:idem:{self.queue_name}:{idempotency_key}" if idempotency_key else ""
         )
         raw_id, raw_seq = self._call(
             self._create,
-            keys=[self.task_key(message.id), idem_key, self._waiting_key, self._seq_key],
+            keys=[
+                self.task_key(message.id),
+                idem_key,
+                self._waiting_key,
+                self._seq_key,
+                self._scheduled_key,
+            ],
             args=[
                 message.id,
                 message.queue_name,
@@ -266,6 +279,7 @@ class RedisTaskStore:
                 message.enqueued_at,
                 message.retried_from or "",
                 f"{self.prefix}:task:",
+                "" if due is None else due,
             ],
         )
         task_id, seq = _text(raw_id), int(raw_seq)
@@ -284,7 +298,8 @@ class RedisTaskStore:
                 retried_from=message.retried_from,
             ),
             created=True,
-            seq=seq,
+            seq=seq if seq > 0 else None,
+            scheduled=seq < 0,
         )
 
     def discard(self, task_id: str) -> None:
@@ -522,6 +537,40 @@ class RedisTaskStore:
         """Tasks published and not yet begun (in the engine's queue, or lost)."""
         return int(self._call(self.client.zcard, self._waiting_key))
 
+    # -- consumers alive (WorkerDirectory) ------------------------------------------
+    def beat(self, name: str, stats: Mapping[str, Any], ttl_s: float) -> None:
+        """Record consumer ``name`` alive for ``ttl_s`` seconds, with ``stats``."""
+        entry = json.dumps({"until": time.time() + ttl_s, "stats": stats}, default=str)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self._workers_key, name, entry)
+        pipe.expire(self._workers_key, max(int(ttl_s * 10), 60))
+        self._call(pipe.execute)
+
+    def forget(self, name: str) -> None:
+        """Remove consumer ``name``."""
+        self._call(self.client.hdel, self._workers_key, name)
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Name -> statistics of every consumer of the queue alive now."""
+        now = time.time()
+        alive: dict[str, dict[str, Any]] = {}
+        stale: list[str] = []
+        for raw_name, raw in self._call(self.client.hgetall, self._workers_key).items():
+            name = str(_text(raw_name))
+            try:
+                entry = json.loads(raw)
+                until, stats = float(entry["until"]), dict(entry["stats"])
+            except (ValueError, KeyError, TypeError):
+                stale.append(name)
+                continue
+            if until < now:
+                stale.append(name)
+            else:
+                alive[name] = stats
+        if stale:
+            self._call(self.client.hdel, self._workers_key, *stale)
+        return dict(sorted(alive.items()))
+
     # -- dead letters ----------------------------------------------------------
     def add_dead_letter(self, record: DeadLetter) -> None:
         """Store a dead letter that belongs to no task record (undecodable bytes)."""
@@ -574,7 +623,7 @@ class RedisTaskStore:
         """Delete everything this queue keeps: task records, the ledger,
         idempotency keys, and the given dead-letter queues."""
         queue = self.queue_name
-        keys: list[Any] = list(self._ledger_keys)
+        keys: list[Any] = [*self._ledger_keys, self._workers_key]
         for dead_letter_queue in dead_letter_queues:
             if dead_letter_queue:
                 keys += self.dead_letter_keys(dead_letter_queue)

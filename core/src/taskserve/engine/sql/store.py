@@ -19,7 +19,7 @@ exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -30,9 +30,10 @@ from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.serialization import TaskMessage, loads_stored
 from taskserve.states import TaskState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version 1: the layout of taskserve 0.1 (no version table). Version 2: the
-``unrecorded`` column and partial indexes of queued and leased rows."""
+``unrecorded`` column and partial indexes of queued and leased rows. Version 3:
+the ``workers`` table (consumers alive, :class:`~taskserve.engine.store.WorkerDirectory`)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {tasks} (
@@ -74,13 +75,29 @@ CREATE TABLE IF NOT EXISTS {dead_letters} (
     enqueued_at {float},
     failed_at {float} NOT NULL
 );
-CREATE INDEX IF NOT EXISTS {dead_letters_queue} ON {dead_letters} (queue, seq)
+CREATE INDEX IF NOT EXISTS {dead_letters_queue} ON {dead_letters} (queue, seq);
+CREATE TABLE IF NOT EXISTS {workers} (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    alive_until {float} NOT NULL,
+    stats TEXT NOT NULL,
+    PRIMARY KEY (queue, name)
+)
 """
 
 _MIGRATIONS: dict[int, str] = {
     2: """
 ALTER TABLE {tasks} ADD COLUMN unrecorded INTEGER NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS {tasks_deliverable}
+""",
+    3: """
+CREATE TABLE IF NOT EXISTS {workers} (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    alive_until {float} NOT NULL,
+    stats TEXT NOT NULL,
+    PRIMARY KEY (queue, name)
+)
 """,
 }
 """Statements that take a database from the version before to this one."""
@@ -150,7 +167,7 @@ class SqlTaskStore:
         self.result_ttl_s = result_ttl_s
         self._schema_ready = False
         # Tables, and the index of version 1 that the migration drops.
-        names = ("tasks", "dead_letters", "schema_version", "tasks_deliverable")
+        names = ("tasks", "dead_letters", "schema_version", "workers", "tasks_deliverable")
         indexes = (
             "tasks_expiry",
             "tasks_idempotency",
@@ -288,7 +305,8 @@ class SqlTaskStore:
                 self._sql(
                     "INSERT INTO {tasks} (id, queue, name, payload, status, created_at,"
                     " updated_at, visible_at, retried_from, idempotency_key)"
-                    " VALUES (?, ?, ?, ?, 'PENDING', ?, {now}, {now}, ?, ?)"
+                    " VALUES (?, ?, ?, ?, 'PENDING', ?, {now},"
+                    " CASE WHEN ? > {now} THEN ? ELSE {now} END, ?, ?)"
                     " ON CONFLICT DO NOTHING"
                 ),
                 (
@@ -297,12 +315,15 @@ class SqlTaskStore:
                     message.name,
                     message.with_seq(None).to_bytes(),
                     message.enqueued_at,
+                    message.not_before or 0.0,
+                    message.not_before or 0.0,
                     message.retried_from,
                     idempotency_key,
                 ),
             )
             if cursor.rowcount == 1:
                 self.dialect.after_queueing(db, self.queue_name)
+                seq, scheduled = self._entered(db, message)
                 return Inserted(
                     TaskResult(
                         id=message.id,
@@ -314,6 +335,8 @@ class SqlTaskStore:
                         retried_from=message.retried_from,
                     ),
                     created=True,
+                    seq=seq,
+                    scheduled=scheduled,
                 )
             if idempotency_key is None:
                 return None
@@ -336,6 +359,11 @@ class SqlTaskStore:
         if inserted is None:
             raise TaskIdInUse(message.id)
         return inserted
+
+    def _entered(self, db: Executor, message: TaskMessage) -> tuple[int | None, bool]:
+        """Called in the transaction that inserted ``message``: a subclass that keeps
+        a ledger enters it there; returns (publish number, kept back until due)."""
+        return None, False
 
     def insert_raw(self, payload: bytes, task_id: str) -> None:
         """Queue bytes that are not a task message (undecodable-message tests)."""
@@ -628,6 +656,45 @@ class SqlTaskStore:
             queued=by_status.get("PENDING", 0) + by_status.get("RETRY", 0),
             in_flight=by_status.get("STARTED", 0),
         )
+
+    # -- consumers alive (WorkerDirectory) ---------------------------------------------
+    def beat(self, name: str, stats: Mapping[str, Any], ttl_s: float) -> None:
+        """Record consumer ``name`` alive for ``ttl_s`` seconds, with ``stats``."""
+        entry = json.dumps(dict(stats), default=str)
+
+        def work(db: Executor) -> None:
+            db.execute(
+                self._sql("DELETE FROM {workers} WHERE queue = ? AND alive_until <= {now}"),
+                (self.queue_name,),
+            )
+            db.execute(
+                self._sql(
+                    "INSERT INTO {workers} (queue, name, alive_until, stats)"
+                    " VALUES (?, ?, {now} + ?, ?) ON CONFLICT (queue, name) DO UPDATE"
+                    " SET alive_until = excluded.alive_until, stats = excluded.stats"
+                ),
+                (self.queue_name, name, ttl_s, entry),
+            )
+
+        self._write(work)
+
+    def forget(self, name: str) -> None:
+        """Remove consumer ``name``."""
+        self._write(
+            lambda db: db.execute(
+                self._sql("DELETE FROM {workers} WHERE queue = ? AND name = ?"),
+                (self.queue_name, name),
+            )
+        )
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Name -> statistics of every consumer of the queue alive now."""
+        rows = self._run(
+            "SELECT name, stats FROM {workers} WHERE queue = ? AND alive_until > {now}"
+            " ORDER BY name",
+            (self.queue_name,),
+        )
+        return {str(r[0]): dict(json.loads(r[1])) for r in rows}
 
     # -- dead letters ----------------------------------------------------------------
     def _insert_dead_letter(self, db: Executor, record: DeadLetter) -> None:
