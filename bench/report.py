@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.brokers import SQLITE_FILE
 from bench.compare import Ratio, Summary, ratios, summaries
@@ -21,6 +23,7 @@ _BROKER_NAMES = {
     "postgres": "PostgreSQL",
 }
 DASH = "\u2013"
+ARROW = "\u2192"
 """En dash, for ranges and empty cells."""
 TIMES = "\u00d7"
 
@@ -197,8 +200,10 @@ def _settings_lines(results: Results) -> list[str]:
     ]
 
 
-def render(results: Results, notes: str | None = None) -> str:
-    """The whole report."""
+def render(
+    results: Results, notes: str | None = None, chaos: Mapping[str, Any] | None = None
+) -> str:
+    """The whole report; ``chaos`` is what ``python -m bench.chaos`` wrote."""
     found = summaries(results.runs)
     pairs = ratios(found)
     lines = [
@@ -310,12 +315,82 @@ def render(results: Results, notes: str | None = None) -> str:
             *_table(header, rows),
             "",
         ]
+    if chaos is not None:
+        lines += _chaos_section(chaos)
     if notes:
         lines += [notes.strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _chaos_section(chaos: Mapping[str, Any]) -> list[str]:
+    """The full chaos runs (``python -m bench.chaos``), one row per adapter and broker."""
+    s = chaos["settings"]
+    header = [
+        "adapter, broker",
+        "succeeded",
+        "lost",
+        "stuck",
+        "wrong",
+        "backward",
+        "run twice+",
+        "dup. completions",
+        "kills",
+        "restarts",
+        "enqueue retries",
+        "republished (lost / lease)",
+        f"kill {ARROW} rerun p50 / p99 / max",
+        "time",
+    ]
+    rows = []
+    for run in chaos["runs"]:
+        again = run.get("republished")
+        rerun = run.get("rerun_after_kill_s") or {}
+        rows.append(
+            [
+                run["pair"],
+                f"{run['succeeded']}/{run['tasks']}",
+                str(run["lost"]),
+                str(run["stuck"]),
+                str(run["wrong_results"]),
+                str(run["backward_moves"]),
+                str(run["duplicate_runs"]),
+                str(run["duplicate_completions"]),
+                str(run["kills"]),
+                str(run["restarts"]),
+                str(run["enqueue_retries"]),
+                f"{again['lost']} / {again['lease']}" if again else "(no ledger)",
+                " / ".join(f"{rerun.get(k, 0):.1f} s" for k in ("p50", "p99", "max"))
+                if rerun
+                else DASH,
+                f"{run['duration_s']:.0f} s",
+            ]
+        )
+    return [
+        "## Chaos runs",
+        "",
+        f"`python -m bench.chaos`, {chaos['started']}: per adapter and broker "
+        f"{s['consumers']} consumer processes (concurrency {s['concurrency']}, lease "
+        f"{s['lease_s']:g} s), {s['tasks']:,} tasks enqueued by {s['producers']} producers "
+        "while they work (each with an idempotency key; an enqueue refused during the broker "
+        "restart is retried), a random consumer SIGKILLed every "
+        f"{s['kill_every_s'][0]:g}{DASH}{s['kill_every_s'][1]:g} s and replaced, and one "
+        "restart of the message broker halfway (a private persistent Redis with `appendfsync "
+        "always`, a RabbitMQ node of its own, a PostgreSQL cluster of its own; sqlite has no "
+        "server). Every task is counted from a journal its handler writes with `O_APPEND` "
+        "(it survives SIGKILL): lost = never run and not finished; stuck = run, not finished; "
+        "backward = a status seen leaving SUCCESS, FAILURE or CANCELLED. Republished: how "
+        "often the store's ledger published a task again because the engine lost its message "
+        "(lost) or its consumer died (lease).",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
 def write(results: Results, path: Path, notes_path: Path | None = None) -> None:
-    """Write the report to ``path``, with the notes of ``notes_path`` appended."""
+    """Write the report to ``path``, with the chaos runs of ``chaos.json`` beside it and
+    the notes of ``notes_path`` appended."""
     notes = notes_path.read_text() if notes_path is not None and notes_path.exists() else None
-    path.write_text(render(results, notes))
+    chaos_path = path.with_name("chaos.json")
+    chaos = json.loads(chaos_path.read_text()) if chaos_path.exists() else None
+    path.write_text(render(results, notes, chaos))

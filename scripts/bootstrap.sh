@@ -26,7 +26,13 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$digest" ]; then
     exit 0
 fi
 
+# A machine's pip configuration may name package indexes that do not exist
+# there; pip warns about each on every lookup. Those lines alone are dropped.
+quiet_pip() {
+    "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 echo "bootstrap: installing ${packages[*]}"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt "${packages[@]}"
+quiet_pip install --quiet --upgrade pip
+quiet_pip install --quiet -r requirements-dev.txt "${packages[@]}"
 echo "$digest" > "$STAMP"

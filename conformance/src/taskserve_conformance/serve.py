@@ -113,6 +113,19 @@ class ServeProbe:
         task.wait_cancelled(duration)
         return {"replica": self.replica_tag, "attempt": task.attempt}
 
+    @task_handler
+    def hold(self, gate: str, limit_s: float) -> dict[str, Any]:
+        """Run until a file named ``gate`` appears in the marker folder (at most
+        ``limit_s`` seconds), waking on cancel."""
+        self._mark("started")
+        task = current_task()
+        released = self.marker_dir / gate
+        deadline = time.monotonic() + limit_s
+        while not released.exists() and time.monotonic() < deadline:
+            if task.wait_cancelled(0.05):
+                break
+        return {"replica": self.replica_tag, "attempt": task.attempt}
+
     @task_handler(name="async_wait")
     async def async_wait(self, seconds: float) -> str:
         self._mark("started")
@@ -555,6 +568,7 @@ class ServeConformance:
         task still succeeds on its first attempt."""
         from taskserve.serve import queue_depth_autoscaling_policy
 
+        look_back_s = 1.0
         consumer = serve_apps.consumer(
             config,
             max_ongoing_requests=1,
@@ -565,12 +579,16 @@ class ServeConformance:
                 "upscale_delay_s": 0,
                 "downscale_delay_s": 0,
                 "metrics_interval_s": 0.25,
-                "look_back_period_s": 1.0,
+                "look_back_period_s": look_back_s,
                 "policy": queue_depth_autoscaling_policy(target_tasks_per_replica=1),
             },
         )
         app, _ = serve_apps.run(consumer.bind(str(serve_apps.marker_dir)))
-        tasks = [producer.enqueue_task_sync("work", kwargs={"seconds": 6.0}) for _ in range(2)]
+        # The tasks run until released, so neither can finish before the
+        # second replica exists, however slowly Serve scales up.
+        gate = f"release-{uuid.uuid4().hex}"
+        limit_s = deadlines.pickup + 2 * _SERVE_TIMEOUT_S
+        tasks = [producer.enqueue_task_sync("hold", [gate, limit_s]) for _ in range(2)]
         markers = serve_apps.marker_dir
         wait_until(
             lambda: all(_markers(markers, t.id, "started") for t in tasks),
@@ -580,12 +598,9 @@ class ServeConformance:
         replicas = {_markers(markers, t.id, "started")[0][1] for t in tasks}
         assert len(replicas) == 2, f"both tasks ran on one replica: {replicas}"
 
-        def all_done_with_replicas_kept() -> bool:
+        def replicas_kept(statuses: list[TaskState]) -> None:
             states = _replica_states(app)
-            statuses = [producer.get_task_status_sync(t.id).status for t in tasks]
             unfinished = sum(s is not TaskState.SUCCESS for s in statuses)
-            if not unfinished:
-                return True
             kept = states.get("STARTING", 0) + states.get("RUNNING", 0)
             if kept < unfinished:
                 pytest.fail(
@@ -593,9 +608,23 @@ class ServeConformance:
                     f"tasks {[s.value for s in statuses]}",
                     pytrace=False,
                 )
+
+        # Both tasks fetched, none queued: a policy counting only queued
+        # messages scales down within one look-back period; watch four.
+        watch_until = time.monotonic() + 4 * look_back_s
+        while time.monotonic() < watch_until:
+            replicas_kept([TaskState.STARTED, TaskState.STARTED])
+            time.sleep(0.1)
+        (markers / gate).write_text("")
+
+        def all_done_with_replicas_kept() -> bool:
+            statuses = [producer.get_task_status_sync(t.id).status for t in tasks]
+            if all(s is TaskState.SUCCESS for s in statuses):
+                return True
+            replicas_kept(statuses)
             return False
 
-        wait_until(all_done_with_replicas_kept, deadlines.run(6.0), "the tasks did not finish")
+        wait_until(all_done_with_replicas_kept, deadlines.run(1.0), "the tasks did not finish")
         for task in tasks:
             done = producer.get_task_status_sync(task.id)
             assert done.status is TaskState.SUCCESS and done.attempts == 1, done

@@ -59,6 +59,10 @@ def running_replicas(app: str, deployment: str) -> int:
     return int(application.deployments[deployment].replica_states.get("RUNNING", 0))
 
 
+# One worker, one Ray, for every Serve test of this module (pytest-xdist).
+pytestmark = pytest.mark.xdist_group("serve-ray-compat-autoscaling")
+
+
 @pytest.fixture
 def config(serve_instance: str) -> Iterator[TaskProcessorConfig]:
     config = TaskProcessorConfig(

@@ -54,7 +54,11 @@ from taskserve_celery import CeleryAdapterConfig  # noqa: E402
 from taskserve_celery.testing import CeleryHarness  # noqa: E402
 
 pytest_plugins = ["taskserve_conformance.plugin"]
-pytestmark = pytest.mark.filterwarnings("ignore::taskserve.errors.IgnoredSettingWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::taskserve.errors.IgnoredSettingWarning"),
+    # One worker, one Ray, for every Serve test of this module (pytest-xdist).
+    pytest.mark.xdist_group("serve-ray-compat-processor"),
+]
 
 REDIS_BROKER = "redis://127.0.0.1:6379/0"
 REDIS_BACKEND = "redis://127.0.0.1:6379/1"

@@ -103,7 +103,12 @@ def test_an_outage_is_unhealthy_and_loses_nothing(
         with pytest.raises(BrokerUnavailable):
             producer.enqueue_task_sync("work", [99])
         time.sleep(1.0)  # running tasks end while their outcome cannot be written
-    _wait(lambda: consumer.health_check_sync().healthy, 20, "health did not come back")
+    # Each adapter's pool reconnects on its own backoff: wait until both are back.
+    _wait(
+        lambda: all(a.health_check_sync().healthy for a in (consumer, producer)),
+        20,
+        "health did not come back",
+    )
     sent |= {producer.enqueue_task_sync("work", [n]).id: n for n in range(8, 12)}
     _all_succeed(producer, sent, 30)
     assert consumer.health_check_sync().consumer_running

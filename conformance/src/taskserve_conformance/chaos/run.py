@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from taskserve import (
+    BrokerUnavailable,
     TaskNotFound,
     TaskProcessorAdapter,
     TaskProcessorConfig,
@@ -148,6 +149,7 @@ class ChaosRun:
         self._ids: dict[int, str] = {}
         self._ids_lock = threading.Lock()
         self._enqueue_retries = 0
+        self._producer_errors: list[BaseException] = []
         self._restarts = 0
         self._kills = _Kills()
         self._stop = threading.Event()
@@ -177,6 +179,9 @@ class ChaosRun:
             self._kill_and_restart(pool, producer, producers)
             for thread in producers:
                 thread.join()
+            if self._producer_errors:
+                error = self._producer_errors[0]
+                raise RuntimeError(f"a chaos producer stopped: {error!r}") from error
             statuses = self._drain(producer)
             self._stop.set()
             watcher.join()
@@ -199,19 +204,27 @@ class ChaosRun:
         )
 
     def _produce(self, producer: TaskProcessorAdapter, indexes: range) -> None:
+        try:
+            self._produce_slice(producer, indexes)
+        except BaseException as e:  # reported by run(), not lost in the thread
+            with self._ids_lock:
+                self._producer_errors.append(e)
+            self._stop.set()
+
+    def _produce_slice(self, producer: TaskProcessorAdapter, indexes: range) -> None:
         for index in indexes:
             if self._stop.is_set():
                 return
             key = f"chaos-{self._run_id}-{index}"
             deadline = time.monotonic() + self.settings.enqueue_retry_s
+            work_ms = random.uniform(0, 2 * self.settings.work_ms)  # one payload per key
             while True:
                 try:
-                    work_ms = random.uniform(0, 2 * self.settings.work_ms)
                     task = producer.enqueue_task_sync(
                         "chaos_work", [index, work_ms], idempotency_key=key
                     )
                     break
-                except Exception:
+                except BrokerUnavailable:  # anything else is a failure of the run
                     if time.monotonic() > deadline:
                         raise
                     with self._ids_lock:
