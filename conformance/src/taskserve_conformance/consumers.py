@@ -2,17 +2,16 @@
 
 A consumer is ``python -m taskserve.worker`` running the suite's handlers
 (:mod:`taskserve_conformance.handlers`) with the journal directory in its
-environment. :class:`ConsumerPool` starts them, waits for their ready line
-with a bounded timeout, stops them with SIGTERM (graceful) or SIGKILL (crash),
-and reaps every one it started when the test ends.
+environment, started by :mod:`taskserve_conformance.launcher`.
+:class:`ConsumerPool` starts them, waits for their ready line with a bounded
+timeout, stops them with SIGTERM (graceful) or SIGKILL (crash), and reaps
+every one it started when the test ends.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from taskserve import TaskProcessorConfig
 from taskserve.worker import READY_LINE
 from taskserve_conformance.configs import config_to_json
 from taskserve_conformance.journal import Journal
+from taskserve_conformance.launcher import ProcessHandle, launch
 
 HANDLERS_SPEC = "taskserve_conformance.handlers:HANDLERS"
 """The ``--handlers`` argument of every consumer process."""
@@ -36,7 +36,7 @@ class ConsumerStartError(RuntimeError):
 class ConsumerProcess:
     """One consumer process and its captured output."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], log_dir: Path, label: str) -> None:
+    def __init__(self, popen: ProcessHandle, log_dir: Path, label: str) -> None:
         self.popen = popen
         self.label = label
         self.stdout_path = log_dir / f"{label}.out"
@@ -192,17 +192,14 @@ class ConsumerPool:
     def _spawn(self, arguments: list[str], wait: bool) -> ConsumerProcess:
         label = f"consumer-{len(self.started) + 1}"
         env = {**os.environ, **self.journal.env, "PYTHONUNBUFFERED": "1"}
-        with (
-            open(self.log_dir / f"{label}.out", "wb") as stdout,
-            open(self.log_dir / f"{label}.err", "wb") as stderr,
-        ):
-            popen = subprocess.Popen(
-                [sys.executable, *arguments],
-                stdout=stdout,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
+        _, module, *argv = arguments
+        popen = launch(
+            module,
+            argv,
+            env,
+            stdout=self.log_dir / f"{label}.out",
+            stderr=self.log_dir / f"{label}.err",
+        )
         consumer = ConsumerProcess(popen, self.log_dir, label)
         self.started.append(consumer)
         if wait:

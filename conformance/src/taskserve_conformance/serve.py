@@ -177,6 +177,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+TEST_WAIT_LOOP_S = 0.2
+"""``graceful_shutdown_wait_loop_s`` of the test deployments: a deleted replica
+checks this often whether its requests are done (Serve's default 2 s would add
+those seconds to the deletion of every test's application)."""
+
+
 class ServeApps:
     """Deploys a test's applications and deletes them at the end."""
 
@@ -188,7 +194,10 @@ class ServeApps:
         """The probe consumer of ``config`` as a Serve deployment (not bound)."""
         from ray import serve
 
-        options: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0}}
+        options: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": 0},
+            "graceful_shutdown_wait_loop_s": TEST_WAIT_LOOP_S,
+        }
         options.update(deployment_options)
         consumer_cls = task_consumer(task_processor_config=config)(ServeProbe)
         return serve.deployment(name="consumer", **options)(consumer_cls)
@@ -334,9 +343,9 @@ class ServeConformance:
             def __init__(self, consumer: Any) -> None:
                 self.consumer = consumer
 
-        ingress: Any = serve.deployment(ray_actor_options={"num_cpus": 0})(
-            serve.ingress(create_task_app(config))(Ingress)
-        )
+        ingress: Any = serve.deployment(
+            ray_actor_options={"num_cpus": 0}, graceful_shutdown_wait_loop_s=TEST_WAIT_LOOP_S
+        )(serve.ingress(create_task_app(config))(Ingress))
 
         consumer = serve_apps.consumer(config, max_ongoing_requests=4)
         prefix = f"/{uuid.uuid4().hex[:8]}"

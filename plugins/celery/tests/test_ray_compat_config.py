@@ -194,7 +194,7 @@ class Queue:
         consumer.start_consumer()
         self.consumer = consumer
 
-    def wait(self, task: TaskResult, timeout: float = 20.0) -> TaskResult:
+    def wait(self, task: TaskResult, timeout: float = 60.0) -> TaskResult:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = self.producer.get_task_status_sync(task.id)

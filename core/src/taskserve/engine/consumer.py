@@ -68,6 +68,9 @@ BEAT_EVERY_S = 2.0
 WORKER_TTL_S = 10.0
 """How long a beat keeps a consumer listed as alive (at least)."""
 
+BEGIN_WAIT_S = 5.0
+"""Longest wait of a stop for deliveries in the middle of the store's begin."""
+
 
 class Settlement(enum.Enum):
     """How a delivery ends with the engine."""
@@ -206,6 +209,11 @@ class ConsumerBase(ABC):
         with self._idle:
             while self._deliveries and time.monotonic() < deadline:
                 self._idle.wait(max(deadline - time.monotonic(), 0.0))
+            # A delivery in the middle of the store's begin: wait (briefly) for it,
+            # so that it is handed back as begun, not as a message nobody holds.
+            beginning = time.monotonic() + BEGIN_WAIT_S
+            while self._beginning() and time.monotonic() < beginning:
+                self._idle.wait(max(beginning - time.monotonic(), 0.0))
             leftover = [d for d in self._deliveries if not d.settled]
             for delivery in leftover:
                 delivery.settled = True
@@ -227,6 +235,10 @@ class ConsumerBase(ABC):
         self._stop_engine(abandoned=bool(leftover))
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _beginning(self) -> bool:
+        """Whether a delivery runs whose begin has not returned (lock held)."""
+        return any(d.running and d.begun is None and not d.settled for d in self._deliveries)
 
     def _hand_back_running(self, deliveries: list[Delivery]) -> None:
         begun = [d for d in deliveries if d.task_id is not None and d.begun is not None]
@@ -307,7 +319,13 @@ class ConsumerBase(ABC):
                     )
                 else:
                     begun = Begun(attempt=1, started=False)
-                delivery.begun = begun
+                with self._idle:
+                    delivery.begun = begun
+                    self._idle.notify_all()
+                    if delivery.settled:
+                        # A stop handed it back (as begun) while it began: not run here.
+                        delivery.outcome = Outcome.SKIPPED
+                        return Settlement.ACK
             if begun.attempt == 0:
                 # Finished, or running elsewhere (a duplicate message): nothing to do.
                 # Should the holder die, the store's lease brings the task back.
