@@ -15,5 +15,7 @@ scripts/ensure_brokers.sh
 
 # Tests wait on brokers and consumer processes far more than they compute, so
 # they run in parallel worker processes (pytest-xdist), more than there are
-# cores; tests sharing one Ray Serve instance form one xdist group.
-.venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-4}" --dist loadgroup "$@"
+# cores. The Serve tests form three xdist groups (serve-ray-1 to -3), each run
+# by one worker on its one Ray: three Ray instances, not one per worker, since
+# an idle Ray costs a tenth of a core. The other workers take the rest.
+.venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-5}" --dist loadgroup "$@"

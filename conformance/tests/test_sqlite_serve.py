@@ -18,6 +18,7 @@ pytest_plugins = ["taskserve_conformance.plugin"]
 
 
 class TestSqliteServe(ServeConformance):
+    serve_group = "serve-ray-3"  # the Serve classes share three Ray instances (scripts/test.sh)
     adapter = "sqlite"
 
     @pytest.fixture

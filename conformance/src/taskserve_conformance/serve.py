@@ -293,12 +293,17 @@ class ServeConformance:
     """
 
     adapter: Any = None
+    serve_group: ClassVar[str | None] = None
+    """The pytest-xdist group of this class's tests (default: the class's own).
+    Classes in one group run in one worker, one after the other, on its one
+    Ray: fewer groups, fewer Ray instances competing for the machine."""
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         marks = list(getattr(cls, "pytestmark", []))
-        cls.pytestmark = [*marks, pytest.mark.xdist_group(f"serve-{cls.__qualname__}")]
+        group = cls.serve_group or f"serve-{cls.__qualname__}"
+        cls.pytestmark = [*marks, pytest.mark.xdist_group(group)]
 
     @contextlib.contextmanager
     def broker_outage(self, config: TaskProcessorConfig) -> Iterator[None]:

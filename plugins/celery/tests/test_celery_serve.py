@@ -23,6 +23,7 @@ def _key_prefix() -> str:
 
 
 class TestCeleryRedisServe(ServeConformance):
+    serve_group = "serve-ray-2"  # the Serve classes share three Ray instances (scripts/test.sh)
     adapter = "celery"
 
     @pytest.fixture
@@ -35,6 +36,7 @@ class TestCeleryRedisServe(ServeConformance):
 
 
 class TestCeleryRabbitMQServe(ServeConformance):
+    serve_group = "serve-ray-2"  # the Serve classes share three Ray instances (scripts/test.sh)
     adapter = "celery"
 
     @pytest.fixture

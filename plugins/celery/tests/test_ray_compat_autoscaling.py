@@ -59,8 +59,8 @@ def running_replicas(app: str, deployment: str) -> int:
     return int(application.deployments[deployment].replica_states.get("RUNNING", 0))
 
 
-# One worker, one Ray, for every Serve test of this module (pytest-xdist).
-pytestmark = pytest.mark.xdist_group("serve-ray-compat-autoscaling")
+# One worker and its Ray for these tests and other Serve classes (scripts/test.sh).
+pytestmark = pytest.mark.xdist_group("serve-ray-2")
 
 
 @pytest.fixture

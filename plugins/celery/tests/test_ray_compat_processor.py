@@ -57,7 +57,7 @@ pytest_plugins = ["taskserve_conformance.plugin"]
 pytestmark = [
     pytest.mark.filterwarnings("ignore::taskserve.errors.IgnoredSettingWarning"),
     # One worker, one Ray, for every Serve test of this module (pytest-xdist).
-    pytest.mark.xdist_group("serve-ray-compat-processor"),
+    pytest.mark.xdist_group("serve-ray-1"),
 ]
 
 REDIS_BROKER = "redis://127.0.0.1:6379/0"

@@ -26,6 +26,7 @@ def _unique(kind: str) -> str:
 
 
 class TestDramatiqRedisServe(ServeConformance):
+    serve_group = "serve-ray-2"  # the Serve classes share three Ray instances (scripts/test.sh)
     adapter = "dramatiq"
 
     @pytest.fixture
@@ -43,6 +44,7 @@ class TestDramatiqRedisServe(ServeConformance):
 
 
 class TestDramatiqRabbitmqServe(ServeConformance):
+    serve_group = "serve-ray-3"  # the Serve classes share three Ray instances (scripts/test.sh)
     adapter = "dramatiq"
 
     @pytest.fixture

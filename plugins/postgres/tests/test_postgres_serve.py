@@ -28,6 +28,7 @@ ADMIN_DSN = os.environ.get(
 
 
 class TestPostgresServe(ServeConformance):
+    serve_group = "serve-ray-3"  # the Serve classes share three Ray instances (scripts/test.sh)
     adapter = "postgres"
 
     @pytest.fixture(scope="class")

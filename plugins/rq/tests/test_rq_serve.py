@@ -103,6 +103,7 @@ def redis_proxy() -> Iterator[TcpProxy]:
 
 
 class TestRQServe(ServeConformance):
+    serve_group = "serve-ray-3"  # the Serve classes share three Ray instances (scripts/test.sh)
     adapter = "rq"
 
     @pytest.fixture
