@@ -105,7 +105,9 @@ class TaskProcessorConfig(BaseModel):
         gt=0,
         description=(
             "Visibility timeout: a task fetched by a consumer that stops renewing "
-            "this lease (it crashed) is delivered again after at most this long."
+            "this lease (it crashed) is delivered again after at most this long, "
+            "plus about half a second (the reconciler's tick, or a polling "
+            "consumer's interval), while the broker is reachable."
         ),
     )
     max_payload_bytes: int = Field(

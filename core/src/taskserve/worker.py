@@ -5,6 +5,9 @@ consumes the configured queue until SIGTERM or SIGINT, then stops gracefully
 (running tasks finish within ``--graceful-timeout``). ``HANDLERS`` is a
 mapping of task name to function, or a list of functions (named after
 themselves). The line ``taskserve-worker ready`` is printed once consuming.
+The process ends by itself only when its consumer has not been running for
+:data:`DEAD_AFTER_S` seconds in a row (a consumer restarting its engine's loop
+after a broker outage comes back well before).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -24,6 +28,9 @@ from taskserve.errors import ConfigError
 from taskserve.factory import instantiate_adapter_from_config
 
 READY_LINE = "taskserve-worker ready"
+
+DEAD_AFTER_S = 30.0
+"""How long the consumer may stay not running before the process ends."""
 
 
 def load_handlers(spec: str) -> dict[str, Callable[..., Any]]:
@@ -55,8 +62,13 @@ def run_worker(
         signal.signal(signum, lambda *_: stop.set())
     adapter.start_consumer()
     print(READY_LINE, flush=True)
+    down_since: float | None = None
     while not stop.wait(0.5):
-        if not adapter.health_check_sync().consumer_running:
+        if adapter.health_check_sync().consumer_running:
+            down_since = None
+            continue
+        down_since = down_since or time.monotonic()
+        if time.monotonic() - down_since >= DEAD_AFTER_S:
             print("taskserve-worker: consumer died", file=sys.stderr, flush=True)
             break
     adapter.stop_consumer(timeout=graceful_timeout_s)

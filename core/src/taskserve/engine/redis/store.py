@@ -286,7 +286,11 @@ class RedisTaskStore:
         if not task_id:
             raise TaskIdInUse(message.id)
         if seq == 0:
-            return Inserted(self.status(task_id), created=False)
+            try:
+                return Inserted(self.status(task_id), created=False)
+            except TaskNotFound:
+                # The key's task expired since the script saw it: the key is free now.
+                return self.insert(message, idempotency_key)
         return Inserted(
             TaskResult(
                 id=message.id,
