@@ -81,6 +81,12 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     print(f"taskserve quickstart: queue engine {describe()}")
     print("starting a local Ray and Serve ...", flush=True)
+    # Keep the output to this script's own lines: Ray's notice that token
+    # authentication is on, and Serve's INFO lines, are not for this demo.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(
         # Logical CPUs: each of the three replicas asks for one; they mostly wait.
         num_cpus=max(4, os.cpu_count() or 1),
@@ -127,7 +133,8 @@ def main() -> int:
         return 1 if failed else 0
     finally:
         print("\nshutting down ...", flush=True)
-        serve.shutdown()
+        # ray.shutdown() ends Serve with the cluster; serve.shutdown() before it
+        # would have the raylet print a line about the controller it kills.
         ray.shutdown()
 
 

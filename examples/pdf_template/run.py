@@ -53,6 +53,12 @@ def main() -> int:
 
     from taskserve import serve
 
+    # Keep the output to this script's own lines: Ray's notice that token
+    # authentication is on, and Serve's INFO lines, are not for this demo.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(
         num_cpus=max(4, os.cpu_count() or 1),
         include_dashboard=False,
@@ -67,7 +73,8 @@ def main() -> int:
         serve.run(target=app, blocking=False)
         return client.main()
     finally:
-        serve.shutdown()
+        # ray.shutdown() ends Serve with the cluster; serve.shutdown() before it
+        # would have the raylet print a line about the controller it kills.
         ray.shutdown()
         files.shutdown()
 
