@@ -569,8 +569,8 @@ class ServeConformance:
     def test_autoscaler_keeps_busy_replicas(
         self,
         serve_apps: ServeApps,
-        config: TaskProcessorConfig,
-        producer: TaskProcessorAdapter,
+        make_config: ConfigFactory,
+        make_producer: Callable[[TaskProcessorConfig], TaskProcessorAdapter],
         deadlines: Deadlines,
     ) -> None:
         """The queue-depth policy scales up for queued tasks and never scales
@@ -581,6 +581,11 @@ class ServeConformance:
         busy drains (its task finishes within the graceful timeout), so every
         task still succeeds on its first attempt."""
         from taskserve.serve import queue_depth_autoscaling_policy
+
+        # A lease far longer than the test: a second attempt can only come from a
+        # replica stopped while busy, not from a renewal late on a loaded machine.
+        config = make_config(lease_s=30.0)
+        producer = make_producer(config)
 
         look_back_s = 1.0
         consumer = serve_apps.consumer(
