@@ -64,6 +64,16 @@ REDIS_BROKER = "redis://127.0.0.1:6379/0"
 REDIS_BACKEND = "redis://127.0.0.1:6379/1"
 
 
+TIMEOUT_FACTOR = 3.0
+"""Ray's timeouts of these scenarios, tripled: here they run beside the rest of
+the suite on a two-core machine."""
+
+
+def wait_scaled(condition: Any, timeout: float = 10.0) -> None:
+    """Ray's ``wait_for_condition`` (default timeout 10 s) with the timeout scaled."""
+    wait_for_condition(condition, timeout=timeout * TIMEOUT_FACTOR)
+
+
 @ray.remote
 def enqueue_from_ray(
     config: TaskProcessorConfig, value: Any, task_name: str = "process_request"
@@ -199,7 +209,7 @@ def wait_for_broker_counts(
         counts = setup.messages_by_queue(config)
         return all(counts.get(names[k], 0) == expected.get(k, 0) for k in names)
 
-    wait_for_condition(reached, timeout=timeout)
+    wait_scaled(reached, timeout=timeout)
 
 
 class TestTaskConsumerWithRayServe:
@@ -221,7 +231,7 @@ class TestTaskConsumerWithRayServe:
 
         handle = serve.run(Consumer.bind())
         enqueue_from_ray.remote(config, "test_data_1")
-        wait_for_condition(lambda: handle.received_values.remote().result() == ["test_data_1"])
+        wait_scaled(lambda: handle.received_values.remote().result() == ["test_data_1"])
 
     def test_task_consumer_as_serve_deployment_with_failed_task(self, setup: Setup) -> None:
         config = setup.config(failed="my_failed_task_queue")
@@ -254,7 +264,7 @@ class TestTaskConsumerWithRayServe:
                 and handle.call_count.remote().result() == config.max_retries + 1
             )
 
-        wait_for_condition(failed_as_ray_reports_it, timeout=20)
+        wait_scaled(failed_as_ray_reports_it, timeout=20)
 
     def test_task_consumer_persistence_across_restarts(self, setup: Setup) -> None:
         """Ray's scenario counts on one task at a time from ``worker_concurrency=1``,
@@ -294,9 +304,9 @@ class TestTaskConsumerWithRayServe:
             ray.get(enqueue_from_ray.remote(config, f"task_{i}"))
 
         # One task at a time: let exactly one through, then delete the application.
-        wait_for_condition(lambda: ray.get(first_gate.cur_num_waiters.remote()) == 1, timeout=10)
+        wait_scaled(lambda: ray.get(first_gate.cur_num_waiters.remote()) == 1, timeout=10)
         ray.get(first_gate.send.remote(clear=True))
-        wait_for_condition(lambda: ray.get(seen.count.remote()) == 1, timeout=10)
+        wait_scaled(lambda: ray.get(seen.count.remote()) == 1, timeout=10)
         serve.delete("app_v1", _blocking=False)
 
         def deleted_after_releasing_the_running_task() -> bool:
@@ -306,15 +316,15 @@ class TestTaskConsumerWithRayServe:
             time.sleep(0.5)
             return False
 
-        wait_for_condition(deleted_after_releasing_the_running_task, timeout=100)
+        wait_scaled(deleted_after_releasing_the_running_task, timeout=100)
         done_before = ray.get(seen.count.remote())
         assert 2 <= done_before < total
 
         second_gate = SignalActor.remote()
         handle = serve.run(Consumer.bind(seen, second_gate), name="app_v2")
-        wait_for_condition(lambda: ray.get(second_gate.cur_num_waiters.remote()) == 1, timeout=10)
+        wait_scaled(lambda: ray.get(second_gate.cur_num_waiters.remote()) == 1, timeout=10)
         ray.get(second_gate.send.remote())
-        wait_for_condition(lambda: ray.get(seen.count.remote()) == total, timeout=100)
+        wait_scaled(lambda: ray.get(seen.count.remote()) == total, timeout=100)
 
         assert ray.get(seen.values.remote()) == {f"task_{i}" for i in range(total)}
         assert len(handle.processed.remote().result()) == total - done_before
@@ -340,7 +350,7 @@ class TestTaskConsumerWithRayServe:
 
         handle = serve.run(Consumer.bind())
         enqueue_from_ray.remote(config, "test_data_1")
-        wait_for_condition(lambda: handle.received_value.remote().result() == "test_data_1")
+        wait_scaled(lambda: handle.received_value.remote().result() == "test_data_1")
 
     def test_task_consumer_metrics(self, setup: Setup) -> None:
         """Ray expects one worker of max-concurrency 1 from ``worker_concurrency=1``,
@@ -365,10 +375,10 @@ class TestTaskConsumerWithRayServe:
 
         handle = serve.run(Consumer.bind())
         enqueue_from_ray.remote(config, "test_data_1")
-        wait_for_condition(lambda: handle.has_run.remote().result(), timeout=20)
+        wait_scaled(lambda: handle.has_run.remote().result(), timeout=20)
 
         producer = instantiate_adapter_from_config(task_processor_config=config)
-        wait_for_condition(
+        wait_scaled(
             lambda: any(s["total"] for s in producer.get_metrics_sync().values()), timeout=5
         )
         metrics = producer.get_metrics_sync()
@@ -389,7 +399,7 @@ class TestTaskConsumerWithRayServe:
 
         serve.run(Consumer.bind())
         producer = instantiate_adapter_from_config(task_processor_config=config)
-        wait_for_condition(lambda: len(producer.health_check_sync()) > 0, timeout=20)
+        wait_scaled(lambda: len(producer.health_check_sync()) > 0, timeout=20)
 
         replies = producer.health_check_sync()
         assert len(replies) == 1
@@ -428,16 +438,14 @@ class TestTaskConsumerWithRayServe:
             ray.get(enqueue_from_ray.remote(config, f"test_data_{i}", task_name="process"))
             for i in range(2)
         )
-        wait_for_condition(lambda: ray.get(gate.cur_num_waiters.remote()) == 1, timeout=10)
+        wait_scaled(lambda: ray.get(gate.cur_num_waiters.remote()) == 1, timeout=10)
 
         producer = instantiate_adapter_from_config(task_processor_config=config)
         producer.cancel_task_sync(second)
         ray.get(gate.send.remote())
 
-        wait_for_condition(
-            lambda: producer.get_task_status_sync(second).status == "CANCELLED", timeout=20
-        )
-        wait_for_condition(lambda: producer.get_task_status_sync(first).status is TaskState.SUCCESS)
+        wait_scaled(lambda: producer.get_task_status_sync(second).status == "CANCELLED", timeout=20)
+        wait_scaled(lambda: producer.get_task_status_sync(first).status is TaskState.SUCCESS)
         received = handle.received_values.remote().result()
         assert "test_data_0" in received and "test_data_1" not in received
         assert producer.get_task_status_sync(second).status is TaskState.CANCELLED
