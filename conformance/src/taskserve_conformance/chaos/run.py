@@ -34,7 +34,7 @@ from taskserve import (
 )
 from taskserve.kit import LedgerStore
 from taskserve_conformance.chaos.handlers import expected_result
-from taskserve_conformance.consumers import ConsumerPool, ConsumerProcess
+from taskserve_conformance.consumers import ConsumerPool, ConsumerProcess, ConsumerStartError
 from taskserve_conformance.journal import Journal
 
 HANDLERS_SPEC = "taskserve_conformance.chaos.handlers:HANDLERS"
@@ -196,12 +196,22 @@ class ChaosRun:
         return [range(i, n, p) for i in range(p)]
 
     def _start_consumer(self, pool: ConsumerPool) -> ConsumerProcess:
-        return pool.start(
-            self.config,
-            concurrency=self.settings.concurrency,
-            graceful_timeout_s=5.0,
-            handlers=HANDLERS_SPEC,
-        )
+        """Start a consumer; one that exits before it is ready (the broker is
+        restarting, or still loading its data) is started again, as a
+        supervisor would, for up to ``stall_s``."""
+        deadline = time.monotonic() + self.settings.stall_s
+        while True:
+            try:
+                return pool.start(
+                    self.config,
+                    concurrency=self.settings.concurrency,
+                    graceful_timeout_s=5.0,
+                    handlers=HANDLERS_SPEC,
+                )
+            except ConsumerStartError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _produce(self, producer: TaskProcessorAdapter, indexes: range) -> None:
         try:
