@@ -75,7 +75,11 @@ def _all_succeed(producer: PostgresAdapter, sent: dict[str, int], timeout: float
     """Every task of ``sent`` (id -> argument) ends SUCCESS with its argument as result."""
 
     def done() -> bool:
-        states = [producer.get_task_status_sync(i).status for i in sent]
+        try:
+            states = [producer.get_task_status_sync(i).status for i in sent]
+        except BrokerUnavailable:
+            # A pooled connection the server terminated fails once, then is replaced.
+            return False
         assert TaskState.FAILURE not in states and TaskState.CANCELLED not in states, states
         return all(s is TaskState.SUCCESS for s in states)
 
