@@ -160,9 +160,7 @@ class ConsumerPool:
 
         With ``wait`` (the default) return once the consumer is consuming.
         """
-        command = [
-            "-m",
-            "taskserve.worker",
+        argv = [
             "--config",
             config_to_json(config or self.default_config),
             "--handlers",
@@ -172,7 +170,7 @@ class ConsumerPool:
             "--graceful-timeout",
             str(graceful_timeout_s),
         ]
-        return self._spawn(command, wait)
+        return self._spawn("taskserve.worker", argv, wait)
 
     def start_shared(
         self,
@@ -183,16 +181,16 @@ class ConsumerPool:
     ) -> ConsumerProcess:
         """Start one process consuming every config in ``configs`` at once
         (see :mod:`taskserve_conformance.shared_consumer`)."""
-        command = ["-m", "taskserve_conformance.shared_consumer"]
+        argv: list[str] = []
         for config in configs:
-            command += ["--config", config_to_json(config)]
-        command += ["--handlers", HANDLERS_SPEC, "--concurrency", str(concurrency)]
-        return self._spawn(command, wait)
+            argv += ["--config", config_to_json(config)]
+        argv += ["--handlers", HANDLERS_SPEC, "--concurrency", str(concurrency)]
+        return self._spawn("taskserve_conformance.shared_consumer", argv, wait)
 
-    def _spawn(self, arguments: list[str], wait: bool) -> ConsumerProcess:
+    def _spawn(self, module: str, argv: list[str], wait: bool) -> ConsumerProcess:
+        """Start ``python -m module *argv`` (see :func:`launcher.launch`)."""
         label = f"consumer-{len(self.started) + 1}"
         env = {**os.environ, **self.journal.env, "PYTHONUNBUFFERED": "1"}
-        _, module, *argv = arguments
         popen = launch(
             module,
             argv,
