@@ -22,12 +22,14 @@ from taskserve import (
     TaskIdInUse,
     TaskMessage,
     TaskNotFound,
+    TaskProcessorConfig,
     TaskState,
 )
 from taskserve.adapters.sqlite.dialect import SqliteDialect
 from taskserve.kit import (
     LedgerStore,
     QueueStore,
+    Reconciler,
     RedisTaskStore,
     SqlLedgerStore,
     SqlTaskStore,
@@ -483,6 +485,39 @@ def test_a_task_whose_lease_ran_out_is_published_again(ledger_store: Any) -> Non
     assert (again.task_id, again.reason) == (message.id, "lease")
     begun = ledger_store.begin(message.with_seq(again.seq), "consumer-b", 30, 3)
     assert begun.started and begun.attempt == 2
+
+
+def test_a_message_begun_out_of_order_without_a_number_passes_nothing(
+    ledger_store: Any,
+) -> None:
+    """A task published again at the head of the queue carries no number: begun
+    before the backlog, it must not make the backlog look lost."""
+    backlog = [_message() for _ in range(3)]
+    for message in backlog:
+        ledger_store.insert(message, None)
+    ahead = _message()
+    ledger_store.insert(ahead, None)
+    ledger_store.begin(ahead.with_seq(None), OWNER, 30, 3)
+    assert ledger_store.unclaimed() == 3
+    assert _reconcile(ledger_store) == []
+
+
+def test_the_reconciler_publishes_crashed_tasks_at_the_head_and_retries_at_the_tail(
+    ledger_store: Any,
+) -> None:
+    config = TaskProcessorConfig(queue_name="q", adapter="sqlite", lease_s=0.4)
+    tail: list[TaskMessage] = []
+    head: list[TaskMessage] = []
+    reconciler = Reconciler(ledger_store, config, tail.append, None, head.append)
+    crashed, retried = _message(), _message()
+    for message in (crashed, retried):
+        seq = ledger_store.insert(message, None).seq
+        ledger_store.begin(message.with_seq(seq), OWNER, 0.01, 3)
+    ledger_store.schedule_retry(retried.id, ERROR, 0.0)
+    time.sleep(0.3)
+    assert reconciler.tick() == 2
+    assert [(m.id, m.seq) for m in head] == [(crashed.id, None)]
+    assert [m.id for m in tail] == [retried.id] and tail[0].seq is not None
 
 
 def test_a_cancelled_task_leaves_the_ledger(ledger_store: Any) -> None:

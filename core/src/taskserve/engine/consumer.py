@@ -8,7 +8,11 @@ same for every engine lives in :class:`ConsumerBase`:
   ``concurrency`` held at once), a pool of daemon threads to run them on;
 * the delivery wrapper: decode, ``begin`` in the store (count the attempt,
   start it, or learn that it is finished or running elsewhere), run, record,
-  and only then settle the message with the engine;
+  and only then settle the message with the engine. A delivery of a task
+  whose lease another delivery holds waits for that lease to run out (at most
+  one lease) and begins it then if it was not renewed: an engine that
+  redelivers a crashed consumer's messages at once (RabbitMQ) runs them again
+  within the lease, not after the ledger's republish behind the backlog;
 * what happens when an outcome cannot be recorded: the task is handed back
   uncounted and delivered again after ``redelivery_delay_s``, and after
   ``max_recording_failures`` deliveries in a row it ends FAILURE with the
@@ -70,6 +74,10 @@ WORKER_TTL_S = 10.0
 
 BEGIN_WAIT_S = 5.0
 """Longest wait of a stop for deliveries in the middle of the store's begin."""
+
+LEASE_TAKEOVER_S = 0.1
+"""How long after another delivery's lease ran out a delivery that waited for
+it begins the task (before the ledger publishes it again)."""
 
 
 class Settlement(enum.Enum):
@@ -139,6 +147,7 @@ class ConsumerBase(ABC):
         publish: Callable[[TaskMessage], None] | None = None,
         engine_depth: Callable[[], int] | None = None,
         housekeeping_every_s: float = MAX_TICK_S,
+        publish_first: Callable[[TaskMessage], None] | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -157,7 +166,7 @@ class ConsumerBase(ABC):
         self._stopping = threading.Event()
         self._pool: DaemonThreadExecutor | None = None
         self._reconciler = (
-            Reconciler(store, config, publish, engine_depth)
+            Reconciler(store, config, publish, engine_depth, publish_first)
             if isinstance(store, LedgerStore) and publish is not None
             else None
         )
@@ -314,9 +323,7 @@ class ConsumerBase(ABC):
             begun = delivery.begun
             if begun is None:
                 if isinstance(payload, TaskMessage):
-                    begun = self.store.begin(
-                        payload, self.owner, self.config.lease_s, self.config.max_attempts
-                    )
+                    begun = self._begin(payload)
                 else:
                     begun = Begun(attempt=1, started=False)
                 with self._idle:
@@ -336,6 +343,18 @@ class ConsumerBase(ABC):
             return Settlement.ACK
         except Exception as e:
             return self._unrecorded(delivery, payload, e)
+
+    def _begin(self, message: TaskMessage) -> Begun:
+        """``begin`` in the store; when another delivery holds the task's lease,
+        wait until it runs out (unless this consumer stops) and begin once more."""
+        lease_s, max_attempts = self.config.lease_s, self.config.max_attempts
+        begun = self.store.begin(message, self.owner, lease_s, max_attempts)
+        if not begun.running_elsewhere or begun.lease_deadline is None:
+            return begun
+        wait_s = begun.lease_deadline + LEASE_TAKEOVER_S - time.time()
+        if wait_s > lease_s + LEASE_TAKEOVER_S or self._stopping.wait(max(wait_s, 0.0)):
+            return begun
+        return self.store.begin(message, self.owner, lease_s, max_attempts)
 
     def _unrecorded(
         self, delivery: Delivery, payload: TaskMessage | bytes, error: Exception

@@ -16,6 +16,13 @@ now and publishes them through the adapter:
   queue were claimed more than ``claim_bound_s`` ago, or the engine's queue is
   empty. This closes every window in which an engine can lose a message.
 
+Tasks published again after a crash or a loss go through ``publish_first``
+where the engine has one (the head of the queue), so they run before a
+backlog that was enqueued after them; due retries join the tail. A message
+published at the head carries no publish number (``TaskMessage.seq``): begun
+before messages published earlier, it must not mark them as passed, which
+would publish the whole backlog again as lost.
+
 A task published twice runs at most once at a time: the store's ``begin``
 refuses a delivery of a task another delivery holds a live lease on, and
 status never leaves a terminal state.
@@ -57,9 +64,11 @@ class Reconciler:
         config: TaskProcessorConfig,
         publish: Callable[[TaskMessage], None],
         engine_depth: Callable[[], int] | None = None,
+        publish_first: Callable[[TaskMessage], None] | None = None,
     ) -> None:
         self._store = store
         self._publish = publish
+        self._publish_first = publish_first
         self._engine_depth = engine_depth
         self.claim_bound_s = claim_bound_s(config.lease_s)
         self.lease_grace_s = lease_grace_s(config.lease_s)
@@ -93,7 +102,12 @@ class Reconciler:
             except TaskNotFound:
                 continue
             try:
-                self._publish(message.with_seq(item.seq))
+                if item.reason == "due" or self._publish_first is None:
+                    self._publish(message.with_seq(item.seq))
+                else:
+                    # Begun out of order, a message at the head must not move the
+                    # ledger's mark of what was claimed: it carries no number.
+                    self._publish_first(message.with_seq(None))
             except Exception:
                 # The ledger still has it (unclaimed under its new number): a later
                 # tick publishes it again once later messages pass it.

@@ -42,7 +42,7 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
 
     Subclasses implement :meth:`_build_store` and :meth:`_make_consumer`;
     engines that carry messages themselves also implement :meth:`_publish`
-    (and optionally :meth:`_ping_engine`, :meth:`_engine_depth`,
+    (and optionally :meth:`_publish_first`, :meth:`_ping_engine`, :meth:`_engine_depth`,
     :meth:`_unqueue`, :meth:`_close_engine`).
     """
 
@@ -71,6 +71,13 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
     def _publish(self, message: TaskMessage) -> None:
         """Hand ``message`` to the engine; BrokerUnavailable if it cannot. Nothing
         by default: a queue store's insert queued the task already."""
+
+    def _publish_first(self, message: TaskMessage) -> None:
+        """Hand ``message`` to the engine at the head of its queue, where the
+        engine can put it there; the ledger publishes a task again this way
+        after a consumer crash or a lost message, so that it runs within the
+        lease and not behind the backlog. :meth:`_publish` by default."""
+        self._publish(message)
 
     def _ping_engine(self) -> None:
         """Raise if the engine (beside the store) cannot be reached."""

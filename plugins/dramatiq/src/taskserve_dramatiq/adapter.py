@@ -101,6 +101,13 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
             to_dramatiq(message, self.config.queue_name),
         )
 
+    def _publish_first(self, message: TaskMessage) -> None:
+        self._broker_call(
+            f"publishing task {message.id}",
+            self.broker.enqueue_first,
+            to_dramatiq(message, self.config.queue_name),
+        )
+
     def _engine_depth(self) -> int:
         return int(self._broker_call("reading the queue depth", self.broker.queue_depth))
 
@@ -115,4 +122,5 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
             runner=runner,
             concurrency=concurrency,
             publish=self._publish,
+            publish_first=self._publish_first,
         )

@@ -53,6 +53,7 @@ class DramatiqConsumer(ConsumerBase):
         runner: TaskRunner,
         concurrency: int,
         publish: Callable[[TaskMessage], None],
+        publish_first: Callable[[TaskMessage], None],
     ) -> None:
         super().__init__(
             store=store,
@@ -61,6 +62,7 @@ class DramatiqConsumer(ConsumerBase):
             concurrency=concurrency,
             name="dramatiq",
             publish=publish,
+            publish_first=publish_first,
             engine_depth=broker.queue_depth,
         )
         self._broker = broker

@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -37,6 +38,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware, TimeLimit
 
 from taskserve.kit import TaskProcessorConfig, secret_value
@@ -146,6 +148,11 @@ class TaskBroker(Broker):
         """Raise if the broker cannot be reached."""
         raise NotImplementedError
 
+    def enqueue_first(self, message: Message[Any]) -> Message[Any]:
+        """Enqueue ``message`` at the head of its queue where the broker can
+        (Redis); at the tail otherwise (RabbitMQ has no head to put it at)."""
+        return self.enqueue(message)
+
     def queue_depth(self) -> int:
         """Messages waiting in the queue and its delay queue."""
         raise NotImplementedError
@@ -214,6 +221,20 @@ class TaskRedisBroker(TaskBroker, RedisBroker):
 
     def ping(self) -> None:
         self.client.ping()
+
+    def enqueue_first(self, message: Message[Any]) -> Message[Any]:
+        """Enqueue like Dramatiq's ``enqueue`` (no delay), but at the head of the
+        list its consumers pop from: the message body in the queue's hash and
+        its Redis id pushed on the left, in one transaction."""
+        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        redis_id = message.options["redis_message_id"]
+        self.emit_before("enqueue", message, None)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(f"{self.namespace}:{message.queue_name}.msgs", redis_id, message.encode())
+        pipe.lpush(f"{self.namespace}:{message.queue_name}", redis_id)
+        pipe.execute()
+        self.emit_after("enqueue", message, None)
+        return message
 
     def queue_depth(self) -> int:
         pipe = self.client.pipeline(transaction=False)

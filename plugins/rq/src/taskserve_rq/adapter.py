@@ -129,6 +129,10 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
         with self._redis(f"enqueuing task {message.id}"):
             self.broker.publish(message)
 
+    def _publish_first(self, message: TaskMessage) -> None:
+        with self._redis(f"enqueuing task {message.id}"):
+            self.broker.publish(message, first=True)
+
     def _unqueue(self, task_id: str) -> None:
         with self._redis(f"removing cancelled task {task_id} from the queue"):
             self.broker.unqueue(task_id)
@@ -154,6 +158,7 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
             runner=runner,
             concurrency=concurrency,
             publish=self._publish,
+            publish_first=self._publish_first,
             time_limits=self._time_limits,
             default_time_limit_s=settings.job_timeout_s,
             job_result_ttl_s=settings.job_result_ttl_s,

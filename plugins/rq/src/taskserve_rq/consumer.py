@@ -91,6 +91,7 @@ class RQConsumer(ConsumerBase):
         runner: TaskRunner,
         concurrency: int,
         publish: Callable[[TaskMessage], None],
+        publish_first: Callable[[TaskMessage], None],
         time_limits: dict[str, float | None],
         default_time_limit_s: float | None,
         job_result_ttl_s: int,
@@ -103,6 +104,7 @@ class RQConsumer(ConsumerBase):
             concurrency=concurrency,
             name="rq",
             publish=publish,
+            publish_first=publish_first,
             engine_depth=broker.queued,
         )
         self._broker = broker

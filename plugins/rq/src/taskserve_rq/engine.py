@@ -79,8 +79,9 @@ class RQBroker:
         return str(Job.key_for(job_id))
 
     # -- producer ------------------------------------------------------------
-    def publish(self, message: TaskMessage) -> None:
-        """Enqueue ``message`` as an RQ job whose id is the task id."""
+    def publish(self, message: TaskMessage, *, first: bool = False) -> None:
+        """Enqueue ``message`` as an RQ job whose id is the task id (at the head
+        of the queue with ``first``)."""
         self.queue.enqueue_call(
             RUN_TASK,
             args=job_arguments(message),
@@ -89,6 +90,7 @@ class RQBroker:
             result_ttl=self.job_result_ttl_s,
             failure_ttl=self.job_result_ttl_s or None,
             description=message.name,
+            at_front=first,
         )
 
     def unqueue(self, job_id: str) -> int:
