@@ -520,6 +520,22 @@ def test_the_reconciler_publishes_crashed_tasks_at_the_head_and_retries_at_the_t
     assert [m.id for m in tail] == [retried.id] and tail[0].seq is not None
 
 
+def test_a_crashed_task_whose_new_message_never_came_is_published_once_more(
+    ledger_store: Any,
+) -> None:
+    """The reconciler hands out a crashed task and dies (or its publish fails):
+    the ledger still brings the task back, not leaving it STARTED for ever."""
+    message = _message()
+    seq = ledger_store.insert(message, None).seq
+    ledger_store.begin(message.with_seq(seq), OWNER, 0.01, 3)
+    time.sleep(0.05)
+    [handed_out] = _reconcile(ledger_store)
+    assert handed_out.reason == "lease"
+    again = _reconcile(ledger_store, empty=True) or _reconcile(ledger_store, empty=True)
+    assert [r.task_id for r in again] == [message.id]
+    assert ledger_store.begin(message.with_seq(again[0].seq), "consumer-b", 30, 3).started
+
+
 def test_a_cancelled_task_leaves_the_ledger(ledger_store: Any) -> None:
     message = _message()
     ledger_store.insert(message, None)

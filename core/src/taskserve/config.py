@@ -107,7 +107,8 @@ class TaskProcessorConfig(BaseModel):
             "Visibility timeout: a task fetched by a consumer that stops renewing "
             "this lease (it crashed) is delivered again after at most this long, "
             "plus about half a second (the reconciler's tick, or a polling "
-            "consumer's interval), while the broker is reachable."
+            "consumer's interval), ahead of the tasks queued after it, while the "
+            "broker is reachable."
         ),
     )
     max_payload_bytes: int = Field(

@@ -86,6 +86,20 @@ def enqueue_from_ray(
 
 
 @ray.remote
+def import_the_producer() -> None:
+    """Import what ``enqueue_from_ray`` needs, in a Ray worker process."""
+    import taskserve_celery  # noqa: F401
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_ray_workers(serve_instance: str) -> None:
+    """Start Ray's worker processes for the producer tasks, and import Celery in
+    them, once before the scenarios: on a loaded machine the first start takes
+    longer than a scenario's whole timeout, and it is not what they check."""
+    ray.get([import_the_producer.remote() for _ in range(2)], timeout=180)
+
+
+@ray.remote
 class SeenValues:
     """The values handlers saw, across replicas and deployments."""
 

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,9 @@ class ChaosReport:
     enqueue_retries: int
     rerun_after_kill_s: dict[str, float] = field(default_factory=dict)
     """p50, p99 and max seconds from a kill to the next start of a task it interrupted."""
+    rerun_clear_of_restart_s: dict[str, float] = field(default_factory=dict)
+    """The same, for the kills whose rerun did not wait on the broker restart
+    (the broker was reachable from the kill to the rerun)."""
     republished: dict[str, int] | None = None
     """How often the store's ledger published a task again, by reason: ``lost``
     (the engine lost its message) and ``lease`` (its consumer died); None for
@@ -112,7 +115,8 @@ class ChaosReport:
             f"{self.restarts} broker restart(s), {self.enqueue_retries} enqueue retries, "
             f"republished {self.republished}; kill -> rerun p50 {rerun.get('p50', 0):.2f}s "
             f"p99 {rerun.get('p99', 0):.2f}s max {rerun.get('max', 0):.2f}s "
-            f"(lease {self.lease_s:g}s); {self.duration_s:.0f}s"
+            f"(max {self.rerun_clear_of_restart_s.get('max', 0):.2f}s clear of the restart; "
+            f"lease {self.lease_s:g}s); {self.duration_s:.0f}s"
         )
 
     def to_json(self) -> str:
@@ -151,6 +155,7 @@ class ChaosRun:
         self._enqueue_retries = 0
         self._producer_errors: list[BaseException] = []
         self._restarts = 0
+        self._restart_window: tuple[float, float] | None = None
         self._kills = _Kills()
         self._stop = threading.Event()
         self._backward: set[str] = set()
@@ -262,7 +267,9 @@ class ChaosRun:
             enqueuing = any(t.is_alive() for t in producers)
             if restart_due and self._enqueued() >= (settings.restart_at or 0) * settings.tasks:
                 assert self.restart is not None
+                began = time.time()
                 self.restart()
+                self._restart_window = (began, time.time())
                 self._restarts += 1
                 restart_due = False
             if done and not enqueuing and not restart_due and kills >= settings.min_kills:
@@ -327,6 +334,7 @@ class ChaosRun:
         duration_s: float,
     ) -> ChaosReport:
         entries = self.journal.entries()
+        delays = self._rerun_delays(entries)
         starts = Counter(e.task_id for e in entries if e.event == "start")
         ends = Counter(e.task_id for e in entries if e.event == "end")
         ids = set(self._ids.values())
@@ -354,7 +362,10 @@ class ChaosRun:
             kills=len(self._kills.at),
             restarts=self._restarts,
             enqueue_retries=self._enqueue_retries,
-            rerun_after_kill_s=self._rerun_delays(entries),
+            rerun_after_kill_s=_distribution(d for _, _, d in delays),
+            rerun_clear_of_restart_s=_distribution(
+                d for killed, rerun, d in delays if not self._spans_restart(killed, rerun)
+            ),
             republished=_republished(producer),
             lease_s=self.config.lease_s,
             duration_s=round(duration_s, 1),
@@ -362,8 +373,13 @@ class ChaosRun:
             stuck_ids=stuck[:50],
         )
 
-    def _rerun_delays(self, entries: list[Any]) -> dict[str, float]:
-        """From each kill to the next start of each task the killed consumer was running."""
+    def _spans_restart(self, start: float, end: float) -> bool:
+        window = self._restart_window
+        return window is not None and start <= window[1] and end >= window[0]
+
+    def _rerun_delays(self, entries: list[Any]) -> list[tuple[float, float, float]]:
+        """(kill, rerun, seconds between) for each task a killed consumer was
+        running, from the kill to the task's next start."""
         runs: dict[str, list[Any]] = defaultdict(list)
         for entry in entries:
             runs[entry.task_id].append(entry)
@@ -379,16 +395,21 @@ class ChaosRun:
                     None,
                 )
                 if not ended and rerun is not None:
-                    delays.append(rerun.time - killed_at)
-        if not delays:
-            return {}
-        delays.sort()
-        return {
-            "p50": round(statistics.median(delays), 2),
-            "p99": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 2),
-            "max": round(delays[-1], 2),
-            "count": len(delays),
-        }
+                    delays.append((killed_at, rerun.time, rerun.time - killed_at))
+        return delays
+
+
+def _distribution(values: Iterable[float]) -> dict[str, float]:
+    """p50, p99, max and count of ``values`` (empty when there are none)."""
+    delays = sorted(values)
+    if not delays:
+        return {}
+    return {
+        "p50": round(statistics.median(delays), 2),
+        "p99": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 2),
+        "max": round(delays[-1], 2),
+        "count": len(delays),
+    }
 
 
 def _republished(producer: TaskProcessorAdapter) -> dict[str, int] | None:

@@ -240,7 +240,10 @@ if passed > 0 then
       'LIMIT', 0, limit)) do
     redis.call('ZREM', KEYS[1], id)
     local st = status(id)
-    if st == 'PENDING' or st == 'RETRY' then
+    -- STARTED without a lease: handed out for its lease and never claimed (the
+    -- publish failed, or the consumer that got it died before publishing).
+    if st == 'PENDING' or st == 'RETRY'
+        or (st == 'STARTED' and not redis.call('ZSCORE', KEYS[3], id)) then
       publish(id, 'lost')
       redis.call('HINCRBY', KEYS[7], 'lost', 1)
     end
