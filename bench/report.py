@@ -152,6 +152,29 @@ def _crash_table(results: Results) -> list[str]:
     return _table(["system", "broker", "lease", "SIGKILL to the task's next start"], rows)
 
 
+def _one_seconds(value: float | None) -> str:
+    return DASH if value is None else f"{value:.2f} s"
+
+
+def _delay_table(results: Results) -> list[str]:
+    rows = []
+    for delay in results.delays:
+        contender = _contender(delay.key)
+        rows.append(
+            [
+                contender.label,
+                _BROKER_NAMES[contender.broker],
+                f"{delay.started}/{delay.tasks}",
+                str(delay.early),
+                _one_seconds(delay.lateness_p50_s),
+                _one_seconds(delay.lateness_p99_s),
+                _one_seconds(delay.lateness_max_s),
+            ]
+        )
+    header = ["system", "broker", "started", "early", "late p50", "late p99", "late max"]
+    return _table(header, rows)
+
+
 def _startup_table(results: Results) -> list[str]:
     rows = []
     for key in dict.fromkeys(startup.key for startup in results.startups):
@@ -277,6 +300,17 @@ def render(
             "taskserve's adapters run `python -m taskserve.worker`.",
             "",
             *_crash_table(results),
+            "",
+        ]
+    if results.delays:
+        lines += [
+            "## Delayed tasks",
+            "",
+            "One consumer process (concurrency 8) runs while a producer enqueues tasks with "
+            "`delay_s` drawn between 0.5 and 2.5 s, one every 20 ms; how long after its "
+            "`due_at` each task started (early: started before it was due).",
+            "",
+            *_delay_table(results),
             "",
         ]
     if results.autoscaling:

@@ -10,6 +10,7 @@ from typing import Any
 from bench.runner import RunResult
 from bench.scenarios.autoscaling import AutoscalingResult
 from bench.scenarios.crash import CrashResult
+from bench.scenarios.delayed import DelayResult
 from bench.scenarios.startup import StartupResult
 
 
@@ -23,6 +24,7 @@ class Results:
     wall_s: float = 0.0
     runs: list[RunResult] = field(default_factory=list)
     crashes: list[CrashResult] = field(default_factory=list)
+    delays: list[DelayResult] = field(default_factory=list)
     serve_cold_start_s: float | None = None
     startups: list[StartupResult] = field(default_factory=list)
     autoscaling: list[AutoscalingResult] = field(default_factory=list)
@@ -43,6 +45,7 @@ class Results:
             wall_s=data["wall_s"],
             runs=[RunResult(**run) for run in data["runs"]],
             crashes=[CrashResult(**crash) for crash in data["crashes"]],
+            delays=[DelayResult(**delay) for delay in data.get("delays", [])],
             serve_cold_start_s=data["serve_cold_start_s"],
             startups=[StartupResult(**startup) for startup in data["startups"]],
             autoscaling=[

@@ -26,6 +26,8 @@ class Settings:
     autoscaling_tasks: int
     autoscaling_task_s: float
     tasks: int | None = None
+    delayed_tasks: int = 200
+    """Tasks of the delayed-task scenario, per adapter and broker."""
 
     def with_overrides(self, repetitions: int | None, tasks: int | None) -> Settings:
         """These settings with the command line's overrides applied."""
@@ -61,8 +63,15 @@ QUICK = replace(
     crash_wait_s=8.0,
     serve_repetitions=1,
     autoscaling_task_s=4.0,
+    delayed_tasks=60,
 )
 SMOKE = replace(
-    QUICK, preset="smoke", tasks=30, latency_samples=5, crash_lease_s=1.0, crash_wait_s=6.0
+    QUICK,
+    preset="smoke",
+    tasks=30,
+    latency_samples=5,
+    crash_lease_s=1.0,
+    crash_wait_s=6.0,
+    delayed_tasks=10,
 )
 PRESETS = {settings.preset: settings for settings in (FULL, QUICK, SMOKE)}

@@ -29,10 +29,21 @@ THROUGHPUT = "throughput"
 CRASH = "crash"
 SERVE = "serve"
 AUTOSCALING = "autoscaling"
-SCENARIOS = (THROUGHPUT, CRASH, SERVE, AUTOSCALING)
+DELAY = "delay"
+SCENARIOS = (THROUGHPUT, CRASH, DELAY, SERVE, AUTOSCALING)
 
 Log = Callable[[str], None]
 _T = TypeVar("_T")
+
+
+DELAY_INTERVAL_S = 0.02
+"""Time between two enqueues of the delayed-task scenario."""
+DELAYS_S = (0.5, 2.5)
+"""Range of the delays drawn in the delayed-task scenario."""
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.0f} ms"
 
 
 def select_groups(patterns: Sequence[str] | None) -> list[tuple[str, str]]:
@@ -95,6 +106,9 @@ class Suite:
         if CRASH in scenarios:
             for engine, broker in reachable_groups:
                 self._crash(engine, broker)
+        if DELAY in scenarios:
+            for engine, broker in reachable_groups:
+                self._delay(engine, broker)
         if SERVE in scenarios or AUTOSCALING in scenarios:
             if importlib.util.find_spec("ray") is None:
                 self.results.skipped.append("serve, autoscaling: ray[serve] is not installed")
@@ -168,6 +182,33 @@ class Suite:
                 else f"not within {result.wait_s:g}s"
             )
             self.log(f"{contender.key:32} crash to redelivery {shown}")
+
+    def _delay(self, engine: str, broker: str) -> None:
+        from bench.scenarios.delayed import delayed_lateness
+
+        for contender in contenders(engine, broker):
+            if contender.system != TASKSERVE:
+                continue
+            result = self._measure(
+                f"{contender.key} delay",
+                partial(
+                    delayed_lateness,
+                    contender,
+                    self.settings.delayed_tasks,
+                    DELAY_INTERVAL_S,
+                    DELAYS_S,
+                    self.workdir,
+                ),
+            )
+            if result is None:
+                continue
+            self.results.delays.append(result)
+            self.checkpoint(self.results)
+            self.log(
+                f"{contender.key:32} delayed tasks: {result.started}/{result.tasks} started, "
+                f"{result.early} early, lateness p50 {_ms(result.lateness_p50_s)} "
+                f"p99 {_ms(result.lateness_p99_s)} max {_ms(result.lateness_max_s)}"
+            )
 
     def _serve(self, scenarios: Sequence[str]) -> None:
         from bench.scenarios.local_serve import local_serve

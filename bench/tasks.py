@@ -43,6 +43,23 @@ def hold(seconds: float) -> float:
     return seconds
 
 
+def stamp(label: str) -> str:
+    """Record this start under ``label`` (a task id), at once."""
+    folder = Path(os.environ[MARKERS_ENV])
+    temporary = folder / f".{label}"
+    temporary.write_text(json.dumps({"time": time.time(), "pid": os.getpid(), "label": label}))
+    temporary.rename(folder / f"stamp-{label}.json")
+    return label
+
+
+def stamps(folder: Path) -> dict[str, float]:
+    """Label -> first start time of every ``stamp`` run recorded in ``folder``."""
+    return {
+        str(data["label"]): float(data["time"])
+        for data in (json.loads(path.read_text()) for path in folder.glob("stamp-*.json"))
+    }
+
+
 def starts(folder: Path) -> list[dict[str, Any]]:
     """The starts ``hold`` recorded in ``folder``, oldest first."""
     found = [json.loads(path.read_text()) for path in folder.glob("start-*.json")]
@@ -53,5 +70,6 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "noop": noop,
     "sleep_10ms": sleep_10ms,
     "hold": hold,
+    "stamp": stamp,
 }
 """Task name -> function, as ``python -m taskserve.worker --handlers`` loads it."""

@@ -4,7 +4,8 @@ The code below the imports is the guide's, unchanged except for two things a
 runnable example needs: the adapter config comes from configuration
 (:mod:`example_config`: sqlite by default, any installed plugin by YAML), and
 ``DocumentIndexingEngine`` ("your implementation" in the guide) is a small
-offline one. ``serve.run(app_graph)`` runs only when this file is executed;
+offline one; and one thing taskserve adds: the handler reports its progress
+(``current_task().report_progress``), which the task's status shows. ``serve.run(app_graph)`` runs only when this file is executed;
 ``quickstart.py`` imports ``app_graph`` and drives it over HTTP.
 """
 
@@ -18,7 +19,12 @@ from example_config import example_adapter_config
 from fastapi import FastAPI, Request
 from ray import serve
 
-from taskserve import TaskProcessorConfig, TaskResult, instantiate_adapter_from_config
+from taskserve import (
+    TaskProcessorConfig,
+    TaskResult,
+    current_task,
+    instantiate_adapter_from_config,
+)
 from taskserve.http import task_router
 from taskserve.serve import task_consumer, task_handler
 
@@ -28,14 +34,19 @@ class DocumentIndexingEngine:
 
     seconds_per_kilobyte = 1.5
     """Simulated model time, so that progress can be watched."""
+    steps = 4
+    """Parts the simulated model time is spent in (one progress report each)."""
 
     def download(self, document_url: str) -> str:
         with urllib.request.urlopen(document_url, timeout=30) as response:
             return response.read().decode("utf-8", errors="replace")
 
-    def process(self, content: str) -> dict:
+    def process(self, content: str, on_progress=lambda fraction: None) -> dict:
         words = re.findall(r"[a-z']+", content.lower())
-        time.sleep(min(1.0 + self.seconds_per_kilobyte * len(content) / 1024, 5.0))
+        seconds = min(1.0 + self.seconds_per_kilobyte * len(content) / 1024, 5.0)
+        for step in range(1, self.steps + 1):
+            time.sleep(seconds / self.steps)
+            on_progress(step / self.steps)
         return {
             "words": len(words),
             "top_terms": [w for w, _ in Counter(w for w in words if len(w) > 3).most_common(3)],
@@ -64,8 +75,12 @@ class DocumentIndexingConsumer:
 
     @task_handler(name="index_document")
     def index_document(self, document_id: str, document_url: str) -> dict:
+        task = current_task()  # taskserve: progress reports, shown in the task's status
         content = self.indexer.download(document_url)
-        metadata = self.indexer.process(content)
+        task.report_progress(0.1, "downloaded", {"bytes": len(content)})
+        metadata = self.indexer.process(
+            content, on_progress=lambda done: task.report_progress(0.1 + 0.9 * done, "indexing")
+        )
         return {"document_id": document_id, "status": "indexed", "metadata": metadata}
 
 

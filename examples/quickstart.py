@@ -128,7 +128,9 @@ def main() -> int:
                 kwargs={"document_id": "client", "document_url": urls["guide"]},
             )
             value = task.result(timeout=60)
-            print(f"\nvia taskserve.client: task {task.id} -> {value['status']}")
+            last = task.progress()
+            reported = f", last progress {last.fraction:.0%} {last.message}" if last else ""
+            print(f"\nvia taskserve.client: task {task.id} -> {value['status']}{reported}")
         failed = [name for name, record in results.items() if record["status"] != "SUCCESS"]
         return 1 if failed else 0
     finally:
@@ -138,17 +140,33 @@ def main() -> int:
         ray.shutdown()
 
 
+def shown(record: dict) -> str:
+    """A task's status, with the progress its handler reported while it runs."""
+    progress = record.get("progress")
+    if record["status"] == "STARTED" and progress:
+        return f"{record['status']} {progress['fraction']:.0%}"
+    return record["status"]
+
+
+def stage(record: dict) -> tuple[str, int]:
+    """What a new progress line is printed for: the status, and for a running
+    task whether it reported and has passed half-way."""
+    progress = record.get("progress") if record["status"] == "STARTED" else None
+    return record["status"], -1 if not progress else int(progress["fraction"] >= 0.5)
+
+
 def wait_for(http, task_ids: dict[str, str], timeout_s: float = 120.0) -> dict[str, dict]:
-    """Poll every task until all ended, printing one progress line per change."""
+    """Poll every task until all ended, printing one progress line per stage."""
     deadline = time.monotonic() + timeout_s
-    last = ""
+    last: list[tuple[str, int]] = []
     while True:
         records = {name: http.get(f"/status/{tid}").json() for name, tid in task_ids.items()}
-        line = "  ".join(f"{name}:{record['status']}" for name, record in records.items())
-        if line != last:
+        line = "  ".join(f"{name}:{shown(record)}" for name, record in records.items())
+        stages = [stage(record) for record in records.values()]
+        if stages != last:
             done = sum(r["status"] in ("SUCCESS", "FAILURE", "CANCELLED") for r in records.values())
             print(f"[{done}/{len(records)} done] {line}", flush=True)
-            last = line
+            last = stages
         if all(r["status"] in ("SUCCESS", "FAILURE", "CANCELLED") for r in records.values()):
             return records
         if time.monotonic() > deadline:

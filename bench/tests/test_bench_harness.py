@@ -27,7 +27,7 @@ def test_smoke_run_on_sqlite_writes_every_result(tmp_path: Path) -> None:
         "--only",
         "sqlite",
         "--scenarios",
-        "throughput,crash",
+        "throughput,crash,delay",
         "--output",
         str(tmp_path),
     ]
@@ -40,7 +40,11 @@ def test_smoke_run_on_sqlite_writes_every_result(tmp_path: Path) -> None:
     assert runs[("sqlite/file/taskserve", "sleep_10ms")]["latency_p50_s"] >= 0.01
     [crash] = data["crashes"]
     assert crash["redelivery_s"] is not None and crash["redelivery_s"] < crash["wait_s"]
-    assert "taskserve-sqlite" in (tmp_path / "RESULTS.md").read_text()
+    [delay] = data["delays"]
+    assert delay["started"] == delay["tasks"] == 10 and delay["early"] == 0
+    assert delay["lateness_p50_s"] is not None and delay["lateness_p50_s"] >= 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "taskserve-sqlite" in report and "## Delayed tasks" in report
     assert (tmp_path / "throughput.png").stat().st_size > 0
 
 

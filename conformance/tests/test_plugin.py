@@ -8,12 +8,16 @@ import pkgutil
 
 import pytest
 
+import taskserve.adapters.sqlite  # noqa: F401
 import taskserve_conformance.groups
 from taskserve import Capability
 from taskserve_conformance.gating import REQUIRES_ATTRIBUTE, requires
 from taskserve_conformance.suite import TEST_GROUPS, AdapterConformance
 
 pytest_plugins = ["pytester"]
+# The sqlite adapter is imported above, once: pytester's in-process runs forget
+# the modules first imported inside a run, and a later run would meet a second
+# copy of its config class next to the registry's first.
 
 HEADER = """
 import pytest

@@ -78,6 +78,30 @@ def test_enqueue_show_cancel(config_file: Path) -> None:
     assert status == EXIT_OK and metrics["queue_depth"] == 0
 
 
+def test_enqueue_with_a_delay_or_an_eta(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = time.time()
+    status, task = run("enqueue", *cfg(config_file), "add", "--args", "[1, 2]", "--delay-s", "60")
+    assert status == EXIT_OK and task["status"] == "PENDING"
+    assert before + 60 <= task["due_at"] <= time.time() + 60
+    status, shown = run("show", *cfg(config_file), task["id"])
+    assert status == EXIT_OK and shown["due_at"] == pytest.approx(task["due_at"])
+    eta = "2100-01-01T00:00:00+00:00"
+    assert run("enqueue", *cfg(config_file), "add", "--eta", eta)[0] == EXIT_USAGE
+    assert "ahead" in capsys.readouterr().err
+    soon = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 30))
+    status, task = run("enqueue", *cfg(config_file), "add", "--eta", soon)
+    assert status == EXIT_OK and task["due_at"] == pytest.approx(time.time() + 30, abs=2)
+    naive = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 30))
+    assert run("enqueue", *cfg(config_file), "add", "--eta", naive)[0] == EXIT_USAGE
+    assert "aware datetime" in capsys.readouterr().err
+    assert run("enqueue", *cfg(config_file), "add", "--eta", "tomorrow")[0] == EXIT_USAGE
+    assert "--eta must be an ISO 8601 time" in capsys.readouterr().err
+    assert run("enqueue", *cfg(config_file), "add", "--delay-s", "-1")[0] == EXIT_USAGE
+    assert "delay_s must be between 0" in capsys.readouterr().err
+
+
 def test_show_unknown_task_fails(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _ = run("show", *cfg(config_file), "missing")
     assert status == EXIT_FAILURE

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import pickle
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from taskserve import (
+    InvalidArgument,
     NonRetryableError,
     PayloadError,
     TaskCancelled,
@@ -139,6 +142,12 @@ def test_unknown_task_id_is_404_everywhere(http: TestClient) -> None:
         (b'{"task_name": "add", "args": {"a": 1}}', "args"),
         (b'{"task_name": "add", "bogus": 1}', "bogus"),
         (b'{"task_name": ""}', "task_name"),
+        (b'{"task_name": "add", "delay_s": -1}', "delay_s"),
+        (b'{"task_name": "add", "delay_s": "soon"}', "delay_s"),
+        (b'{"task_name": "add", "delay_s": 1e12}', "delay_s"),
+        (b'{"task_name": "add", "eta": "2030-01-01T00:00:00"}', "eta"),
+        (b'{"task_name": "add", "eta": "tomorrow"}', "eta"),
+        (b'{"task_name": "add", "delay_s": 1, "eta": "2030-01-01T00:00:00Z"}', "not both"),
     ],
 )
 def test_bad_submit_bodies_are_422_with_a_clear_message(
@@ -290,7 +299,33 @@ def test_openapi_schema_lists_every_endpoint(http: TestClient) -> None:
     assert "Idempotency-Key" in str(schema["paths"]["/submit"]["post"]["parameters"])
 
 
+def test_a_delayed_submit_is_pending_with_its_due_time(http: TestClient) -> None:
+    before = time.time()
+    body = http.post("/submit", json={"task_name": "add", "args": [1, 2], "delay_s": 30}).json()
+    assert before + 30 <= body["due_at"] <= time.time() + 30
+    status = http.get(body["status_url"]).json()
+    assert status["status"] == "PENDING" and status["due_at"] == pytest.approx(body["due_at"])
+    eta = "2099-01-01T00:00:00Z"
+    assert http.post("/submit", json={"task_name": "add", "eta": eta}).status_code == 422
+    soon = datetime.now(UTC) + timedelta(seconds=20)
+    body = http.post("/submit", json={"task_name": "add", "eta": soon.isoformat()}).json()
+    assert body["due_at"] == pytest.approx(soon.timestamp(), abs=0.01)
+    schema = http.get("/openapi.json").json()["components"]["schemas"]
+    assert {"delay_s", "eta"} <= set(schema["SubmitRequest"]["properties"])
+    assert "due_at" in schema["TaskStatusResponse"]["properties"]
+
+
 # -- clients ---------------------------------------------------------------------------
+def test_clients_submit_with_a_delay(http: TestClient, consumer: TaskProcessorAdapter) -> None:
+    client = TaskClient(http_client=http)
+    task = client.submit("add", [1, 1], delay_s=0.2)
+    waiting = task.status()
+    assert waiting.due_at is not None
+    assert task.result(timeout=10, poll_interval=0.02) == 2
+    with pytest.raises(InvalidArgument, match="aware datetime"):
+        client.submit("add", [1, 1], eta=datetime.now())
+
+
 def test_sync_client_handle(http: TestClient, consumer: TaskProcessorAdapter) -> None:
     client = TaskClient(http_client=http)
     task = client.submit("add", [20, 22])

@@ -43,22 +43,6 @@ OWNER = "consumer-a"
 ERROR = TaskError(type="ValueError", message="bad", traceback="Traceback ...")
 
 
-@pytest.fixture(params=["sqlite", "sqlite-ledger", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param.startswith("sqlite"):
-        kind = SqlLedgerStore if request.param == "sqlite-ledger" else SqlTaskStore
-        sql = kind(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=60)
-        yield sql
-        sql.close()
-        return
-    prefix = f"taskserve-test-{uuid.uuid4().hex[:12]}"
-    redis_store = RedisTaskStore(REDIS_URL, "q", result_ttl_s=60, prefix=prefix)
-    yield redis_store
-    for key in redis_store.client.scan_iter(f"{prefix}:*"):
-        redis_store.client.delete(key)
-    redis_store.close()
-
-
 @pytest.fixture(params=["redis", "sqlite-ledger"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A ledger store, and a second handle on the same queue."""
@@ -395,6 +379,27 @@ def test_a_delayed_task_is_pending_and_not_deliverable_before_it_is_due(
         time.sleep(0.35)
         [due] = _reconcile(store)
         assert (due.task_id, due.reason) == (message.id, "due")
+
+
+def test_due_at_is_read_while_a_task_waits_for_a_time(store: TaskStore) -> None:
+    running = _started(store)
+    assert store.status(running.id).due_at is None
+    before = time.time()
+    assert store.schedule_retry(running.id, ERROR, 30.0)
+    retry = store.status(running.id)
+    assert retry.due_at is not None and before + 29.9 <= retry.due_at <= time.time() + 30.1
+    handed_back = _started(store)
+    store.release([handed_back.id], OWNER, uncount=True, delay_s=5.0)
+    assert store.status(handed_back.id).due_at == pytest.approx(time.time() + 5.0, abs=1.0)
+    plain = _message()
+    assert store.insert(plain, None).result.due_at is None
+    assert store.status(plain.id).due_at is None
+    due = time.time() + 60
+    delayed = dataclasses.replace(_message(), not_before=due)
+    assert store.insert(delayed, None).result.due_at == pytest.approx(due)
+    assert store.status(delayed.id).due_at == pytest.approx(due, abs=0.001)
+    store.cancel(delayed.id)
+    assert store.status(delayed.id).due_at is None
 
 
 def test_a_delayed_task_can_be_cancelled_while_it_waits(store: TaskStore) -> None:

@@ -15,12 +15,14 @@ import functools
 import inspect
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from taskserve import NonRetryableError, current_task
 from taskserve.context import TaskContext
+from taskserve.serve import task_handler
 from taskserve_conformance.journal import gate_is_open, write_event
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -205,6 +207,78 @@ def report_pid(gate: str | None = None) -> int:
 
 
 @journaled
+def progress_and_wait(
+    gate: str, fraction: float, message: str | None = None, data: Any = None, result: Any = None
+) -> Any:
+    """Report progress once (journal: ``reported``), block until gate ``gate``
+    opens, and return ``result``."""
+    task = current_task()
+    task.report_progress(fraction, message, data)
+    _record("reported", task)
+    _wait_for_gate(gate)
+    return result
+
+
+@journaled
+async def async_progress_and_wait(
+    gate: str, fraction: float, message: str | None = None, data: Any = None, result: Any = None
+) -> Any:
+    """``progress_and_wait`` as an ``async def`` handler."""
+    task = current_task()
+    task.report_progress(fraction, message, data)
+    _record("reported", task)
+    deadline = time.monotonic() + GATE_MAX_WAIT_S
+    while not gate_is_open(gate):
+        if time.monotonic() > deadline:
+            raise _gate_timeout(gate)
+        await asyncio.sleep(0.01)
+    return result
+
+
+@journaled
+def progress_burst(count: int, spacing_s: float) -> int:
+    """Report progress ``count`` times, ``spacing_s`` apart (fraction ``i/count``,
+    message ``"i/count"``, data ``{"i": i}``); journal ``burst_start`` before the
+    first report and ``burst_end`` after the last; return ``count``."""
+    task = current_task()
+    _record("burst_start", task)
+    for i in range(1, count + 1):
+        task.report_progress(i / count, f"{i}/{count}", {"i": i})
+        time.sleep(spacing_s)
+    _record("burst_end", task)
+    return count
+
+
+@journaled
+def progress_outliving_the_run(gate: str, reports: int, until_cancelled: bool = False) -> str:
+    """Report ``0.5, "in the handler"``; with ``until_cancelled`` wait (polling)
+    until the task is cancelled. Then start a thread that, once gate ``gate``
+    opens, reports ``reports`` times more through the same context
+    (``1.0, "late"``, journal: ``late_report`` each) after this handler has
+    returned, and return."""
+    task = current_task()
+    task.report_progress(0.5, "in the handler")
+    _record("reported", task)
+    if until_cancelled:
+        deadline = time.monotonic() + GATE_MAX_WAIT_S
+        while not task.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def late() -> None:
+        try:
+            _wait_for_gate(gate)
+        except TimeoutError:
+            return
+        for _ in range(reports):
+            task.report_progress(1.0, "late", {"late": True})
+            _record("late_report", task)
+            time.sleep(0.02)
+
+    threading.Thread(target=late, name="late-progress", daemon=True).start()
+    return "stopped" if task.cancelled else "returned"
+
+
+@journaled
 def crash() -> None:
     """Kill this consumer process with SIGKILL."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -216,6 +290,101 @@ def crash_once(result: Any = None) -> Any:
     if current_task().attempt == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return result
+
+
+@task_handler(max_retries=3)
+@journaled
+def policy_fail() -> None:
+    """Raise on every attempt; its own ``max_retries=3`` overrides the config."""
+    raise HandlerFailure("policy_fail fails every attempt")
+
+
+@task_handler(max_retries=0)
+@journaled
+def policy_no_retry() -> None:
+    """Raise on every attempt; its own ``max_retries=0`` allows no retry."""
+    raise HandlerFailure("policy_no_retry fails its only attempt")
+
+
+@task_handler(non_retryable=(ValueError, KeyError))
+@journaled
+def policy_non_retryable(kind: str) -> None:
+    """Raise ``ValueError`` or ``KeyError`` (listed as non-retryable) or else
+    :class:`HandlerFailure`, as ``kind`` names."""
+    errors: dict[str, type[Exception]] = {"ValueError": ValueError, "KeyError": KeyError}
+    raise errors.get(kind, HandlerFailure)(f"policy_non_retryable raises {kind}")
+
+
+@task_handler(max_retries=2, retry_backoff_s=0.4, retry_backoff_max_s=0.6)
+@journaled
+def policy_backoff() -> None:
+    """Raise on every attempt, retried after its own backoff (0.4 s, then the cap 0.6 s)."""
+    raise HandlerFailure("policy_backoff fails every attempt")
+
+
+@task_handler(max_retries=0)
+@journaled
+def policy_crash() -> None:
+    """Kill this consumer with SIGKILL; its own ``max_retries=0`` allows one delivery."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task_handler(max_retries=1)
+@journaled
+def policy_crash_once(result: Any = None) -> Any:
+    """Kill this consumer on the first attempt; return ``result`` on the retry
+    its own ``max_retries=1`` allows."""
+    if current_task().attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+def _busy_loop(seconds: float) -> float:
+    """Run Python code (short sleeps) for ``seconds``: interruptible at any time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    return seconds
+
+
+@journaled
+def busy_loop(seconds: float) -> float:
+    """Loop in Python code for ``seconds`` under the config's time limit; a time
+    limit ends it early (journal: ``raise`` with ``TaskTimeLimitExceeded``)."""
+    return _busy_loop(seconds)
+
+
+@journaled
+async def async_busy_loop(seconds: float) -> float:
+    """Await ``asyncio.sleep`` for ``seconds``; a time limit cancels it (journal:
+    ``interrupted``)."""
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@task_handler(time_limit_s=0.5)
+@journaled
+def short_limit_loop(seconds: float) -> float:
+    """``busy_loop`` with its own ``time_limit_s=0.5`` over the config's."""
+    return _busy_loop(seconds)
+
+
+@task_handler(time_limit_s=10.0)
+@journaled
+def long_limit_loop(seconds: float) -> float:
+    """``busy_loop`` with its own ``time_limit_s=10`` over the config's."""
+    return _busy_loop(seconds)
+
+
+@task_handler(max_retries=1, time_limit_s=0.5)
+@journaled
+def outlive_time_limit(seconds: float) -> int:
+    """On the first attempt block in one C call (``time.sleep(seconds)``), which
+    the interruption of its ``time_limit_s=0.5`` cannot reach; on later attempts
+    return this process's id at once."""
+    if current_task().attempt == 1:
+        time.sleep(seconds)
+    return os.getpid()
 
 
 HANDLERS: dict[str, Callable[..., Any]] = {
@@ -237,8 +406,23 @@ HANDLERS: dict[str, Callable[..., Any]] = {
         async_wait_for_gate,
         fail_after_gate,
         report_pid,
+        progress_and_wait,
+        async_progress_and_wait,
+        progress_burst,
+        progress_outliving_the_run,
         crash,
         crash_once,
+        policy_fail,
+        policy_no_retry,
+        policy_non_retryable,
+        policy_backoff,
+        policy_crash,
+        policy_crash_once,
+        busy_loop,
+        async_busy_loop,
+        short_limit_loop,
+        long_limit_loop,
+        outlive_time_limit,
     )
 }
 """Task name -> handler, as consumer processes register them."""

@@ -1,8 +1,10 @@
 """The journal: what the suite's handlers did, written outside the adapter.
 
 Each handler run appends one JSON line per event (``start``, ``end``,
-``raise``, ``interrupted``, ``saw_cancel``) to a file of the directory named
-by the environment variable :data:`JOURNAL_ENV`, one file per process. Tests
+``raise``, ``interrupted``, ``saw_cancel``, and the progress handlers'
+``reported``, ``burst_start``, ``burst_end``, ``late_report``) to a file of
+the directory named by the environment variable :data:`JOURNAL_ENV`, one file
+per process. Tests
 read the journal to count runs and duplicates without asking the adapter
 under test. The same directory holds *gates*: files whose existence releases
 handlers that wait for them, so tests decide when a running task may end.

@@ -47,27 +47,43 @@ class ProcessHandle(Protocol):
 
 
 class ForkedProcess:
-    """A process forked by the fork server, with :class:`subprocess.Popen`'s calls."""
+    """A process forked by the fork server, with :class:`subprocess.Popen`'s calls.
+
+    Once the process has ended, its exit code is kept and the process object
+    closed, so that its pipe to the fork server does not outlive it (a long
+    test run starts thousands of consumers).
+    """
 
     def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
-        self._process = process
+        self._process: multiprocessing.process.BaseProcess | None = process
+        pid = process.pid
+        assert pid is not None, "the process was started"
+        self._pid = pid
+        self._exitcode: int | None = None
 
     @property
     def pid(self) -> int:
-        pid = self._process.pid
-        assert pid is not None, "the process was started"
-        return pid
+        return self._pid
+
+    def _ended(self) -> int | None:
+        process = self._process
+        if process is not None and process.exitcode is not None:
+            self._exitcode = process.exitcode
+            process.close()
+            self._process = None
+        return self._exitcode
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        return self._ended()
 
     def send_signal(self, sig: int) -> None:
-        if self._process.exitcode is None:
+        if self._ended() is None:
             os.kill(self.pid, sig)
 
     def wait(self, timeout: float | None = None) -> int:
-        self._process.join(timeout)
-        code = self._process.exitcode
+        if self._process is not None:
+            self._process.join(timeout)
+        code = self._ended()
         if code is None:
             raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
         return code

@@ -17,14 +17,18 @@ from taskserve_conformance.groups.capabilities import CapabilityTests
 from taskserve_conformance.groups.chaos import ChaosTests
 from taskserve_conformance.groups.crash import CrashTests
 from taskserve_conformance.groups.dead_letters import DeadLetterTests
+from taskserve_conformance.groups.delayed import DelayedTaskTests
 from taskserve_conformance.groups.enqueue_status import EnqueueAndStatusTests
 from taskserve_conformance.groups.forward_only import ForwardOnlyStatusTests
 from taskserve_conformance.groups.graceful_stop import GracefulStopTests
+from taskserve_conformance.groups.handler_policy import HandlerPolicyTests
 from taskserve_conformance.groups.health_metrics import HealthAndMetricsTests
 from taskserve_conformance.groups.payload import PayloadTests
+from taskserve_conformance.groups.progress import ProgressTests
 from taskserve_conformance.groups.result_ttl import ResultTTLTests
 from taskserve_conformance.groups.retry import RetryTests
 from taskserve_conformance.groups.retry_task import RetryTaskTests
+from taskserve_conformance.groups.time_limits import TimeLimitTests
 
 TEST_GROUPS: tuple[type, ...] = (
     CapabilityTests,
@@ -36,10 +40,14 @@ TEST_GROUPS: tuple[type, ...] = (
     CrashTests,
     GracefulStopTests,
     RetryTests,
+    HandlerPolicyTests,
     DeadLetterTests,
     CancelTests,
     ResultTTLTests,
     RetryTaskTests,
+    ProgressTests,
+    DelayedTaskTests,
+    TimeLimitTests,
     ChaosTests,
 )
 """Every test group, in SPEC order; the chaos run last."""

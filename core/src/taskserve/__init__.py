@@ -31,6 +31,7 @@ from taskserve.errors import (
     TaskIdInUse,
     TaskNotFound,
     TaskserveError,
+    TaskTimeLimitExceeded,
     UndecodableMessage,
     UnknownTask,
     UnsupportedCapability,
@@ -48,8 +49,10 @@ from taskserve.models import (
     RemoteTaskError,
     TaskError,
     TaskID,
+    TaskProgress,
     TaskResult,
 )
+from taskserve.policy import NOT_GIVEN, HandlerPolicy, RetryPolicy
 from taskserve.redaction import REVEAL_SECRETS, SecretUrl, redact_url, secret_value
 from taskserve.registry import installed_adapters, resolve_adapter
 from taskserve.serialization import TaskMessage
@@ -108,7 +111,9 @@ __all__ = [
     "DeadLetter",
     "DeadLetterKind",
     "DeliveryRecorder",
+    "HandlerPolicy",
     "HealthReport",
+    "NOT_GIVEN",
     "NotRedriven",
     "RedriveOutcome",
     "IgnoredSettingWarning",
@@ -118,6 +123,7 @@ __all__ = [
     "RecordingFailed",
     "REVEAL_SECRETS",
     "RemoteTaskError",
+    "RetryPolicy",
     "SecretUrl",
     "TaskCancelled",
     "TaskContext",
@@ -125,8 +131,10 @@ __all__ = [
     "TaskEvent",
     "TaskID",
     "TaskIdInUse",
+    "TaskProgress",
     "TaskMessage",
     "TaskNotFound",
+    "TaskTimeLimitExceeded",
     "TaskProcessorAdapter",
     "TaskProcessorConfig",
     "TaskResult",

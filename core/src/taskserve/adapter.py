@@ -20,6 +20,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from taskserve.adapter_config import AdapterConfig
@@ -47,6 +48,7 @@ from taskserve.models import (
 )
 from taskserve.plugins import emit
 from taskserve.redaction import redact_url
+from taskserve.scheduling import due_time
 from taskserve.serialization import TaskMessage, build_message
 from taskserve.states import TaskState
 
@@ -246,13 +248,26 @@ class TaskProcessorAdapter(ABC):
         if self._runner is not None:
             return
         self._connect()
-        self._runner = TaskRunner(self.config, self.alias or type(self).__name__, self._handlers)
+        self._runner = TaskRunner(
+            self.config,
+            self.alias or type(self).__name__,
+            self._handlers,
+            progress=self.supports(Capability.PROGRESS),
+        )
         try:
             self._consumer = self._start_consumer(self._runner, self.consumer_concurrency)
         except BaseException:
             self._runner.close()
             self._runner = None
             raise
+
+    @property
+    def consumer_overran(self) -> bool:
+        """Whether a handler of the started consumer outlived its time limit by
+        ``task_time_limit_grace_s``: the consumer then reports itself not
+        running for good (its tasks are delivered again elsewhere) and must be
+        replaced."""
+        return self._runner is not None and not self._runner.healthy
 
     def stop_consumer(self, timeout: float | None = None) -> None:
         """Stop fetching, hand back fetched-but-unstarted tasks at once, and let
@@ -298,6 +313,8 @@ class TaskProcessorAdapter(ABC):
         task_id: str | None = None,
         idempotency_key: str | None = None,
         retried_from: str | None = None,
+        delay_s: float | None = None,
+        eta: datetime | None = None,
         **options: Any,
     ) -> TaskResult:
         """Enqueue a task; return its PENDING :class:`TaskResult`.
@@ -305,9 +322,16 @@ class TaskProcessorAdapter(ABC):
         Arguments must be JSON values; a value that is not, or a payload over
         ``max_payload_bytes``, raises :class:`PayloadError` and nothing is sent.
         With ``idempotency_key``, a second call with the same key returns the
-        first task instead of enqueuing another. ``options`` are the engine's
-        own (Celery's ``countdown``, ``eta``, ``expires``, ``priority``); an
-        option the adapter does not take is a :class:`ConfigError`.
+        first task instead of enqueuing another.
+
+        With ``delay_s`` (seconds from now) or ``eta`` (an aware datetime) the
+        task waits until it is due (DELAYED_TASKS): PENDING with ``due_at`` set,
+        kept by the store (a consumer or broker restart does not lose it),
+        cancelable while it waits, never started before it is due.
+
+        ``options`` are the engine's own (Celery's ``countdown``, ``expires``,
+        ``priority``); an option the adapter does not take is a
+        :class:`ConfigError`.
         """
         if self.routing:
             return self.route(task_name).enqueue_task_sync(
@@ -317,9 +341,20 @@ class TaskProcessorAdapter(ABC):
                 task_id=task_id,
                 idempotency_key=idempotency_key,
                 retried_from=retried_from,
+                delay_s=delay_s,
+                eta=eta,
                 **options,
             )
+        due = due_time(delay_s, eta)
         engine_options = self._enqueue_options(dict(options))
+        not_before = engine_options.not_before
+        if due is not None:
+            self.require(Capability.DELAYED_TASKS)
+            if not_before is not None:
+                raise InvalidArgument(
+                    "give delay_s or eta, or the engine's own delay option, not both"
+                )
+            not_before = due
         if idempotency_key is not None:
             self.require(Capability.IDEMPOTENCY_KEYS)
         message = build_message(
@@ -330,7 +365,7 @@ class TaskProcessorAdapter(ABC):
             max_payload_bytes=self.config.max_payload_bytes,
             task_id=task_id,
             retried_from=retried_from,
-            not_before=engine_options.not_before,
+            not_before=not_before,
             expires_at=engine_options.expires_at,
             priority=engine_options.priority,
         )
@@ -431,6 +466,8 @@ class TaskProcessorAdapter(ABC):
             consumer = self._consumer is not None and self._consumer.alive()
             if not consumer:
                 detail = (detail + "; " if detail else "") + "consumer is not running"
+            if self.consumer_overran:
+                detail += " (a handler outlived its time limit)"
         workers: dict[str, dict[str, Any]] = {}
         if broker_ok:
             try:

@@ -39,6 +39,10 @@ class Capability(enum.StrEnum):
         "Is a running task's lease extended, so a long task is not run twice?",
     )
     RETRY_BACKOFF = ("retry_backoff", "Are retries delayed by the configured backoff?")
+    DELAYED_TASKS = (
+        "delayed_tasks",
+        "Does a task enqueued with delay_s or eta wait durably, cancelable, until it is due?",
+    )
     DEAD_LETTERS = (
         "dead_letters",
         "Are failed and unprocessable tasks kept, listable, redrivable and purgeable?",
@@ -55,4 +59,15 @@ class Capability(enum.StrEnum):
     GRACEFUL_STOP = (
         "graceful_stop",
         "Does stop_consumer drain running tasks and hand back unstarted ones at once?",
+    )
+    PROGRESS = (
+        "progress",
+        "Is a running handler's current_task().report_progress() kept in the task's "
+        "status, rate-limited, and left unchanged once the task has finished?",
+    )
+    TIME_LIMITS = (
+        "time_limits",
+        "Is a handler running past task_time_limit_s (or its time_limit_s) interrupted and "
+        "failed with TaskTimeLimitExceeded, and does one that outlives the limit by the "
+        "grace period make its consumer unhealthy and its task run again elsewhere?",
     )

@@ -24,16 +24,18 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 from taskserve.adapter import DEFAULT_GRACEFUL_TIMEOUT_S, TaskProcessorAdapter
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
-from taskserve.errors import ConfigError, TaskserveError
+from taskserve.errors import ConfigError, InvalidArgument, TaskserveError
 from taskserve.factory import instantiate_adapter_from_config
 from taskserve.models import DeadLetterKind
 from taskserve.redaction import redact_url
 from taskserve.registry import installed_adapters, resolve_adapter
+from taskserve.scheduling import due_time
 
 CONFIG_ENV = "TASKSERVE_CONFIG"
 
@@ -135,14 +137,33 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _time_arg(text: str | None, flag: str) -> datetime | None:
+    """An ISO 8601 time given on the command line (its offset is required)."""
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as e:
+        raise InvalidArgument(
+            f"{flag} must be an ISO 8601 time with an offset (e.g. 2026-01-31T12:00:00Z): {e}"
+        ) from e
+
+
 def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
     """Enqueue a task."""
     task_args = _json_arg(args.args, "--args", list)
     task_kwargs = _json_arg(args.kwargs, "--kwargs", dict)
+    eta = _time_arg(args.eta, "--eta")
+    due_time(args.delay_s, eta)  # refused before connecting
     adapter = _adapter(args)
     try:
         result = adapter.enqueue_task_sync(
-            args.task_name, task_args, task_kwargs, idempotency_key=args.idempotency_key
+            args.task_name,
+            task_args,
+            task_kwargs,
+            idempotency_key=args.idempotency_key,
+            delay_s=args.delay_s,
+            eta=eta,
         )
     finally:
         adapter.shutdown()
@@ -254,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--args", help="positional arguments, a JSON array")
     enqueue.add_argument("--kwargs", help="keyword arguments, a JSON object")
     enqueue.add_argument("--idempotency-key")
+    enqueue.add_argument(
+        "--delay-s", type=float, metavar="SECONDS", help="run no earlier than this from now"
+    )
+    enqueue.add_argument(
+        "--eta", metavar="TIME", help="run no earlier than this ISO 8601 time (with offset)"
+    )
     enqueue.set_defaults(func=cmd_enqueue)
 
     cancel = with_config(commands.add_parser("cancel", help="cancel a task"))
@@ -287,7 +314,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         status: int = args.func(args, stream)
-    except (_UsageError, ConfigError) as e:
+    except (_UsageError, ConfigError, InvalidArgument) as e:
         sys.stderr.write(f"taskserve: error: {redact_url(str(e))}\n")
         return EXIT_USAGE
     except TaskserveError as e:

@@ -11,8 +11,9 @@
         task = await client.submit("index_document", kwargs={"document_id": "a1"})
         value = await task.result(timeout=60)
 
-A handle offers ``status()``, ``result(timeout=...)``, ``cancel()`` and
-``retry()`` (which returns the new task's handle). Server errors become the
+A handle offers ``status()``, ``progress()`` (the handler's last report),
+``result(timeout=...)``, ``cancel()`` and ``retry()`` (which returns the new
+task's handle). Server errors become the
 matching taskserve exceptions: ``TaskNotFound`` (404), ``PayloadError``
 (422), ``UnsupportedCapability`` (501), ``BrokerUnavailable`` (503), and
 :class:`ClientError` for anything else. Needs ``httpx``
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -43,8 +45,10 @@ from taskserve.models import (
     HealthReport,
     NotRedriven,
     TaskError,
+    TaskProgress,
     TaskResult,
 )
+from taskserve.scheduling import due_time
 from taskserve.states import TaskState
 
 DEFAULT_POLL_INTERVAL_S = 0.25
@@ -112,9 +116,23 @@ def _outcome(data: Mapping[str, Any]) -> Any:
 
 
 def _submit_body(
-    task_name: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+    task_name: str,
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    delay_s: float | None = None,
+    eta: datetime | None = None,
 ) -> dict[str, Any]:
-    return {"task_name": task_name, "args": list(args or []), "kwargs": dict(kwargs or {})}
+    due_time(delay_s, eta)  # the same checks as the server's, before any request
+    body: dict[str, Any] = {
+        "task_name": task_name,
+        "args": list(args or []),
+        "kwargs": dict(kwargs or {}),
+    }
+    if delay_s is not None:
+        body["delay_s"] = delay_s
+    if eta is not None:
+        body["eta"] = eta.isoformat()
+    return body
 
 
 def _headers(idempotency_key: str | None) -> dict[str, str]:
@@ -156,6 +174,11 @@ class TaskHandle:
     def status(self) -> TaskResult:
         """The task's current status (no result)."""
         return self.client.status(self.id)
+
+    def progress(self) -> TaskProgress | None:
+        """The last progress the task's handler reported (None if it never
+        did); read from the status, so at most a write interval old."""
+        return self.status().progress
 
     def result(
         self, timeout: float | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL_S
@@ -208,11 +231,14 @@ class TaskClient:
         kwargs: Mapping[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        delay_s: float | None = None,
+        eta: datetime | None = None,
     ) -> TaskHandle:
-        """Enqueue a task and return its handle at once."""
+        """Enqueue a task and return its handle at once; with ``delay_s`` or
+        ``eta`` (an aware datetime) it runs no earlier than that."""
         response = self._http.post(
             self._url("/submit"),
-            json=_submit_body(task_name, args, kwargs),
+            json=_submit_body(task_name, args, kwargs, delay_s, eta),
             headers=_headers(idempotency_key),
         )
         _raise_for(response)
@@ -332,6 +358,10 @@ class AsyncTaskHandle:
         """The task's current status (no result)."""
         return await self.client.status(self.id)
 
+    async def progress(self) -> TaskProgress | None:
+        """The last progress the task's handler reported; see :meth:`TaskHandle.progress`."""
+        return (await self.status()).progress
+
     async def result(
         self, timeout: float | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL_S
     ) -> Any:
@@ -376,11 +406,14 @@ class AsyncTaskClient:
         kwargs: Mapping[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        delay_s: float | None = None,
+        eta: datetime | None = None,
     ) -> AsyncTaskHandle:
-        """Enqueue a task and return its handle at once."""
+        """Enqueue a task and return its handle at once; with ``delay_s`` or
+        ``eta`` (an aware datetime) it runs no earlier than that."""
         response = await self._http.post(
             self._url("/submit"),
-            json=_submit_body(task_name, args, kwargs),
+            json=_submit_body(task_name, args, kwargs, delay_s, eta),
             headers=_headers(idempotency_key),
         )
         _raise_for(response)

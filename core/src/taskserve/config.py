@@ -40,12 +40,21 @@ __all__ = [
     "AdapterConfig",
     "TaskProcessorConfig",
     "describe_validation_error",
+    "max_attempts_for",
 ]
 
 _QUEUE_FIELDS = ("queue_name", "failed_task_queue_name", "unprocessable_task_queue_name")
 
 DEFAULT_ADAPTER = "sqlite"
 """Adapter used when neither ``adapter`` nor a typed ``adapter_config`` says."""
+
+
+def max_attempts_for(max_retries: int | None) -> int:
+    """Total runs allowed by ``max_retries``: the first attempt plus the retries,
+    :data:`UNLIMITED_ATTEMPTS` when ``max_retries`` is None."""
+    if max_retries is None:
+        return UNLIMITED_ATTEMPTS
+    return max_retries + 1
 
 
 class TaskProcessorConfig(BaseModel):
@@ -127,6 +136,29 @@ class TaskProcessorConfig(BaseModel):
         default=None,
         ge=1,
         description="Tasks run at once per consumer (default: max_ongoing_requests).",
+    )
+    task_time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Longest run of one attempt, in seconds: at the limit an async handler is "
+            "cancelled and a sync one gets TaskTimeLimitExceeded raised in its thread; "
+            "the attempt fails with TaskTimeLimitExceeded and is retried or dead-lettered "
+            "like any failure. None (the default) sets no limit. "
+            "@task_handler(time_limit_s=...) overrides it per task name."
+        ),
+    )
+    task_time_limit_grace_s: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "How long a handler may outlive its time limit (blocked in a C call, or "
+            "ignoring the interruption) before its consumer reports itself unhealthy "
+            "and stops renewing the task's lease, so that the task is delivered again "
+            "to another consumer after lease_s."
+        ),
     )
 
     @field_validator(*_QUEUE_FIELDS)
@@ -215,9 +247,7 @@ class TaskProcessorConfig(BaseModel):
     def max_attempts(self) -> int:
         """Total runs allowed: the first attempt plus ``max_retries``
         (:data:`UNLIMITED_ATTEMPTS` when ``max_retries`` is None)."""
-        if self.max_retries is None:
-            return UNLIMITED_ATTEMPTS
-        return self.max_retries + 1
+        return max_attempts_for(self.max_retries)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskProcessorConfig:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskserve.errors import TaskCancelled
 
@@ -15,7 +17,8 @@ class TaskContext:
 
     Sync handlers poll :attr:`cancelled` (or call :meth:`raise_if_cancelled`)
     to stop early once the task is cancelled; async handlers are interrupted
-    with ``asyncio.CancelledError`` instead.
+    with ``asyncio.CancelledError`` instead. Both may tell how far they are
+    with :meth:`report_progress`.
     """
 
     id: str
@@ -23,6 +26,8 @@ class TaskContext:
     queue_name: str
     attempt: int
     _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    _report: Callable[[Any, Any, Any], None] | None = field(default=None, repr=False)
+    """Where :meth:`report_progress` sends a report (set by the consumer's runner)."""
 
     @property
     def cancelled(self) -> bool:
@@ -41,6 +46,34 @@ class TaskContext:
     def request_cancel(self) -> None:
         """Mark the task cancelled (called by the consumer, not by handlers)."""
         self._cancel_event.set()
+
+    def report_progress(
+        self, fraction: float, message: str | None = None, data: Any = None
+    ) -> None:
+        """Report how far the task is; callable from sync and async handlers
+        (and from threads they start), as often as the handler likes.
+
+        ``fraction`` is a number from 0 to 1 (not a bool, not NaN);
+        ``message`` an optional text of at most
+        :data:`~taskserve.engine.progress.MAX_PROGRESS_MESSAGE_LENGTH`
+        characters; ``data`` an optional JSON value of at most
+        :data:`~taskserve.engine.progress.MAX_PROGRESS_DATA_BYTES` bytes. Anything
+        else raises :class:`~taskserve.InvalidArgument` naming the argument.
+
+        The report becomes the task's ``progress`` (:class:`~taskserve.TaskProgress`
+        in its status) without blocking the handler: the consumer writes at most
+        one report per task every
+        :data:`~taskserve.engine.progress.PROGRESS_WRITE_INTERVAL_S` seconds, the
+        latest one, and the last one before the outcome is recorded, so the
+        finished task shows it. Reports are written only while this delivery
+        runs the task: once the handler has returned (or another delivery took
+        the task over) they are dropped, and a finished task never changes. A
+        report that cannot be written (the broker is down) is logged and never
+        fails the task. On an adapter that does not declare the ``progress``
+        capability a report is checked and then ignored, with one warning.
+        """
+        if self._report is not None:
+            self._report(fraction, message, data)
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(

@@ -105,6 +105,13 @@ class TaskCancelled(TaskserveError):
     the task has been cancelled."""
 
 
+class TaskTimeLimitExceeded(TaskserveError):
+    """The attempt ran past its time limit (``task_time_limit_s``, or the
+    handler's ``time_limit_s``). Raised inside a sync handler's thread at the
+    limit (an async handler is cancelled instead); either way the attempt fails
+    with this error and is retried or dead-lettered like any failure."""
+
+
 class ArgumentBindingError(NonRetryableError, TypeError):
     """The task's args and kwargs do not fit the handler's signature."""
 

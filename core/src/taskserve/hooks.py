@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from taskserve.models import TaskError
+from taskserve.models import TaskError, TaskProgress
 
 PROJECT_NAME = "taskserve"
 
@@ -41,6 +41,7 @@ class TaskEvent:
     queue_wait_s: float | None = None
     retry_delay_s: float | None = None
     dead_letter_queue: str | None = None
+    progress: TaskProgress | None = None
     timestamp: float = field(default_factory=time.time)
 
 
@@ -74,3 +75,10 @@ class TaskLifecycleSpec:
     @hookspec
     def taskserve_task_cancelled(self, event: TaskEvent) -> None:
         """The task's status became CANCELLED."""
+
+    @hookspec
+    def taskserve_task_progress(self, event: TaskEvent) -> None:
+        """A running handler reported progress; ``progress`` is set. Called for
+        every report the consumer accepted, in the handler's thread, before
+        the store's rate limit: a hook sees reports that are never written
+        (a newer one replaced them within the write interval)."""

@@ -97,6 +97,7 @@ from taskserve.models import (
     RedriveOutcome,
     RemoteTaskError,
     TaskError,
+    TaskProgress,
     TaskResult,
 )
 from taskserve.redaction import REVEAL_SECRETS, RedactedUrl, SecretUrl, redact_url, secret_value
@@ -183,6 +184,7 @@ __all__ = [
     "TaskNotFound",
     "TaskProcessorAdapter",
     "TaskProcessorConfig",
+    "TaskProgress",
     "TaskResult",
     "TaskRunner",
     "TaskState",

@@ -121,6 +121,24 @@ class TaskID(BaseModel):
     id: str
 
 
+class TaskProgress(BaseModel):
+    """How far a running task is, as its handler last reported it with
+    :meth:`~taskserve.TaskContext.report_progress`.
+
+    ``fraction`` is from 0 to 1; ``message`` a short text and ``data`` a JSON
+    value the handler attached (both optional); ``updated_at`` the unix time
+    of the report (the handler's clock). A task keeps its last report once it
+    has finished.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    fraction: float = Field(ge=0.0, le=1.0, description="How far the task is, from 0 to 1.")
+    message: str | None = Field(default=None, description="A short text of the handler's.")
+    data: Any = Field(default=None, description="A JSON value the handler attached.")
+    updated_at: float = Field(description="When the handler made this report (unix time).")
+
+
 class TaskResult(BaseModel):
     """What an adapter knows about one task.
 
@@ -129,7 +147,8 @@ class TaskResult(BaseModel):
     (rebuilt from the recorded type and message, as Ray Serve's ``TaskResult``
     holds it; it is ``null`` in JSON, where ``error`` says it all); ``error``
     describes the last failed attempt (type, message, traceback); ``attempts``
-    counts started runs, crashed ones included.
+    counts started runs, crashed ones included; ``progress`` is the handler's
+    last :class:`TaskProgress` report, if it made one.
     """
 
     model_config = ConfigDict(populate_by_name=True)
@@ -145,6 +164,21 @@ class TaskResult(BaseModel):
     updated_at: float | None = None
     retried_from: str | None = Field(
         default=None, description="Id of the task this one re-runs, if any."
+    )
+    due_at: float | None = Field(
+        default=None,
+        description=(
+            "For a PENDING or RETRY task kept back until a time (enqueued with delay_s or "
+            "eta, a retry waiting for its backoff, a task handed back): that time (unix); "
+            "null for a task deliverable at once or no longer waiting."
+        ),
+    )
+    progress: TaskProgress | None = Field(
+        default=None,
+        description=(
+            "The last progress the task's handler reported (current_task().report_progress); "
+            "null when it never reported. Kept once the task has finished."
+        ),
     )
 
     @field_validator("status", mode="before")

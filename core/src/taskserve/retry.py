@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import random
+from typing import Protocol
 
-from taskserve.config import TaskProcessorConfig
+
+class BackoffSettings(Protocol):
+    """What the delay formula reads: a :class:`~taskserve.TaskProcessorConfig`,
+    or the :class:`~taskserve.policy.RetryPolicy` in force for one task name."""
+
+    @property
+    def retry_backoff_s(self) -> float: ...
+
+    @property
+    def retry_backoff_max_s(self) -> float: ...
+
+    @property
+    def retry_jitter(self) -> bool: ...
 
 
-def retry_delay_s(config: TaskProcessorConfig, failed_attempt: int) -> float:
+def retry_delay_s(config: BackoffSettings, failed_attempt: int) -> float:
     """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed.
 
     Exponential: ``retry_backoff_s * 2 ** (failed_attempt - 1)``, capped at

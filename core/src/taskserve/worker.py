@@ -5,9 +5,11 @@ consumes the configured queue until SIGTERM or SIGINT, then stops gracefully
 (running tasks finish within ``--graceful-timeout``). ``HANDLERS`` is a
 mapping of task name to function, or a list of functions (named after
 themselves). The line ``taskserve-worker ready`` is printed once consuming.
-The process ends by itself only when its consumer has not been running for
-:data:`DEAD_AFTER_S` seconds in a row (a consumer restarting its engine's loop
-after a broker outage comes back well before).
+The process ends by itself, with exit code 1, only when its consumer has
+not been running for :data:`DEAD_AFTER_S` seconds in a row (a consumer
+restarting its engine's loop after a broker outage comes back well before),
+or at once when a handler outlived its time limit by the grace period
+(``task_time_limit_grace_s``).
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def run_worker(
     concurrency: int | None = None,
     graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S,
 ) -> None:
-    """Consume until SIGTERM/SIGINT (main thread only), then stop gracefully."""
+    """Consume until SIGTERM/SIGINT (main thread only), then stop gracefully.
+
+    Exits the process with code 1 when the consumer died (see the module
+    docstring) instead of returning."""
     adapter: TaskProcessorAdapter = instantiate_adapter_from_config(config)
     adapter.initialize(consumer_concurrency=concurrency)
     for name, handler in handlers.items():
@@ -63,20 +68,32 @@ def run_worker(
     adapter.start_consumer()
     print(READY_LINE, flush=True)
     down_since: float | None = None
+    died = False
     while not stop.wait(0.5):
+        if adapter.consumer_overran:
+            print(
+                "taskserve-worker: a handler outlived its time limit; the consumer is replaced",
+                file=sys.stderr,
+                flush=True,
+            )
+            died = True
+            break
         if adapter.health_check_sync().consumer_running:
             down_since = None
             continue
         down_since = down_since or time.monotonic()
         if time.monotonic() - down_since >= DEAD_AFTER_S:
             print("taskserve-worker: consumer died", file=sys.stderr, flush=True)
+            died = True
             break
     adapter.stop_consumer(timeout=graceful_timeout_s)
     adapter.shutdown()
-    _exit_if_handlers_linger()
+    _exit_if_handlers_linger(1 if died else 0)
+    if died:
+        sys.exit(1)
 
 
-def _exit_if_handlers_linger() -> None:
+def _exit_if_handlers_linger(code: int = 0) -> None:
     """End the process now if threads (handlers that outlived the graceful
     timeout) are still running.
 
@@ -88,7 +105,7 @@ def _exit_if_handlers_linger() -> None:
     if threading.active_count() > 1:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ import pytest
 from taskserve import (
     ConfigError,
     IgnoredSettingWarning,
+    InvalidArgument,
     TaskProcessorAdapter,
     TaskProcessorConfig,
     TaskResult,
@@ -346,10 +347,13 @@ def test_other_enqueue_options_are_refused_naming_the_supported_ones(
     make_queue: Callable[..., Queue],
 ) -> None:
     queue = make_queue()
-    with pytest.raises(ConfigError, match="countdown, eta, expires, priority"):
+    with pytest.raises(ConfigError, match="countdown, expires, priority"):
         queue.producer.enqueue_task_sync("echo", link="callback")
-    with pytest.raises(ConfigError, match="countdown or eta, not both"):
-        queue.producer.enqueue_task_sync("echo", countdown=1, eta=datetime.datetime.now())
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
+    with pytest.raises(InvalidArgument, match="not both"):
+        queue.producer.enqueue_task_sync("echo", countdown=1, eta=soon)
+    with pytest.raises(InvalidArgument, match="aware datetime"):
+        queue.producer.enqueue_task_sync("echo", eta=datetime.datetime.now())
 
 
 # -- dead letters as broker queues, in Ray's layout -------------------------------------------

@@ -95,3 +95,15 @@ def test_dramatiq_reserved_queue_suffixes_are_refused() -> None:
     )
     with pytest.raises(ConfigError, match="reserves"):
         DramatiqAdapter(config)
+
+
+@pytest.mark.parametrize(("core", "expected"), [(None, 2.0), (0.5, 0.5)])
+def test_time_limit_is_the_core_time_limit(core: float | None, expected: float) -> None:
+    config = TaskProcessorConfig(
+        queue_name="jobs",
+        adapter_config=DramatiqAdapterConfig(broker_url="redis://127.0.0.1", time_limit_s=2),
+        task_time_limit_s=core,
+    )
+    adapter = DramatiqAdapter(config)
+    assert adapter.config.task_time_limit_s == expected
+    assert not any(type(m).__name__ == "TimeLimit" for m in adapter.broker.middleware)

@@ -26,6 +26,7 @@ from typing import Any
 
 from taskserve import (
     BrokerUnavailable,
+    Capability,
     TaskNotFound,
     TaskProcessorAdapter,
     TaskProcessorConfig,
@@ -40,6 +41,9 @@ from taskserve_conformance.journal import Journal
 HANDLERS_SPEC = "taskserve_conformance.chaos.handlers:HANDLERS"
 
 _TERMINAL = {TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED}
+
+_CLOCK_SLACK_S = 0.02
+"""Tolerance for comparing a due time with a start written by another process."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,11 @@ class ChaosSettings:
     """The run ends when nothing finished for this long after the last kill."""
     enqueue_retry_s: float = 120.0
     """How long a producer keeps retrying one enqueue the broker refuses."""
+    delayed_every: int = 10
+    """Every this many tasks, one is enqueued with a delay (0: none), so that
+    delayed tasks wait across kills and the broker restart."""
+    delay_s: tuple[float, float] = (0.5, 3.0)
+    """Range of those delays."""
 
 
 @dataclass
@@ -87,6 +96,10 @@ class ChaosReport:
     wrong_results: int
     backward_moves: int
     """Status seen leaving SUCCESS, FAILURE or CANCELLED."""
+    delayed: int
+    """Tasks enqueued with a delay."""
+    started_early: int
+    """Delayed tasks that started (any run) before they were due."""
     kills: int
     restarts: int
     enqueue_retries: int
@@ -111,7 +124,8 @@ class ChaosReport:
             f"{self.adapter}: {self.succeeded}/{self.tasks} succeeded, {self.lost} lost, "
             f"{self.stuck} stuck, {self.duplicate_runs} run twice or more "
             f"({self.duplicate_completions} duplicate completions), {self.wrong_results} wrong "
-            f"results, {self.backward_moves} backward moves; {self.kills} kills, "
+            f"results, {self.backward_moves} backward moves, {self.started_early} of "
+            f"{self.delayed} delayed tasks started early; {self.kills} kills, "
             f"{self.restarts} broker restart(s), {self.enqueue_retries} enqueue retries, "
             f"republished {self.republished}; kill -> rerun p50 {rerun.get('p50', 0):.2f}s "
             f"p99 {rerun.get('p99', 0):.2f}s max {rerun.get('max', 0):.2f}s "
@@ -151,6 +165,9 @@ class ChaosRun:
         self.journal = Journal(workdir / "journal")
         self._run_id = uuid.uuid4().hex[:12]
         self._ids: dict[int, str] = {}
+        self._adapter_class: type[TaskProcessorAdapter] | None = None
+        self._due: dict[str, float] = {}
+        """Task id -> due time of the tasks enqueued with a delay."""
         self._ids_lock = threading.Lock()
         self._enqueue_retries = 0
         self._producer_errors: list[BaseException] = []
@@ -168,6 +185,7 @@ class ChaosRun:
         settings = self.settings
         pool = ConsumerPool(self.journal, self.config, self.workdir / "consumers", 60.0)
         producer = instantiate_adapter_from_config(self.config)
+        self._adapter_class = type(producer)
         try:
             for _ in range(settings.consumers):
                 self._start_consumer(pool)
@@ -218,6 +236,13 @@ class ChaosRun:
                     raise
                 time.sleep(0.5)
 
+    @property
+    def _delays(self) -> bool:
+        """Whether the adapter takes delays (others get no delayed tasks)."""
+        return self._adapter_class is not None and self._adapter_class.supports(
+            Capability.DELAYED_TASKS
+        )
+
     def _produce(self, producer: TaskProcessorAdapter, indexes: range) -> None:
         try:
             self._produce_slice(producer, indexes)
@@ -233,10 +258,14 @@ class ChaosRun:
             key = f"chaos-{self._run_id}-{index}"
             deadline = time.monotonic() + self.settings.enqueue_retry_s
             work_ms = random.uniform(0, 2 * self.settings.work_ms)  # one payload per key
+            every = self.settings.delayed_every if self._delays else 0
+            delay_s = (
+                random.uniform(*self.settings.delay_s) if every and index % every == 0 else None
+            )
             while True:
                 try:
                     task = producer.enqueue_task_sync(
-                        "chaos_work", [index, work_ms], idempotency_key=key
+                        "chaos_work", [index, work_ms], idempotency_key=key, delay_s=delay_s
                     )
                     break
                 except BrokerUnavailable:  # anything else is a failure of the run
@@ -247,6 +276,9 @@ class ChaosRun:
                     time.sleep(0.1)
             with self._ids_lock:
                 self._ids[index] = task.id
+                if delay_s is not None:
+                    # A retried enqueue returns the first record; its due time counts.
+                    self._due[task.id] = task.due_at if task.due_at is not None else 0.0
 
     def _enqueued(self) -> int:
         with self._ids_lock:
@@ -345,6 +377,15 @@ class ChaosRun:
                 result = producer.get_task_status_sync(task_id).result
                 if result != expected_result(index_of[task_id]):
                     wrong += 1
+        first_start: dict[str, float] = {}
+        for entry in entries:
+            if entry.event == "start" and entry.task_id not in first_start:
+                first_start[entry.task_id] = entry.time
+        early = sum(
+            1
+            for task_id, due in self._due.items()
+            if task_id in first_start and first_start[task_id] < due - _CLOCK_SLACK_S
+        )
         lost = sorted(t for t in ids if statuses.get(t) not in _TERMINAL and not starts[t])
         stuck = sorted(t for t in ids if statuses.get(t) not in _TERMINAL and starts[t])
         return ChaosReport(
@@ -359,6 +400,8 @@ class ChaosRun:
             duplicate_completions=sum(1 for t in ids if ends[t] > 1),
             wrong_results=wrong,
             backward_moves=len(self._backward),
+            delayed=len(self._due),
+            started_early=early,
             kills=len(self._kills.at),
             restarts=self._restarts,
             enqueue_retries=self._enqueue_retries,

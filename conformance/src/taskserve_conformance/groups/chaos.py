@@ -89,6 +89,7 @@ class ChaosTests:
         assert report.lost == 0, f"tasks were lost: {report.lost_ids}; {summary}"
         assert report.stuck == 0, f"tasks were stuck: {report.stuck_ids}; {summary}"
         assert report.wrong_results == 0 and report.backward_moves == 0, summary
+        assert report.started_early == 0, summary
         assert report.succeeded == report.tasks == BOUNDED.tasks, summary
         assert report.kills >= 1, summary
         assert report.restarts == (1 if restarted else 0), summary

@@ -194,8 +194,15 @@ class ConsumerBase(ABC):
         self._beat(force=True)
 
     def alive(self) -> bool:
-        """Whether the consumer runs: not stopped, lease keeper and engine alive."""
-        return not self._stopping.is_set() and self._keeper.alive() and self._engine_alive()
+        """Whether the consumer runs: not stopped, lease keeper and engine alive,
+        and no handler outlived its time limit by the grace period (then the
+        consumer must be replaced; see :attr:`TaskRunner.healthy`)."""
+        return (
+            not self._stopping.is_set()
+            and self._keeper.alive()
+            and self._engine_alive()
+            and self.runner.healthy
+        )
 
     @property
     def stopping(self) -> bool:
@@ -204,7 +211,8 @@ class ConsumerBase(ABC):
 
     def stop(self, timeout: float) -> None:
         """Stop fetching, hand back unbegun deliveries at once, let running ones
-        finish for up to ``timeout`` s, then hand the rest back to the store."""
+        finish for up to ``timeout`` s, then hand the rest back to the store.
+        Handlers abandoned past their time limit are not waited for."""
         self._stopping.set()
         self._stop_fetching()
         with self._idle:
@@ -216,8 +224,8 @@ class ConsumerBase(ABC):
             self._forget(delivery)
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._deliveries and time.monotonic() < deadline:
-                self._idle.wait(max(deadline - time.monotonic(), 0.0))
+            while self._awaited() and time.monotonic() < deadline:
+                self._idle.wait(min(max(deadline - time.monotonic(), 0.0), MAX_TICK_S))
             # A delivery in the middle of the store's begin: wait (briefly) for it,
             # so that it is handed back as begun, not as a message nobody holds.
             beginning = time.monotonic() + BEGIN_WAIT_S
@@ -245,6 +253,13 @@ class ConsumerBase(ABC):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def _awaited(self) -> bool:
+        """Whether a delivery is held that a stop waits for (lock held)."""
+        if not self._deliveries:
+            return False
+        abandoned = self.runner.abandoned_task_ids()
+        return any(d.task_id not in abandoned for d in self._deliveries)
+
     def _beginning(self) -> bool:
         """Whether a delivery runs whose begin has not returned (lock held)."""
         return any(d.running and d.begun is None and not d.settled for d in self._deliveries)
@@ -269,10 +284,12 @@ class ConsumerBase(ABC):
         return len(self._deliveries)
 
     def wait_for_capacity(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for a free slot; True if one is free."""
+        """Wait up to ``timeout`` s for a free slot; True if one is free. A
+        consumer whose handler outlived its time limit has none: it takes no
+        more tasks until it is replaced."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while len(self._deliveries) >= self.concurrency:
+            while len(self._deliveries) >= self.concurrency or not self.runner.healthy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stopping.is_set():
                     return False
@@ -345,9 +362,11 @@ class ConsumerBase(ABC):
             return self._unrecorded(delivery, payload, e)
 
     def _begin(self, message: TaskMessage) -> Begun:
-        """``begin`` in the store; when another delivery holds the task's lease,
-        wait until it runs out (unless this consumer stops) and begin once more."""
-        lease_s, max_attempts = self.config.lease_s, self.config.max_attempts
+        """``begin`` in the store, within the attempt budget of the task's name;
+        when another delivery holds the task's lease, wait until it runs out
+        (unless this consumer stops) and begin once more."""
+        lease_s = self.config.lease_s
+        max_attempts = self.runner.retry_policy(message.name).max_attempts
         begun = self.store.begin(message, self.owner, lease_s, max_attempts)
         if not begun.running_elsewhere or begun.lease_deadline is None:
             return begun
@@ -530,7 +549,7 @@ class ConsumerBase(ABC):
     def _recorder(self, delivery: Delivery, begun: Begun) -> StoreRecorder:
         """The recorder of one begun delivery; an engine may return a subclass
         (to also tell its broker about dead letters, say)."""
-        return StoreRecorder(self.store, delivery.task_id, begun)
+        return StoreRecorder(self.store, delivery.task_id, begun, owner=self.owner)
 
     def _extend_engine(self, held: list[Delivery]) -> None:
         """Tell the engine the held deliveries are alive (its own visibility)."""

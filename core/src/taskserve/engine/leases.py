@@ -2,9 +2,14 @@
 
 Every consumer runs one :class:`LeaseKeeper` thread beside its workers. Each
 tick it asks the adapter's store which running tasks have a cancel request
-(and interrupts them through the runner); every third of the lease it
-extends the leases of the tasks still running, so a task longer than the
-lease is never delivered twice while its consumer lives.
+(and interrupts them through the runner) and writes the progress reports
+that are due (:meth:`~taskserve.engine.runner.TaskRunner.flush_progress`),
+and enforces the time limits of the running tasks
+(:meth:`~taskserve.engine.runner.TaskRunner.check_time_limits`: the one timer
+of the consumer, whatever the number of tasks);
+every third of the lease it extends the leases of the tasks still running,
+so a task longer than the lease is never delivered twice while its consumer
+lives.
 """
 
 from __future__ import annotations
@@ -65,8 +70,10 @@ class LeaseKeeper:
         last_extend = last_housekeeping = time.monotonic()
         while not self._stop.wait(tick):
             try:
+                self._runner.check_time_limits()
                 running = self._runner.running_task_ids()
                 if running:
+                    self._runner.flush_progress()
                     for task_id in self._cancel_requested(running):
                         self._runner.cancel_running(task_id)
                 now = time.monotonic()

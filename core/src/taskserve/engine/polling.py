@@ -95,8 +95,10 @@ class PollingConsumer(ConsumerBase):
             if not self.wait_for_capacity(0.1):
                 continue
             try:
+                # The claim counts before the task's name is known: it allows the
+                # largest budget, and the runner holds each name to its own.
                 claimed = self.queue_store.claim(
-                    self.owner, self.config.lease_s, self.config.max_attempts
+                    self.owner, self.config.lease_s, self.runner.attempt_ceiling
                 )
             except Exception:
                 logger.exception("taskserve: fetching from '%s' failed", self.config.queue_name)

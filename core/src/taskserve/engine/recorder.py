@@ -6,6 +6,7 @@ of every store-backed adapter: the runner decides what happens to a delivery
 store operations of :mod:`taskserve.engine.store`. The delivery was begun
 (counted and started) by the consumer before the runner saw it, so
 ``mark_started`` answers from that decision without another round trip.
+Progress reports are written under the lease of the delivery's ``owner``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from taskserve.engine.progress import progress_json
 from taskserve.engine.runner import DeliveryRecorder
 from taskserve.engine.store import Begun, TaskStore
-from taskserve.models import DeadLetter, TaskError
+from taskserve.models import DeadLetter, TaskError, TaskProgress
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
 
@@ -33,13 +35,18 @@ class StoreRecorder(DeliveryRecorder):
 
     ``task_id`` is the stored task the delivery belongs to; None for bytes
     that belong to no task (an undecodable message of an engine queue),
-    whose dead letter is then kept on its own.
+    whose dead letter is then kept on its own. ``owner`` is the consumer
+    whose lease the delivery runs under (its progress is written under it;
+    without an owner no progress is written).
     """
 
-    def __init__(self, store: TaskStore, task_id: str | None, begun: Begun) -> None:
+    def __init__(
+        self, store: TaskStore, task_id: str | None, begun: Begun, *, owner: str | None = None
+    ) -> None:
         self._store = store
         self._task_id = task_id
         self._begun = begun
+        self._owner = owner
 
     def mark_started(self, message: TaskMessage, attempt: int) -> bool:
         return self._begun.started
@@ -61,6 +68,11 @@ class StoreRecorder(DeliveryRecorder):
 
     def record_cancelled(self, message: TaskMessage, attempt: int) -> None:
         self._store.finish(message.id, TaskState.CANCELLED)
+
+    def record_progress(self, message: TaskMessage, attempt: int, progress: TaskProgress) -> bool:
+        if self._owner is None or not self._begun.started:
+            return False
+        return self._store.write_progress(message.id, self._owner, progress_json(progress))
 
     def record_unprocessable(
         self, message: TaskMessage | None, error: TaskError, dead_letter: DeadLetter | None

@@ -46,12 +46,27 @@ operation              from                  to, and what else happens
 ``note_unrecorded``    STARTED, own lease    as ``release`` with ``uncount``, and the count of
                                              consecutive unrecordable outcomes + 1 (returned).
 ``extend_leases``      STARTED, own lease    lease deadline = now + ``lease_s``.
+``write_progress``     STARTED, own lease    status unchanged; ``progress`` replaced by the
+                                             report (returns True). Not STARTED, another
+                                             owner's lease, terminal or unknown: nothing
+                                             (False).
 ``purge_expired``      terminal, expired     deleted (then ``TaskNotFound``).
 any write              terminal              nothing: status never leaves a terminal state.
 =====================  ====================  =================================================
 
+When a task waits for a time (``insert`` of a message with ``not_before`` in
+the future, ``schedule_retry``, ``release`` with a delay), ``status`` reads
+that time as ``due_at`` for as long as the task is PENDING or RETRY; a task
+deliverable at once, or no longer queued, reads ``due_at`` None.
+
 When attempts are counted: at ``begin``/``claim`` only; taken back only by
-``release(uncount=True)`` and ``note_unrecorded``. When expiry is set: when
+``release(uncount=True)`` and ``note_unrecorded``. ``max_attempts`` is the
+budget of the task's name (its handler's retry policy): ``begin`` gets that of
+the message's name; ``claim``, which counts before the name is known, gets the
+largest of the runner's names, and the runner holds each name to its own.
+Progress is written only by
+``write_progress`` and never cleared: a task that is retried, handed back or
+finished keeps its last report. When expiry is set: when
 a task becomes terminal (finish, cancel, a cancel found at begin). A record
 that is not terminal never expires.
 
@@ -203,6 +218,12 @@ class TaskStore(Protocol):
 
     def extend_leases(self, task_ids: Sequence[str], owner: str, lease_s: float) -> None:
         """Push the leases of running tasks ``lease_s`` into the future."""
+
+    def write_progress(self, task_id: str, owner: str, progress_json: str) -> bool:
+        """Make ``progress_json`` (a :class:`~taskserve.TaskProgress` as JSON) the
+        task's progress if it is STARTED under ``owner``'s lease, as the table
+        says; return whether it was written. ``status`` returns it as
+        ``TaskResult.progress`` from then on, terminal states included."""
 
     def cancel_requested(self, task_ids: Sequence[str]) -> list[str]:
         """Which of ``task_ids`` have a pending cancel request."""

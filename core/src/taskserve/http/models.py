@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from taskserve.http.settings import ID_PATTERN, TASK_NAME_PATTERN
-from taskserve.models import DeadLetter, DeadLetterKind, NotRedriven, TaskError, TaskResult
+from taskserve.models import (
+    DeadLetter,
+    DeadLetterKind,
+    NotRedriven,
+    TaskError,
+    TaskProgress,
+    TaskResult,
+)
+from taskserve.scheduling import MAX_DELAY_S
 from taskserve.states import TaskState
 
 
 class SubmitRequest(BaseModel):
     """A task to enqueue (the router narrows ``task_name`` to its settings)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # delay_s and eta exclude each other, in the schema as in validation.
+        json_schema_extra={"not": {"required": ["delay_s", "eta"]}},
+    )
 
     task_name: str = Field(
         min_length=1,
@@ -25,6 +45,35 @@ class SubmitRequest(BaseModel):
     )
     args: list[Any] = Field(default_factory=list, description="Positional arguments (JSON).")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments (JSON).")
+    delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_S,
+        allow_inf_nan=False,
+        strict=True,  # a JSON number, not text or a boolean
+        description="Run the task no earlier than this many seconds from now.",
+    )
+    eta: AwareDatetime | None = Field(
+        default=None,
+        description=(
+            "Run the task no earlier than this time (RFC 3339 with an offset, e.g. "
+            "2026-01-31T12:00:00Z); not together with delay_s."
+        ),
+    )
+
+    @field_validator("eta", mode="before")
+    @classmethod
+    def _eta_is_text(cls, value: Any) -> Any:
+        # RFC 3339 text only: pydantic would read a number as a unix time.
+        if value is not None and not isinstance(value, (str, datetime)):
+            raise ValueError("eta must be an RFC 3339 time with an offset, as text")
+        return value
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> SubmitRequest:
+        if self.delay_s is not None and self.eta is not None:
+            raise ValueError("give delay_s or eta, not both")
+        return self
 
 
 class SubmitResponse(BaseModel):
@@ -35,6 +84,9 @@ class SubmitResponse(BaseModel):
     status_url: str = Field(description="Where to poll the task's status.")
     result_url: str = Field(description="Where to fetch the task's result once it ended.")
     retried_from: str | None = None
+    due_at: float | None = Field(
+        default=None, description="When a delayed task is due (unix time), else null."
+    )
 
 
 class TaskStatusResponse(BaseModel):
@@ -49,6 +101,21 @@ class TaskStatusResponse(BaseModel):
     attempts: int = 0
     error: TaskError | None = None
     retried_from: str | None = None
+    due_at: float | None = Field(
+        default=None,
+        description=(
+            "For a PENDING or RETRY task kept back until a time (a delay, an eta, a "
+            "retry's backoff): that time (unix); null otherwise."
+        ),
+    )
+
+    progress: TaskProgress | None = Field(
+        default=None,
+        description=(
+            "The last progress the task's handler reported (fraction from 0 to 1, message, "
+            "data, updated_at); null when it never reported. Kept once the task has finished."
+        ),
+    )
 
     @classmethod
     def of(cls, result: TaskResult) -> TaskStatusResponse:

@@ -5,7 +5,7 @@
 
 ======  =============================  ==============================================
 POST    ``/submit``                    enqueue; 202 with the task id and status URL
-GET     ``/status/{task_id}``          status, attempts, last error
+GET     ``/status/{task_id}``          status, attempts, last error, progress
 GET     ``/get/{task_id}``             result of a finished task (409 while running)
 POST    ``/cancel/{task_id}``          cancel
 POST    ``/retry/{task_id}``           enqueue the task's payload again (PUT too)
@@ -339,6 +339,7 @@ def task_router(
             status_url=str(request.url_for(status_route, task_id=task.id)),
             result_url=str(request.url_for(result_route, task_id=task.id)),
             retried_from=task.retried_from,
+            due_at=task.due_at,
         )
 
     @router.post(
@@ -372,7 +373,12 @@ def task_router(
 
         def enqueue() -> Response:
             task = source.get().enqueue_task_sync(
-                body.task_name, body.args, body.kwargs, idempotency_key=idempotency_key
+                body.task_name,
+                body.args,
+                body.kwargs,
+                idempotency_key=idempotency_key,
+                delay_s=body.delay_s,
+                eta=body.eta,
             )
             return ok(accepted(request, task), 202)
 

@@ -34,6 +34,7 @@ from typing import Any, TypeVar, overload
 from taskserve.config import TaskProcessorConfig
 from taskserve.directory import declare_consumer
 from taskserve.errors import ConfigError
+from taskserve.policy import NOT_GIVEN, POLICY_ATTRIBUTE, HandlerPolicy, NotGiven
 from taskserve.serve.consumer import ConsumerRuntime
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -50,30 +51,79 @@ CONSUMER_CONFIG_ATTRIBUTE = "__taskserve_task_processor_config__"
 
 
 @overload
-def task_handler(_func: _F, *, name: str | None = None) -> _F: ...
+def task_handler(
+    _func: _F,
+    *,
+    name: str | None = None,
+    max_retries: int | NotGiven | None = NOT_GIVEN,
+    retry_backoff_s: float | NotGiven = NOT_GIVEN,
+    retry_backoff_max_s: float | NotGiven = NOT_GIVEN,
+    non_retryable: type[BaseException] | tuple[type[BaseException], ...] = (),
+    time_limit_s: float | NotGiven | None = NOT_GIVEN,
+) -> _F: ...
 
 
 @overload
-def task_handler(_func: None = None, *, name: str | None = None) -> Callable[[_F], _F]: ...
+def task_handler(
+    _func: None = None,
+    *,
+    name: str | None = None,
+    max_retries: int | NotGiven | None = NOT_GIVEN,
+    retry_backoff_s: float | NotGiven = NOT_GIVEN,
+    retry_backoff_max_s: float | NotGiven = NOT_GIVEN,
+    non_retryable: type[BaseException] | tuple[type[BaseException], ...] = (),
+    time_limit_s: float | NotGiven | None = NOT_GIVEN,
+) -> Callable[[_F], _F]: ...
 
 
-def task_handler(_func: _F | None = None, *, name: str | None = None) -> _F | Callable[[_F], _F]:
+def task_handler(
+    _func: _F | None = None,
+    *,
+    name: str | None = None,
+    max_retries: int | NotGiven | None = NOT_GIVEN,
+    retry_backoff_s: float | NotGiven = NOT_GIVEN,
+    retry_backoff_max_s: float | NotGiven = NOT_GIVEN,
+    non_retryable: type[BaseException] | tuple[type[BaseException], ...] = (),
+    time_limit_s: float | NotGiven | None = NOT_GIVEN,
+) -> _F | Callable[[_F], _F]:
     """Mark a method of a ``@task_consumer`` class as the handler of task ``name``.
 
     ``name`` defaults to the method's name. Works with and without
-    parentheses, on ``def`` and ``async def`` methods. The method itself is
-    returned unchanged apart from two marker attributes.
+    parentheses, on ``def`` and ``async def`` methods, and on plain functions
+    registered with ``register_task_handle`` or a worker's ``--handlers``. The
+    function itself is returned unchanged apart from three attributes: two
+    markers and its :class:`~taskserve.policy.HandlerPolicy`.
+
+    The retry options override the consumer's ``TaskProcessorConfig`` for
+    this task name only; each one not given is the config's:
+    ``max_retries`` (None retries without limit; crashed deliveries count
+    toward it), ``retry_backoff_s``, ``retry_backoff_max_s``, and
+    ``non_retryable``, exception types whose instances fail the task at once
+    without a retry, as :class:`~taskserve.NonRetryableError` does.
+    ``time_limit_s`` overrides the config's ``task_time_limit_s``: each
+    attempt running longer is interrupted and fails with
+    :class:`~taskserve.TaskTimeLimitExceeded` (None: no limit for this task
+    name). A bad value raises :class:`ConfigError` naming the argument, here
+    and now.
     """
     if name is not None and (not isinstance(name, str) or not name.strip()):
         shown = f"{name!r}" if isinstance(name, str) else f"a {type(name).__name__}"
         # Ray Serve's wording, so that code matching its message keeps working.
         raise ConfigError(f"Task name must be a non-empty string, got {name} ({shown})")
+    policy = HandlerPolicy(
+        max_retries=max_retries,
+        retry_backoff_s=retry_backoff_s,
+        retry_backoff_max_s=retry_backoff_max_s,
+        non_retryable=(non_retryable,) if isinstance(non_retryable, type) else non_retryable,
+        time_limit_s=time_limit_s,
+    )
 
     def mark(func: _F) -> _F:
         if not callable(func):
             raise TypeError(f"@task_handler decorates a method, got {func!r}")
         setattr(func, HANDLER_MARK, True)
         setattr(func, HANDLER_NAME, name or func.__name__)
+        setattr(func, POLICY_ATTRIBUTE, policy)
         return func
 
     if _func is not None:

@@ -49,7 +49,7 @@ from taskserve_celery.engine import (
 
 _T = TypeVar("_T")
 
-ENQUEUE_OPTIONS = ("countdown", "eta", "expires", "priority")
+ENQUEUE_OPTIONS = ("countdown", "expires", "priority")
 """Celery's ``send_task`` options the adapter takes, with Celery's meaning."""
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -180,9 +180,10 @@ class CeleryAdapter(StoreAdapter[StateStore]):
 
     # -- producer ----------------------------------------------------------
     def _enqueue_options(self, options: dict[str, Any]) -> EnqueueOptions:
-        """Celery's ``countdown`` and ``eta`` (the store keeps the task back until
-        then: PENDING, cancelable, never early), ``expires`` (a task delivered
-        later is not run: CANCELLED) and ``priority`` (published with it)."""
+        """Celery's ``countdown`` (as ``delay_s``: the store keeps the task back
+        until then: PENDING, cancelable, never early), ``expires`` (a task
+        delivered later is not run: CANCELLED) and ``priority`` (published with
+        it). ``eta`` is taskserve's own enqueue argument."""
         unknown = sorted(set(options) - set(ENQUEUE_OPTIONS))
         if unknown:
             raise ConfigError(
@@ -190,14 +191,10 @@ class CeleryAdapter(StoreAdapter[StateStore]):
                 f"{', '.join(ENQUEUE_OPTIONS)} (with Celery's meaning)"
             )
         now = time.time()
-        countdown, eta = options.get("countdown"), options.get("eta")
-        if countdown is not None and eta is not None:
-            raise ConfigError("give the enqueue option countdown or eta, not both")
+        countdown = options.get("countdown")
         not_before: float | None = None
         if countdown is not None:
             not_before = now + max(_seconds("countdown", countdown), 0.0)
-        elif eta is not None:
-            not_before = _unix_time("eta", eta)
         expires = options.get("expires")
         expires_at: float | None = None
         if isinstance(expires, (str, datetime.datetime)):

@@ -171,7 +171,9 @@ class CeleryConsumer(ConsumerBase):
     def _recorder(self, delivery: Delivery, begun: Begun) -> StoreRecorder:
         if self._mirror_dead_letter is None:
             return super()._recorder(delivery, begun)
-        return MirroringRecorder(self.store, delivery.task_id, begun, self._mirror_dead_letter)
+        return MirroringRecorder(
+            self.store, delivery.task_id, begun, self._mirror_dead_letter, owner=self.owner
+        )
 
     def _extend_engine(self, held: list[Delivery]) -> None:
         if self._visibility is not None:

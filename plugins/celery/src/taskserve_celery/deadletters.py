@@ -125,8 +125,10 @@ class MirroringRecorder(StoreRecorder):
         task_id: str | None,
         begun: Begun,
         mirror: Callable[[DeadLetter], None],
+        *,
+        owner: str | None = None,
     ) -> None:
-        super().__init__(store, task_id, begun)
+        super().__init__(store, task_id, begun, owner=owner)
         self._mirror = mirror
 
     def record_failure(

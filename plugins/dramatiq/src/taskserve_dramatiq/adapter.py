@@ -51,6 +51,11 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
                 f"queue_name '{self.config.queue_name}' ends with .DQ or .XQ, which Dramatiq "
                 "reserves for its delay and dead-letter queues; choose another name"
             )
+        limit = self.settings.time_limit_s
+        if limit is not None and self.config.task_time_limit_s is None:
+            # Dramatiq's time limit is the core one: the same interruption, for
+            # async handlers too, and handlers outliving it are detected.
+            self.config = self.config.model_copy(update={"task_time_limit_s": limit})
         self.broker: TaskBroker = build_broker(self.settings, self.config)
 
     @property

@@ -101,9 +101,11 @@ class DramatiqAdapterConfig(AdapterConfig):
         default=None,
         gt=0,
         description=(
-            "Interrupt a sync handler running longer than this (Dramatiq's TimeLimit; the "
-            "attempt fails and is retried). None, the default, sets no limit: unlike plain "
-            "Dramatiq, long inference is never killed after 10 minutes."
+            "Dramatiq's name for TaskProcessorConfig.task_time_limit_s, used as it when "
+            "that is not set (the core limit: sync handlers interrupted, async ones "
+            "cancelled, the attempt failing with TaskTimeLimitExceeded and retried). None, "
+            "the default, sets no limit: unlike plain Dramatiq, long inference is never "
+            "killed after 10 minutes."
         ),
     )
     delay_prefetch: int | None = Field(

@@ -39,7 +39,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
-from dramatiq.middleware import Middleware, TimeLimit
+from dramatiq.middleware import Middleware
 
 from taskserve.kit import TaskProcessorConfig, secret_value
 from taskserve_dramatiq.config import DramatiqAdapterConfig
@@ -448,13 +448,6 @@ def build_broker(settings: DramatiqAdapterConfig, config: TaskProcessorConfig) -
     """The broker of one adapter instance for ``config.queue_name``."""
     current = CurrentDelivery()
     middleware: list[Middleware] = [current]
-    if settings.time_limit_s is not None:
-        middleware.append(
-            TimeLimit(
-                time_limit=settings.time_limit_s * 1000,
-                interval=int(min(1000, max(settings.time_limit_s * 250, 10))),
-            )
-        )
     options = dict(settings.broker_options)
     if settings.kind == "redis":
         return TaskRedisBroker(

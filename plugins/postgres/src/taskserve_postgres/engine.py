@@ -40,8 +40,11 @@ def _ended(conn: psycopg.Connection) -> bool:
     """Whether the server ended this idle connection (a restart,
     ``pg_terminate_backend``): an idle connection has nothing to read
     otherwise. Checked without a round trip."""
-    if not conn.closed and select.select([conn.fileno()], [], [], 0)[0]:
-        conn.close()
+    if not conn.closed:
+        poller = select.poll()  # not select(): it refuses descriptors past 1023
+        poller.register(conn.fileno(), select.POLLIN)
+        if poller.poll(0):
+            conn.close()
     return conn.closed
 
 

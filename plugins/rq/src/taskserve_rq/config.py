@@ -37,7 +37,12 @@ class RQAdapterConfig(AdapterConfig):
         ge=1,
         description=(
             "RQ job timeout: a handler running longer fails with JobTimeoutException "
-            "(then it is retried or dead-lettered like any failure). None: no limit."
+            "(then it is retried or dead-lettered like any failure), as RQ's own records "
+            "show it. None: no limit. TaskProcessorConfig.task_time_limit_s (and a "
+            "handler's time_limit_s) applies as well, the same on every engine: the "
+            "shorter limit ends the attempt, and only the core one also replaces a "
+            "consumer whose handler outlives it; prefer it unless RQ's job timeout "
+            "is wanted."
         ),
     )
     job_result_ttl_s: int = Field(

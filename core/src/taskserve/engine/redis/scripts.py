@@ -41,7 +41,7 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'', 0} end
 new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 if ARGV[8] ~= '' then
-  redis.call('HSET', KEYS[1], 'publishes', 0, 'idem', KEYS[2])
+  redis.call('HSET', KEYS[1], 'publishes', 0, 'idem', KEYS[2], 'due', ARGV[8])
   if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
   redis.call('ZADD', KEYS[5], ARGV[8], ARGV[1])
   return {ARGV[1], -1}
@@ -140,7 +140,7 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   return 1
 end
 redis.call('HSET', KEYS[1], 'status', 'RETRY', 'updated_at', ARGV[2], 'error', ARGV[3],
-  'owner', '', 'unrecorded', 0)
+  'owner', '', 'unrecorded', 0, 'due', ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 return 1
 """
@@ -153,7 +153,8 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'STARTED' then return -1 end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return -1 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', -1) end
-redis.call('HSET', KEYS[1], 'status', 'PENDING', 'owner', '', 'updated_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', 'PENDING', 'owner', '', 'updated_at', ARGV[4],
+  'due', ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 if ARGV[6] == '1' then return redis.call('HINCRBY', KEYS[1], 'unrecorded', 1) end
 return 0
@@ -260,4 +261,13 @@ local idem = redis.call('HGET', KEYS[1], 'idem')
 if idem and idem ~= '' and redis.call('GET', idem) == ARGV[1] then redis.call('DEL', idem) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('DEL', KEYS[1])
+"""
+
+# KEYS: task; ARGV: owner, progress json
+# -> 1 when written: the task is STARTED under this owner's lease (else nothing, 0)
+PROGRESS = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'STARTED' then return 0 end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[2])
+return 1
 """

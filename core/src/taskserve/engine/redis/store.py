@@ -52,6 +52,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from taskserve.engine.progress import stored_progress
 from taskserve.engine.redis import scripts
 from taskserve.engine.store import Begun, Inserted, QueueCounts, Republish
 from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
@@ -206,6 +207,7 @@ class RedisTaskStore:
         self._release = self.client.register_script(scripts.RELEASE)
         self._reconcile = self.client.register_script(scripts.RECONCILE)
         self._discard = self.client.register_script(scripts.DISCARD)
+        self._progress = self.client.register_script(scripts.PROGRESS)
 
     # -- keys --------------------------------------------------------------
     def task_key(self, task_id: str) -> str:
@@ -300,6 +302,7 @@ class RedisTaskStore:
                 queue_name=message.queue_name,
                 updated_at=message.enqueued_at,
                 retried_from=message.retried_from,
+                due_at=due,
             ),
             created=True,
             seq=seq if seq > 0 else None,
@@ -331,6 +334,11 @@ class RedisTaskStore:
             error=TaskError.model_validate_json(record["error"]) if "error" in record else None,
             attempts=int(record.get("attempts", 0)),
             retried_from=record.get("retried_from") or None,
+            progress=stored_progress(record.get("progress")),
+            # Every write that queues a task for later sets its due time.
+            due_at=float(record["due"])
+            if "due" in record and record["status"] in ("PENDING", "RETRY")
+            else None,
         )
 
     def message(self, task_id: str) -> TaskMessage:
@@ -467,6 +475,17 @@ class RedisTaskStore:
             self._call(
                 self.client.zadd, self._running_key, dict.fromkeys(task_ids, deadline), xx=True
             )
+
+    def write_progress(self, task_id: str, owner: str, progress_json: str) -> bool:
+        """Make ``progress_json`` the task's progress if it is STARTED under
+        ``owner``'s lease (one script: checked and written together)."""
+        return bool(
+            int(
+                self._call(
+                    self._progress, keys=[self.task_key(task_id)], args=[owner, progress_json]
+                )
+            )
+        )
 
     def cancel_requested(self, task_ids: Sequence[str]) -> list[str]:
         """Which of ``task_ids`` have a cancel request."""

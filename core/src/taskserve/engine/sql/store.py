@@ -19,10 +19,12 @@ exactly.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from taskserve.engine.progress import stored_progress
 from taskserve.engine.sql.dialect import Executor, SqlDialect
 from taskserve.engine.store import Begun, Claimed, Inserted, QueueCounts
 from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
@@ -30,10 +32,11 @@ from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.serialization import TaskMessage, loads_stored
 from taskserve.states import TaskState
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version 1: the layout of taskserve 0.1 (no version table). Version 2: the
 ``unrecorded`` column and partial indexes of queued and leased rows. Version 3:
-the ``workers`` table (consumers alive, :class:`~taskserve.engine.store.WorkerDirectory`)."""
+the ``workers`` table (consumers alive, :class:`~taskserve.engine.store.WorkerDirectory`).
+Version 4: the ``progress`` column (the handler's last report, JSON)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {tasks} (
@@ -53,7 +56,8 @@ CREATE TABLE IF NOT EXISTS {tasks} (
     expires_at {float},
     retried_from TEXT,
     idempotency_key TEXT,
-    unrecorded INTEGER NOT NULL DEFAULT 0
+    unrecorded INTEGER NOT NULL DEFAULT 0,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS {tasks_expiry} ON {tasks} (expires_at)
     WHERE expires_at IS NOT NULL;
@@ -99,6 +103,9 @@ CREATE TABLE IF NOT EXISTS {workers} (
     PRIMARY KEY (queue, name)
 )
 """,
+    4: """
+ALTER TABLE {tasks} ADD COLUMN progress TEXT
+""",
 }
 """Statements that take a database from the version before to this one."""
 
@@ -112,7 +119,8 @@ CREATE INDEX IF NOT EXISTS {tasks_leased} ON {tasks} (queue, visible_at)
 _TERMINAL = "('SUCCESS', 'FAILURE', 'CANCELLED')"
 _QUEUED = "('PENDING', 'RETRY')"
 _RECORD_COLUMNS = (
-    "id, queue, name, status, result, error, attempts, created_at, updated_at, retried_from"
+    "id, queue, name, status, result, error, attempts, created_at, updated_at, retried_from,"
+    " visible_at, progress"
 )
 _DEAD_LETTER_COLUMNS = (
     "id, kind, queue, source_queue, task_id, task_name, args, kwargs, raw, error,"
@@ -333,6 +341,9 @@ class SqlTaskStore:
                         queue_name=self.queue_name,
                         updated_at=message.enqueued_at,
                         retried_from=message.retried_from,
+                        due_at=message.not_before
+                        if message.not_before and message.not_before > time.time()
+                        else None,
                     ),
                     created=True,
                     seq=seq,
@@ -406,6 +417,10 @@ class SqlTaskStore:
             created_at=row[7],
             updated_at=row[8],
             retried_from=row[9],
+            # Kept back: every write that queues a task for later moves visible_at
+            # past the updated_at it writes; one deliverable at once leaves them equal.
+            due_at=row[10] if row[3] in ("PENDING", "RETRY") and row[10] > row[8] else None,
+            progress=stored_progress(row[11]),
         )
 
     def status(self, task_id: str) -> TaskResult:
@@ -619,6 +634,16 @@ class SqlTaskStore:
             f" WHERE id IN ({marks}) AND lease_owner = ? AND status = 'STARTED' RETURNING id",
             (lease_s, *task_ids, owner),
         )
+
+    def write_progress(self, task_id: str, owner: str, progress_json: str) -> bool:
+        """Make ``progress_json`` the row's progress if it is STARTED under
+        ``owner``'s lease (one statement: checked and written together)."""
+        rows = self._run(
+            "UPDATE {tasks} SET progress = ?"
+            " WHERE id = ? AND status = 'STARTED' AND lease_owner = ? RETURNING id",
+            (progress_json, task_id, owner),
+        )
+        return bool(rows)
 
     def cancel_requested(self, task_ids: Sequence[str]) -> list[str]:
         """Which of ``task_ids`` have a pending cancel request."""
