@@ -196,19 +196,32 @@ class PrivateRabbitMQ(PrivateBroker):
             "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
         }
 
-    def _ctl(self, *command: str) -> None:
-        subprocess.run(
-            [
-                _program("rabbitmqctl", "/usr/lib/rabbitmq/bin/rabbitmqctl"),
-                "-n",
-                self.node,
-                *command,
-            ],
-            env=self._env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    def _ctl(self, *command: str, attempts: int = 1) -> None:
+        """Run ``rabbitmqctl`` on the node; with ``attempts``, again after a
+        failure (on a loaded machine the CLI can fail to reach a node that is
+        still starting), raising the last failure with its output."""
+        for attempt in range(1, attempts + 1):
+            try:
+                subprocess.run(
+                    [
+                        _program("rabbitmqctl", "/usr/lib/rabbitmq/bin/rabbitmqctl"),
+                        "-n",
+                        self.node,
+                        *command,
+                    ],
+                    env=self._env,
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+                return
+            except subprocess.CalledProcessError as e:
+                if attempt == attempts:
+                    output = (e.stderr or b"").decode(errors="replace").strip()
+                    raise subprocess.SubprocessError(
+                        f"rabbitmqctl {' '.join(command)} failed {attempts} times: {output}"
+                    ) from e
+                time.sleep(1.0)
 
     def start(self) -> None:
         (self.directory / "enabled_plugins").write_text("[].\n")
@@ -228,9 +241,9 @@ class PrivateRabbitMQ(PrivateBroker):
         _wait_for_port(self.port, True, "RabbitMQ")
 
     def restart(self) -> None:
-        self._ctl("stop_app")
+        self._ctl("stop_app", attempts=5)
         _wait_for_port(self.port, False, "RabbitMQ")
-        self._ctl("start_app")
+        self._ctl("start_app", attempts=5)
         _wait_for_port(self.port, True, "RabbitMQ")
 
     def stop(self) -> None:
