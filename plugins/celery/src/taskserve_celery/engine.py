@@ -6,8 +6,9 @@ delivery promises depend on is fixed (late acks, prefetch multiplier 1, the
 threads pool, JSON only). On Redis the visibility timeout is the lease and
 the unacked bookkeeping keys are per queue, so a consumer with a short lease
 never restores another queue's messages. On the filesystem broker the
-message folders are created if missing and idle consumers poll every
-``FILESYSTEM_POLL_S``.
+message folders are created if missing, idle consumers poll every
+``FILESYSTEM_POLL_S``, and messages are written whole before a consumer can
+see them (:mod:`taskserve_celery.filesystem`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from taskserve.kit import (
     secret_value,
 )
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
+from taskserve_celery.filesystem import TRANSPORT as FILESYSTEM_TRANSPORT
 from taskserve_celery.wire import send_task_arguments
 
 FILESYSTEM_POLL_S = 0.1
@@ -138,6 +140,8 @@ def build_app(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> Cel
         fixups=[],
     )
     app.conf.update(settings.app_custom_config or {})
+    if settings.broker_kind is BrokerKind.FILESYSTEM:
+        app.conf.broker_transport = FILESYSTEM_TRANSPORT
     app.conf.update(
         broker_transport_options=transport_options(config, settings),
         broker_connection_retry_on_startup=True,
