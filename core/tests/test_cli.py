@@ -100,6 +100,10 @@ def test_enqueue_with_a_delay_or_an_eta(
     assert "--eta must be an ISO 8601 time" in capsys.readouterr().err
     assert run("enqueue", *cfg(config_file), "add", "--delay-s", "-1")[0] == EXIT_USAGE
     assert "delay_s must be between 0" in capsys.readouterr().err
+    status, task = run("enqueue", *cfg(config_file), "add", "--args", "[1, 2]", "--priority", "9")
+    assert status == EXIT_OK and task["status"] == "PENDING"
+    assert run("enqueue", *cfg(config_file), "add", "--priority", "10")[0] == EXIT_USAGE
+    assert "priority must be from 0 (lowest) to 9 (highest), got 10" in capsys.readouterr().err
 
 
 def test_show_unknown_task_fails(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

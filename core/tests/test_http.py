@@ -148,6 +148,11 @@ def test_unknown_task_id_is_404_everywhere(http: TestClient) -> None:
         (b'{"task_name": "add", "eta": "2030-01-01T00:00:00"}', "eta"),
         (b'{"task_name": "add", "eta": "tomorrow"}', "eta"),
         (b'{"task_name": "add", "delay_s": 1, "eta": "2030-01-01T00:00:00Z"}', "not both"),
+        (b'{"task_name": "add", "priority": 10}', "priority"),
+        (b'{"task_name": "add", "priority": -1}', "priority"),
+        (b'{"task_name": "add", "priority": "5"}', "priority"),
+        (b'{"task_name": "add", "priority": true}', "priority"),
+        (b'{"task_name": "add", "priority": 2.5}', "priority"),
     ],
 )
 def test_bad_submit_bodies_are_422_with_a_clear_message(
@@ -324,6 +329,20 @@ def test_clients_submit_with_a_delay(http: TestClient, consumer: TaskProcessorAd
     assert task.result(timeout=10, poll_interval=0.02) == 2
     with pytest.raises(InvalidArgument, match="aware datetime"):
         client.submit("add", [1, 1], eta=datetime.now())
+
+
+def test_a_submit_and_the_clients_carry_a_priority(
+    http: TestClient, consumer: TaskProcessorAdapter
+) -> None:
+    body = http.post("/submit", json={"task_name": "add", "args": [1, 2], "priority": 9})
+    assert body.status_code == 202, body.text
+    schema = http.get("/openapi.json").json()["components"]["schemas"]
+    priority = schema["SubmitRequest"]["properties"]["priority"]
+    assert "0 (lowest" in priority["description"]
+    client = TaskClient(http_client=http)
+    assert client.submit("add", [2, 2], priority=7).result(timeout=10, poll_interval=0.02) == 4
+    with pytest.raises(InvalidArgument, match="priority"):
+        client.submit("add", [1, 1], priority=10)
 
 
 def test_sync_client_handle(http: TestClient, consumer: TaskProcessorAdapter) -> None:

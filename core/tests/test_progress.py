@@ -261,6 +261,10 @@ def test_a_version_3_sqlite_database_gets_the_progress_column(tmp_path: Path) ->
     message = _started(old)
     old.close()
     with sqlite3.connect(path) as db:  # the layout of version 3: no progress column
+        db.execute("DROP INDEX tasks_queued")
+        db.execute("DROP INDEX tasks_leased")
+        db.execute("ALTER TABLE tasks DROP COLUMN priority")  # nor priority (version 5)
+        db.execute("ALTER TABLE dead_letters DROP COLUMN priority")
         db.execute("ALTER TABLE tasks DROP COLUMN progress")
         db.execute("UPDATE schema_version SET version = 3")
     store = SqlTaskStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)

@@ -1,4 +1,4 @@
-"""Due times of delayed enqueues: what ``delay_s`` and ``eta`` accept."""
+"""Due times and priorities of enqueues: what ``delay_s``, ``eta`` and ``priority`` accept."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from taskserve import InvalidArgument
-from taskserve.scheduling import MAX_DELAY_S, due_time
+from taskserve.scheduling import MAX_DELAY_S, MAX_PRIORITY, MIN_PRIORITY, due_time, task_priority
 
 NOW = 1_800_000_000.0
 
@@ -48,3 +48,25 @@ def test_bad_delays_are_refused_naming_the_argument(
 ) -> None:
     with pytest.raises(InvalidArgument, match=message):
         due_time(delay_s, eta, now=NOW)
+
+
+def test_a_priority_is_an_integer_from_0_to_9_and_none_is_the_lowest() -> None:
+    assert task_priority(None) is None
+    assert [task_priority(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)] == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("priority", "message"),
+    [
+        (10, "from 0 .lowest. to 9 .highest., got 10"),
+        (-1, "got -1"),
+        (True, "must be an integer from 0 to 9, got bool"),
+        ("5", "got str"),
+        (2.0, "got float"),
+    ],
+)
+def test_a_bad_priority_is_refused_naming_it(priority: object, message: str) -> None:
+    with pytest.raises(
+        InvalidArgument, match=f"priority {message}" if "must" in message else message
+    ):
+        task_priority(priority)

@@ -7,6 +7,7 @@ their own at the end."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,9 +25,11 @@ from taskserve import (
     TaskNotFound,
     TaskProcessorConfig,
     TaskState,
+    instantiate_adapter_from_config,
 )
 from taskserve.adapters.sqlite.dialect import SqliteDialect
 from taskserve.kit import (
+    SCHEMA_VERSION,
     LedgerStore,
     QueueStore,
     Reconciler,
@@ -278,6 +281,103 @@ def test_expired_leases_are_claimed_before_older_queued_tasks(tmp_path: Path) ->
     store.close()
 
 
+def _sql_store(tmp_path: Path) -> SqlTaskStore:
+    return SqlTaskStore(SqliteDialect(str(tmp_path / "q.db"), 5.0), "q", result_ttl_s=60)
+
+
+def _queued_at(store: TaskStore, priority: int | None, **fields: Any) -> TaskMessage:
+    message = dataclasses.replace(_message(priority), priority=priority, **fields)
+    assert store.insert(message, None).created
+    return message
+
+
+def _claim_all(store: SqlTaskStore) -> list[str]:
+    taken = []
+    while (claimed := store.claim(OWNER, 30, 3)) is not None:
+        taken.append(claimed.task_id)
+    return taken
+
+
+def test_the_claim_takes_the_highest_priority_first(tmp_path: Path) -> None:
+    store = _sql_store(tmp_path)
+    sent = [_queued_at(store, p) for p in (None, 5, 9, 0, 9, 5, None, 1)]
+    assert store.message(sent[2].id).priority == 9  # kept in the payload, for a retry
+    priority_of = {m.id: m.priority or 0 for m in sent}
+    order = [priority_of[task_id] for task_id in _claim_all(store)]
+    assert order == [9, 9, 5, 5, 1, 0, 0, 0]
+    store.close()
+
+
+def test_a_task_not_due_yet_waits_whatever_its_priority(tmp_path: Path) -> None:
+    store = _sql_store(tmp_path)
+    delayed = _queued_at(store, 9, not_before=time.time() + 0.3)
+    plain = _queued_at(store, None)
+    assert _claim_all(store) == [plain.id]
+    time.sleep(0.35)
+    assert _claim_all(store) == [delayed.id]
+    store.close()
+
+
+def test_retries_and_hand_backs_keep_their_priority(tmp_path: Path) -> None:
+    store = _sql_store(tmp_path)
+    low, high = _queued_at(store, 1), _queued_at(store, 7)
+    claimed = store.claim(OWNER, 30, 3)
+    assert claimed is not None and claimed.task_id == high.id
+    store.release([high.id], OWNER, uncount=True)
+    claimed = store.claim(OWNER, 30, 3)
+    assert claimed is not None and claimed.task_id == high.id
+    assert store.schedule_retry(high.id, ERROR, 0.0)
+    assert _claim_all(store) == [high.id, low.id]
+    store.close()
+
+
+def test_an_expired_lease_comes_before_a_queued_task_of_a_higher_priority(
+    tmp_path: Path,
+) -> None:
+    store = _sql_store(tmp_path)
+    crashed = _queued_at(store, 0)
+    assert store.claim(OWNER, 0.01, 3) is not None
+    urgent = _queued_at(store, 9)
+    time.sleep(0.05)
+    assert _claim_all(store) == [crashed.id, urgent.id]
+    store.close()
+
+
+def test_a_version_4_sqlite_database_gets_the_priority_column(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    old = SqlTaskStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)
+    waiting = [_queued(old) for _ in range(2)]
+    old.close()
+    with sqlite3.connect(path) as db:  # the layout of version 4
+        db.execute("DROP INDEX tasks_queued")
+        db.execute("DROP INDEX tasks_leased")
+        db.execute("ALTER TABLE tasks DROP COLUMN priority")
+        db.execute("ALTER TABLE dead_letters DROP COLUMN priority")
+        db.execute(
+            "CREATE INDEX tasks_queued ON tasks (queue, visible_at)"
+            " WHERE status IN ('PENDING', 'RETRY')"
+        )
+        db.execute(
+            "CREATE INDEX tasks_leased ON tasks (queue, visible_at) WHERE status = 'STARTED'"
+        )
+        db.execute("UPDATE schema_version SET version = 4")
+    store = SqlTaskStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)
+    try:
+        urgent = _queued_at(store, 3)
+        assert _claim_all(store)[0] == urgent.id  # the rows of version 4 have priority 0
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        columns = [r[1] for r in db.execute("PRAGMA table_info(dead_letters)")]
+        assert "priority" in columns
+        rows = db.execute("SELECT id, priority FROM tasks").fetchall()
+        assert sorted(rows) == sorted([*((m.id, 0) for m in waiting), (urgent.id, 3)])
+        for name in ("tasks_queued", "tasks_leased"):
+            [(sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,))
+            assert "(queue, priority DESC, visible_at)" in sql
+
+
 def test_failure_and_dead_letter_are_written_together(store: TaskStore) -> None:
     message = _started(store)
     record = _dead_letter(message)
@@ -492,6 +592,25 @@ def test_a_task_whose_lease_ran_out_is_published_again(ledger_store: Any) -> Non
     assert begun.started and begun.attempt == 2
 
 
+def test_a_low_priority_task_behind_higher_ones_is_never_taken_for_lost(
+    ledger_store: Any,
+) -> None:
+    """Engines deliver higher priorities first: a begun message of a higher
+    priority passes nothing, a begun one of the lowest passes what came before."""
+    waiting = _message()
+    ledger_store.insert(waiting, None)
+    for _ in range(2):
+        urgent = dataclasses.replace(_message(), priority=9)
+        seq = ledger_store.insert(urgent, None).seq
+        ledger_store.begin(urgent.with_seq(seq), OWNER, 30, 3)
+    assert _reconcile(ledger_store) == []
+    later = _message()
+    seq = ledger_store.insert(later, None).seq
+    ledger_store.begin(later.with_seq(seq), OWNER, 30, 3)
+    [again] = _reconcile(ledger_store)
+    assert (again.task_id, again.reason) == (waiting.id, "lost")
+
+
 def test_a_message_begun_out_of_order_without_a_number_passes_nothing(
     ledger_store: Any,
 ) -> None:
@@ -568,3 +687,51 @@ def test_refused_dead_letter_write_leaves_the_status(redis_store: RedisTaskStore
             message.id, TaskState.FAILURE, error=ERROR, dead_letter=_dead_letter(message)
         )
     assert redis_store.status(message.id).status is TaskState.STARTED
+
+
+def test_a_retried_task_keeps_its_priority(tmp_path: Path) -> None:
+    config = TaskProcessorConfig(
+        queue_name=f"q_{uuid.uuid4().hex[:8]}", adapter_config={"path": str(tmp_path / "t.db")}
+    )
+    adapter = instantiate_adapter_from_config(config)
+    try:
+        task = adapter.enqueue_task_sync("echo", priority=7)
+        assert adapter.cancel_task_sync(task.id).cancelled
+        again = adapter.retry_task_sync(task.id)
+        store = SqlTaskStore(
+            SqliteDialect(str(tmp_path / "t.db"), 5.0), config.queue_name, result_ttl_s=60
+        )
+        assert store.message(again.id).priority == 7
+    finally:
+        adapter.shutdown()
+
+
+def test_a_dead_letter_keeps_its_task_priority_for_a_redrive(tmp_path: Path) -> None:
+    config = TaskProcessorConfig(
+        queue_name=f"q_{uuid.uuid4().hex[:8]}",
+        failed_task_queue_name="failed",
+        max_retries=0,
+        adapter_config={"path": str(tmp_path / "t.db")},
+    )
+    adapter = instantiate_adapter_from_config(config)
+
+    def fail() -> None:
+        raise ValueError("bad")
+
+    adapter.register_task_handle(fail, "fail")
+    try:
+        adapter.start_consumer()
+        task = adapter.enqueue_task_sync("fail", priority=8)
+        deadline = time.monotonic() + 10
+        while not adapter.list_dead_letters_sync() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [record] = adapter.list_dead_letters_sync()
+        assert (record.task_id, record.priority) == (task.id, 8)
+        adapter.stop_consumer(5)
+        [again] = adapter.redrive_dead_letters_sync()
+        store = SqlTaskStore(
+            SqliteDialect(str(tmp_path / "t.db"), 5.0), config.queue_name, result_ttl_s=60
+        )
+        assert store.message(again.id).priority == 8
+    finally:
+        adapter.shutdown()

@@ -24,6 +24,7 @@ from taskserve_conformance.groups.graceful_stop import GracefulStopTests
 from taskserve_conformance.groups.handler_policy import HandlerPolicyTests
 from taskserve_conformance.groups.health_metrics import HealthAndMetricsTests
 from taskserve_conformance.groups.payload import PayloadTests
+from taskserve_conformance.groups.priorities import PriorityTests
 from taskserve_conformance.groups.progress import ProgressTests
 from taskserve_conformance.groups.result_ttl import ResultTTLTests
 from taskserve_conformance.groups.retry import RetryTests
@@ -47,6 +48,7 @@ TEST_GROUPS: tuple[type, ...] = (
     RetryTaskTests,
     ProgressTests,
     DelayedTaskTests,
+    PriorityTests,
     TimeLimitTests,
     ChaosTests,
 )

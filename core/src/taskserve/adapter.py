@@ -48,7 +48,7 @@ from taskserve.models import (
 )
 from taskserve.plugins import emit
 from taskserve.redaction import redact_url
-from taskserve.scheduling import due_time
+from taskserve.scheduling import due_time, task_priority
 from taskserve.serialization import TaskMessage, build_message
 from taskserve.states import TaskState
 
@@ -90,8 +90,6 @@ class EnqueueOptions:
     """Unix time before which the task must not run (the store keeps it back)."""
     expires_at: float | None = None
     """Unix time after which it is not run any more (it ends CANCELLED)."""
-    priority: int | None = None
-    """The engine's publish priority, on the engine's own scale."""
 
 
 def _async_twin(sync_method: Callable[..., _R]) -> Callable[..., Awaitable[_R]]:
@@ -315,6 +313,7 @@ class TaskProcessorAdapter(ABC):
         retried_from: str | None = None,
         delay_s: float | None = None,
         eta: datetime | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> TaskResult:
         """Enqueue a task; return its PENDING :class:`TaskResult`.
@@ -329,8 +328,12 @@ class TaskProcessorAdapter(ABC):
         kept by the store (a consumer or broker restart does not lose it),
         cancelable while it waits, never started before it is due.
 
-        ``options`` are the engine's own (Celery's ``countdown``, ``expires``,
-        ``priority``); an option the adapter does not take is a
+        With ``priority`` (0 to 9, higher first; PRIORITIES) a consumer with a
+        free slot starts the ready tasks of its queue with the highest priority
+        first; a task without one has the lowest, 0.
+
+        ``options`` are the engine's own (Celery's ``countdown``, ``expires``);
+        an option the adapter does not take is a
         :class:`ConfigError`.
         """
         if self.routing:
@@ -343,9 +346,13 @@ class TaskProcessorAdapter(ABC):
                 retried_from=retried_from,
                 delay_s=delay_s,
                 eta=eta,
+                priority=priority,
                 **options,
             )
         due = due_time(delay_s, eta)
+        priority = task_priority(priority)
+        if priority is not None:
+            self.require(Capability.PRIORITIES)
         engine_options = self._enqueue_options(dict(options))
         not_before = engine_options.not_before
         if due is not None:
@@ -367,7 +374,7 @@ class TaskProcessorAdapter(ABC):
             retried_from=retried_from,
             not_before=not_before,
             expires_at=engine_options.expires_at,
-            priority=engine_options.priority,
+            priority=priority,
         )
         result = self._enqueue(message, idempotency_key)
         if result.id == message.id:
@@ -414,13 +421,17 @@ class TaskProcessorAdapter(ABC):
         return CancelOutcome(id=task_id, cancelled=changed, status=status, message=message)
 
     def retry_task_sync(self, task_id: TaskIdLike) -> TaskResult:
-        """Enqueue a finished task's original payload again under a new id
-        linked to the old one (``retried_from``)."""
+        """Enqueue a finished task's original payload again, with its priority,
+        under a new id linked to the old one (``retried_from``)."""
         original = self._get_message(task_id_of(task_id))
         if self.routing and original.queue_name:
             return self.for_queue(original.queue_name).retry_task_sync(original.id)
         return self.enqueue_task_sync(
-            original.name, original.args, original.kwargs, retried_from=original.id
+            original.name,
+            original.args,
+            original.kwargs,
+            retried_from=original.id,
+            priority=original.priority,
         )
 
     # -- routing (an adapter built from its typed config alone) -------------
@@ -545,6 +556,7 @@ class TaskProcessorAdapter(ABC):
                     record.args,
                     record.kwargs,
                     retried_from=record.task_id,
+                    priority=record.priority,
                     idempotency_key=f"redrive:{record.id}" if keyed else None,
                 )
             except BrokerUnavailable as e:

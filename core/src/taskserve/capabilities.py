@@ -43,6 +43,11 @@ class Capability(enum.StrEnum):
         "delayed_tasks",
         "Does a task enqueued with delay_s or eta wait durably, cancelable, until it is due?",
     )
+    PRIORITIES = (
+        "priorities",
+        "Does a consumer with a free slot start a ready task of a higher priority (0-9) "
+        "before any ready task of a lower one of its queue?",
+    )
     DEAD_LETTERS = (
         "dead_letters",
         "Are failed and unprocessable tasks kept, listable, redrivable and purgeable?",

@@ -35,7 +35,7 @@ from taskserve.factory import instantiate_adapter_from_config
 from taskserve.models import DeadLetterKind
 from taskserve.redaction import redact_url
 from taskserve.registry import installed_adapters, resolve_adapter
-from taskserve.scheduling import due_time
+from taskserve.scheduling import due_time, task_priority
 
 CONFIG_ENV = "TASKSERVE_CONFIG"
 
@@ -155,6 +155,7 @@ def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
     task_kwargs = _json_arg(args.kwargs, "--kwargs", dict)
     eta = _time_arg(args.eta, "--eta")
     due_time(args.delay_s, eta)  # refused before connecting
+    task_priority(args.priority)
     adapter = _adapter(args)
     try:
         result = adapter.enqueue_task_sync(
@@ -164,6 +165,7 @@ def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
             idempotency_key=args.idempotency_key,
             delay_s=args.delay_s,
             eta=eta,
+            priority=args.priority,
         )
     finally:
         adapter.shutdown()
@@ -280,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue.add_argument(
         "--eta", metavar="TIME", help="run no earlier than this ISO 8601 time (with offset)"
+    )
+    enqueue.add_argument(
+        "--priority", type=int, metavar="0-9", help="higher priorities run first (default 0)"
     )
     enqueue.set_defaults(func=cmd_enqueue)
 

@@ -48,7 +48,7 @@ from taskserve.models import (
     TaskProgress,
     TaskResult,
 )
-from taskserve.scheduling import due_time
+from taskserve.scheduling import due_time, task_priority
 from taskserve.states import TaskState
 
 DEFAULT_POLL_INTERVAL_S = 0.25
@@ -121,8 +121,10 @@ def _submit_body(
     kwargs: Mapping[str, Any] | None,
     delay_s: float | None = None,
     eta: datetime | None = None,
+    priority: int | None = None,
 ) -> dict[str, Any]:
     due_time(delay_s, eta)  # the same checks as the server's, before any request
+    task_priority(priority)
     body: dict[str, Any] = {
         "task_name": task_name,
         "args": list(args or []),
@@ -132,6 +134,8 @@ def _submit_body(
         body["delay_s"] = delay_s
     if eta is not None:
         body["eta"] = eta.isoformat()
+    if priority is not None:
+        body["priority"] = priority
     return body
 
 
@@ -233,12 +237,14 @@ class TaskClient:
         idempotency_key: str | None = None,
         delay_s: float | None = None,
         eta: datetime | None = None,
+        priority: int | None = None,
     ) -> TaskHandle:
         """Enqueue a task and return its handle at once; with ``delay_s`` or
-        ``eta`` (an aware datetime) it runs no earlier than that."""
+        ``eta`` (an aware datetime) it runs no earlier than that, and with
+        ``priority`` (0-9) before ready tasks of lower priorities."""
         response = self._http.post(
             self._url("/submit"),
-            json=_submit_body(task_name, args, kwargs, delay_s, eta),
+            json=_submit_body(task_name, args, kwargs, delay_s, eta, priority),
             headers=_headers(idempotency_key),
         )
         _raise_for(response)
@@ -408,12 +414,14 @@ class AsyncTaskClient:
         idempotency_key: str | None = None,
         delay_s: float | None = None,
         eta: datetime | None = None,
+        priority: int | None = None,
     ) -> AsyncTaskHandle:
         """Enqueue a task and return its handle at once; with ``delay_s`` or
-        ``eta`` (an aware datetime) it runs no earlier than that."""
+        ``eta`` (an aware datetime) it runs no earlier than that, and with
+        ``priority`` (0-9) before ready tasks of lower priorities."""
         response = await self._http.post(
             self._url("/submit"),
-            json=_submit_body(task_name, args, kwargs, delay_s, eta),
+            json=_submit_body(task_name, args, kwargs, delay_s, eta, priority),
             headers=_headers(idempotency_key),
         )
         _raise_for(response)

@@ -101,6 +101,7 @@ from taskserve.models import (
     TaskResult,
 )
 from taskserve.redaction import REVEAL_SECRETS, RedactedUrl, SecretUrl, redact_url, secret_value
+from taskserve.scheduling import MAX_PRIORITY, MIN_PRIORITY, task_priority
 from taskserve.serialization import WIRE_VERSION, TaskMessage, dumps_json, new_task_id
 from taskserve.states import TaskState
 
@@ -123,7 +124,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "MAX_PRIORITY",
     "MAX_TICK_S",
+    "MIN_PRIORITY",
     "REVEAL_SECRETS",
     "SCHEMA_VERSION",
     "WIRE_VERSION",
@@ -203,5 +206,6 @@ __all__ = [
     "redis_unavailable",
     "result_json",
     "secret_value",
+    "task_priority",
     "warn_ignored",
 ]

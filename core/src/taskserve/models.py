@@ -277,6 +277,9 @@ class DeadLetter(BaseModel):  # type: ignore[no-redef,unused-ignore]
     attempts: int
     enqueued_at: float | None
     failed_at: float = Field(default_factory=time.time)
+    priority: int | None = Field(
+        default=None, description="The task's priority (0-9), kept for a redrive; None: none."
+    )
 
 
 class NotRedriven(BaseModel):

@@ -1,4 +1,5 @@
-"""When a delayed task is due: ``delay_s`` and ``eta`` of an enqueue, checked."""
+"""When and in what order a task runs: ``delay_s``, ``eta`` and ``priority`` of an
+enqueue, checked."""
 
 from __future__ import annotations
 
@@ -11,6 +12,30 @@ from taskserve.errors import InvalidArgument
 
 MAX_DELAY_S = 366 * 24 * 3600.0
 """The longest wait a task may be enqueued with (a year and a day)."""
+
+MIN_PRIORITY = 0
+"""The lowest priority, and that of a task enqueued without one."""
+MAX_PRIORITY = 9
+"""The highest priority: within a queue, higher priorities run first."""
+
+
+def task_priority(priority: Any) -> int | None:
+    """``priority`` of an enqueue, checked: None (the lowest, :data:`MIN_PRIORITY`)
+    or an integer from :data:`MIN_PRIORITY` to :data:`MAX_PRIORITY`, higher first.
+    Anything else raises :class:`~taskserve.InvalidArgument` naming it."""
+    if priority is None:
+        return None
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidArgument(
+            f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, "
+            f"got {type(priority).__name__}"
+        )
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidArgument(
+            f"priority must be from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest), "
+            f"got {priority}"
+        )
+    return priority
 
 
 def due_time(delay_s: Any = None, eta: Any = None, *, now: float | None = None) -> float | None:

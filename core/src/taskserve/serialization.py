@@ -201,11 +201,22 @@ class TaskMessage:
     expires_at: float | None = None
     """Unix time after which the task is not run any more (it ends CANCELLED)."""
     priority: int | None = None
-    """The engine's publish priority of this task (its own scale), if any."""
+    """The task's priority, 0 to 9, higher first (None: the lowest, 0)."""
 
     def with_seq(self, seq: int | None) -> TaskMessage:
         """This message as published under publish number ``seq``."""
         return dataclasses.replace(self, seq=seq)
+
+    @property
+    def ledger_mark(self) -> int | None:
+        """The publish number its delivery marks as passed in a ledger store, or
+        None. Engines deliver higher priorities first, so only a delivery of the
+        lowest priority proves that every message published before it was
+        fetched: a message of a higher priority marks nothing (a lost one is
+        found once a later lowest-priority message starts, or the queue is
+        empty), and a task of a low priority waiting behind a stream of higher
+        ones is never taken for lost."""
+        return self.seq if not self.priority else None
 
     def to_json(self) -> str:
         """The message as JSON text (its args and kwargs already checked)."""

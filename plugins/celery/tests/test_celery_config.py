@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ from taskserve import (
 from taskserve import errors as taskserve_errors
 from taskserve.serve import TaskAdapter
 from taskserve_celery import CeleryAdapter, CeleryAdapterConfig
-from taskserve_celery.engine import build_app, transport_options
+from taskserve_celery.config import BrokerKind
+from taskserve_celery.engine import (
+    QUEUE_ARGUMENTS,
+    broker_priority,
+    build_app,
+    task_queue,
+    transport_options,
+)
 
 REDIS = "redis://:s3cret-pw@127.0.0.1:6379/0"
 AMQP = "amqp://guest:s3cret-pw@127.0.0.1:5672//"
@@ -189,6 +197,56 @@ def test_redis_visibility_timeout_is_the_lease_and_unacked_keys_are_per_queue() 
     options = transport_options(config, config.adapter_config)
     assert options["visibility_timeout"] == 7
     assert "q1" in options["unacked_key"] and "q1" in options["unacked_index_key"]
+
+
+def test_redis_keeps_one_list_per_priority_popped_lowest_kombu_priority_first() -> None:
+    config = _processor(broker_url=REDIS)
+    assert isinstance(config.adapter_config, CeleryAdapterConfig)
+    options = transport_options(config, config.adapter_config)
+    assert options["priority_steps"] == list(range(10))
+    assert options["queue_order_strategy"] == "priority"
+
+
+def test_priorities_are_published_on_each_brokers_scale() -> None:
+    assert [broker_priority(p, BrokerKind.AMQP) for p in range(10)] == list(range(10))
+    assert [broker_priority(p, BrokerKind.REDIS) for p in range(10)] == list(range(9, -1, -1))
+    assert broker_priority(5, BrokerKind.FILESYSTEM) is None
+
+
+def test_every_declared_queue_has_rabbitmqs_native_priorities() -> None:
+    assert QUEUE_ARGUMENTS == {"x-max-priority": 9}
+    assert task_queue("q").queue_arguments == {"x-max-priority": 9}  # type: ignore[attr-defined]
+    config = _processor(broker_url=AMQP, backend_url=REDIS)
+    assert isinstance(config.adapter_config, CeleryAdapterConfig)
+    [declared] = build_app(config, config.adapter_config).conf.task_queues
+    assert declared.queue_arguments == {"x-max-priority": 9}
+
+
+def test_celerys_redis_priority_options_are_accepted_and_others_ignored_with_a_warning(
+    fresh_warnings: None,
+) -> None:
+    celerys = {"priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _processor(broker_url=REDIS, broker_transport_options=celerys)
+    with pytest.warns(IgnoredSettingWarning, match="priority_steps"):
+        config = _processor(broker_url=REDIS, broker_transport_options={"priority_steps": [0, 5]})
+    assert isinstance(config.adapter_config, CeleryAdapterConfig)
+    assert transport_options(config, config.adapter_config)["priority_steps"] == list(range(10))
+
+
+@pytest.mark.parametrize("priority", [0, 9, None])
+def test_task_custom_config_priority_is_a_default_priority_from_0_to_9(
+    priority: int | None,
+) -> None:
+    settings = CeleryAdapterConfig(broker_url=REDIS, task_custom_config={"priority": priority})
+    assert settings.task_custom_config == {"priority": priority}
+
+
+@pytest.mark.parametrize("priority", [10, -1, True, "5", 2.5])
+def test_a_bad_task_custom_config_priority_is_refused_naming_it(priority: Any) -> None:
+    with pytest.raises(ConfigError, match=r"task_custom_config\.priority .*priority must be"):
+        _processor(broker_url=REDIS, task_custom_config={"priority": priority})
 
 
 def test_passwords_never_show() -> None:

@@ -216,12 +216,20 @@ class Queue:
 def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Queue]]:
     made: list[Queue] = []
 
-    def make(queue_name: str | None = None, **fields: Any) -> Queue:
+    def make(
+        queue_name: str | None = None,
+        task_custom_config: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Queue:
         unique = uuid.uuid4().hex[:10]
         if request.param == "redis":
-            adapter_config = CeleryAdapterConfig(broker_url=REDIS, backend_url=REDIS_BACKEND)
+            adapter_config = CeleryAdapterConfig(
+                broker_url=REDIS, backend_url=REDIS_BACKEND, task_custom_config=task_custom_config
+            )
         else:
-            adapter_config = _filesystem_config(tmp_path / unique)
+            adapter_config = _filesystem_config(
+                tmp_path / unique, task_custom_config=task_custom_config
+            )
         fields.setdefault("retry_backoff_s", 0.1)
         config = TaskProcessorConfig(
             queue_name=queue_name or f"compat_{unique}",
@@ -249,6 +257,35 @@ def test_a_queue_name_with_spaces_carries_tasks_on_redis_and_rabbitmq(broker_url
         queue.consume(echo=lambda value: value)
         done = queue.wait(queue.producer.enqueue_task_sync("echo", args=["spaced"]))
         assert (done.status, done.result) == (TaskState.SUCCESS, "spaced")
+    finally:
+        queue.close()
+
+
+def test_a_rabbitmq_queue_declared_without_priorities_is_refused_saying_what_to_do() -> None:
+    """A queue created without ``x-max-priority`` (by Ray Serve's adapter, or by an
+    earlier taskserve-celery) cannot be declared with it: RabbitMQ refuses."""
+    from kombu.connection import Connection
+    from kombu.entity import Exchange
+    from kombu.entity import Queue as KombuQueue
+
+    config = TaskProcessorConfig(
+        queue_name=f"compat_plain_{uuid.uuid4().hex[:10]}",
+        adapter_config=CeleryAdapterConfig(broker_url=AMQP, backend_url=REDIS_BACKEND),
+    )
+    name = config.queue_name
+    connection: Any
+    with Connection(AMQP) as connection:  # type: ignore[no-untyped-call]
+        exchange = Exchange(name, type="direct", durable=True)  # type: ignore[no-untyped-call]
+        plain = KombuQueue(name, exchange, routing_key=name, durable=True)  # type: ignore[no-untyped-call]
+        plain(connection.channel()).declare()  # type: ignore[no-untyped-call]
+    queue = Queue(config)
+    try:
+        expected = rf"queue '{name}': it exists with other arguments.*Delete the queue"
+        with pytest.raises(ConfigError, match=expected):
+            queue.producer.enqueue_task_sync("echo", args=[1], priority=3)
+        assert queue.producer.get_metrics_sync().queue_depth == 0
+        with pytest.raises(ConfigError, match=expected):
+            queue.consume(echo=lambda value: value)
     finally:
         queue.close()
 
@@ -326,6 +363,20 @@ def test_an_expired_task_is_not_run_and_ends_cancelled(make_queue: Callable[...,
     assert runs == ["fresh"]
 
 
+def _redis_priority_lists(name: str) -> dict[int, int]:
+    """Messages waiting in each of kombu's Redis lists of queue ``name``, by kombu
+    priority (the list of 0 is named after the queue, the others add a step)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    try:
+        lengths = {0: int(client.llen(name))}
+        lengths.update({step: int(client.llen(f"{name}\x06\x16{step}")) for step in range(1, 10)})
+    finally:
+        client.close()
+    return {step: length for step, length in lengths.items() if length}
+
+
 def test_priority_is_published_where_the_broker_has_priorities(
     make_queue: Callable[..., Queue],
 ) -> None:
@@ -335,19 +386,45 @@ def test_priority_is_published_where_the_broker_has_priorities(
     if settings.broker_url == "filesystem://":
         with pytest.raises(ConfigError, match="the filesystem broker has no priorities"):
             queue.producer.enqueue_task_sync("echo", args=[1], priority=5)
+        assert queue.producer.get_metrics_sync().queue_depth == 0
         return
-    queue.consume(echo=lambda value: value)
+    urgent = queue.producer.enqueue_task_sync("echo", args=["urgent"], priority=9)
     task = queue.producer.enqueue_task_sync("echo", args=[1], priority=5)
+    plain = queue.producer.enqueue_task_sync("echo", args=["plain"])
+    # kombu pops its list of priority 0 first: taskserve's 9 goes there, its 0 to 9.
+    assert _redis_priority_lists(queue.config.queue_name) == {0: 1, 4: 1, 9: 1}
+    assert CeleryAdapter.broker_queue_length(REDIS, queue.config.queue_name) == 3
+    queue.consume(echo=lambda value: value)
     assert queue.wait(task).result == 1
+    assert queue.wait(urgent).result == "urgent" and queue.wait(plain).result == "plain"
     message = queue.producer.store.message(task.id)  # type: ignore[attr-defined]
     assert message.priority == 5
+
+
+def test_task_custom_config_priority_is_the_default_of_tasks_without_one(
+    make_queue: Callable[..., Queue], fresh_warnings: None
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IgnoredSettingWarning)
+        queue = make_queue(task_custom_config={"priority": 7})
+    ignored = [str(w.message) for w in caught if issubclass(w.category, IgnoredSettingWarning)]
+    assert isinstance(queue.config.adapter_config, CeleryAdapterConfig)
+    if queue.config.adapter_config.broker_url == "filesystem://":
+        assert any("task_custom_config.priority" in text for text in ignored), ignored
+        queue.consume(echo=lambda value: value)
+        assert queue.wait(queue.producer.enqueue_task_sync("echo", args=[1])).result == 1
+        return
+    assert not ignored
+    queue.producer.enqueue_task_sync("echo", args=["defaulted"])
+    queue.producer.enqueue_task_sync("echo", args=["own"], priority=1)
+    assert _redis_priority_lists(queue.config.queue_name) == {2: 1, 8: 1}  # 9 - 7 and 9 - 1
 
 
 def test_other_enqueue_options_are_refused_naming_the_supported_ones(
     make_queue: Callable[..., Queue],
 ) -> None:
     queue = make_queue()
-    with pytest.raises(ConfigError, match="countdown, expires, priority"):
+    with pytest.raises(ConfigError, match=r"takes countdown, expires \(with Celery's meaning\)"):
         queue.producer.enqueue_task_sync("echo", link="callback")
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
     with pytest.raises(InvalidArgument, match="not both"):

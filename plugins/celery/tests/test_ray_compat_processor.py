@@ -162,7 +162,9 @@ class Setup:
 
     def messages_by_queue(self, config: TaskProcessorConfig) -> Counter[str]:
         """Messages waiting on the broker, by queue: message files by routing key
-        (as Ray's test reads the filesystem broker), or Redis list lengths."""
+        (as Ray's test reads the filesystem broker), or the lengths of a queue's
+        Redis lists (kombu keeps one per priority; a task of priority 0 waits in
+        the list of kombu priority 9)."""
         names = [
             n
             for n in (
@@ -179,7 +181,8 @@ class Setup:
             client = redis.Redis.from_url(REDIS_BROKER)
             try:
                 for name in names:
-                    counts[name] = int(client.llen(name))
+                    lists = [name, *(f"{name}\x06\x16{step}" for step in range(1, 10))]
+                    counts[name] = sum(int(client.llen(key)) for key in lists)
             finally:
                 client.close()
             return counts

@@ -85,8 +85,8 @@ def test_typed_config_selects_the_adapter() -> None:
         )
 
 
-def test_every_capability_is_declared() -> None:
-    assert DramatiqAdapter.capabilities == frozenset(Capability)
+def test_every_capability_but_priorities_is_declared() -> None:
+    assert DramatiqAdapter.capabilities == frozenset(Capability) - {Capability.PRIORITIES}
 
 
 def test_dramatiq_reserved_queue_suffixes_are_refused() -> None:

@@ -1,13 +1,15 @@
 """The kit's SQL store on PostgreSQL: what the dialect adds to the store contract.
 
 Concurrent claims take different rows without waiting (``SKIP LOCKED``), a
-``NOTIFY`` wakes an idle consumer at once and a stop ends its wait, replicas
-creating the schema at once are safe, and JSON comes back exactly as it
-went in. The module has a database of its own, each test a schema in it.
+claim takes the highest ready priority first, a ``NOTIFY`` wakes an idle
+consumer at once and a stop ends its wait, replicas creating the schema at
+once are safe, a schema of version 4 gets the priority column, and JSON comes
+back exactly as it went in. The module has a database of its own, each test a schema in it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -133,6 +135,65 @@ def test_concurrent_claimers_take_every_task_once(make_store: StoreFactory) -> N
         taken = [task for found in pool.map(drain, claimers) for task in found]
     assert sorted(taken) == sorted(sent)
     assert producer.counts().in_flight == len(sent)
+
+
+def _queued_at(store: SqlTaskStore, priority: int | None, **fields: Any) -> TaskMessage:
+    message = dataclasses.replace(_message(priority), priority=priority, **fields)
+    assert store.insert(message, None).created
+    return message
+
+
+def _claim_all(store: SqlTaskStore) -> list[str]:
+    taken = []
+    while (claimed := store.claim(OWNER, 30.0, 3)) is not None:
+        taken.append(claimed.task_id)
+    return taken
+
+
+def test_a_claim_takes_the_highest_ready_priority_first(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.ensure_schema()
+    delayed = _queued_at(store, 9, not_before=time.time() + 1.0)
+    sent = [_queued_at(store, p) for p in (None, 5, 8, 0, 8, None, 1)]
+    priority_of = {m.id: m.priority or 0 for m in sent}
+    order = [priority_of[task_id] for task_id in _claim_all(store)]
+    assert order == [8, 8, 5, 1, 0, 0, 0], "the delayed task was claimed before it was due"
+    time.sleep(1.1)
+    assert _claim_all(store) == [delayed.id]
+
+
+def test_a_version_4_schema_gets_the_priority_column(make_store: StoreFactory, schema: str) -> None:
+    old = make_store()
+    waiting = [_message(i) for i in range(2)]
+    for message in waiting:
+        old.insert(message, None)
+    with old.dialect.connection() as db:  # the layout of version 4
+        db.execute(f"ALTER TABLE {schema}.tasks DROP COLUMN priority")  # and its indexes
+        db.execute(f"ALTER TABLE {schema}.dead_letters DROP COLUMN priority")
+        db.execute(
+            f"CREATE INDEX tasks_queued ON {schema}.tasks (queue, visible_at)"
+            " WHERE status IN ('PENDING', 'RETRY')"
+        )
+        db.execute(
+            f"CREATE INDEX tasks_leased ON {schema}.tasks (queue, visible_at)"
+            " WHERE status = 'STARTED'"
+        )
+        db.execute(f"UPDATE {schema}.schema_version SET version = 4")
+    store = make_store()
+    urgent = _queued_at(store, 3)
+    assert _claim_all(store)[0] == urgent.id  # the rows of version 4 have priority 0
+    with store.dialect.connection() as db:
+        rows = db.execute(f"SELECT version FROM {schema}.schema_version").fetchall()
+        assert [tuple(row) for row in rows] == [(SCHEMA_VERSION,)]
+        rows = db.execute(f"SELECT id, priority FROM {schema}.tasks").fetchall()
+        assert sorted(map(tuple, rows)) == sorted([*((m.id, 0) for m in waiting), (urgent.id, 3)])
+        rows = db.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s"
+            " AND indexname IN ('tasks_queued', 'tasks_leased')",
+            (schema,),
+        ).fetchall()
+        assert len(rows) == 2
+        assert all("(queue, priority DESC, visible_at)" in row[0] for row in rows), rows
 
 
 def test_schema_creation_from_many_replicas_at_once_is_safe(

@@ -315,6 +315,64 @@ def test_a_retry_waits_in_the_ledger_and_reads_scheduled_in_rq(
         consumer.shutdown()
 
 
+# -- priorities -------------------------------------------------------------------------
+def test_a_queue_name_like_a_priority_level_is_refused() -> None:
+    with pytest.raises(ConfigError, match="priority levels"):
+        TaskProcessorConfig(queue_name="q@priority-3", adapter_config=RQAdapterConfig())
+    TaskProcessorConfig(
+        queue_name="q@priority-0",
+        adapter_config=RQAdapterConfig(),
+        failed_task_queue_name="q@priority-3",  # a record in the store, not an RQ queue
+    )
+
+
+def test_each_priority_waits_in_the_rq_queue_of_its_level(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    client, name = producer.store.client, producer.config.queue_name
+    low, high = producer.enqueue_task_sync("t"), producer.enqueue_task_sync("t", priority=7)
+    assert Queue(name, connection=client).job_ids == [low.id]
+    assert Queue(f"{name}@priority-7", connection=client).job_ids == [high.id]
+    assert producer.broker.queued() == 2
+    assert producer.cancel_task_sync(high.id).status is TaskState.CANCELLED
+    assert producer.broker.queued() == 1
+
+
+def test_a_fetch_takes_the_highest_level_first_and_wakes_on_a_publish(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    broker = producer.broker
+    tasks = [producer.enqueue_task_sync("t", priority=p) for p in (None, 3, 9, 3)]
+    fetched = [f for f in (broker.fetch(1) for _ in tasks) if f is not None]
+    assert [job_id for _, job_id in fetched] == [tasks[i].id for i in (2, 1, 3, 0)]
+    levels = [f"{broker.name}@priority-{p}" for p in (9, 3, 3)] + [broker.name]
+    assert [queue.name for queue, _ in fetched] == levels
+    assert broker.queued() == 0
+    late: list[TaskResult] = []
+    timer = threading.Timer(0.3, lambda: late.append(producer.enqueue_task_sync("t", priority=5)))
+    started = time.monotonic()
+    timer.start()
+    woken = broker.fetch(10)
+    assert time.monotonic() - started < 5.0, "an idle fetch slept through a publish"
+    assert woken is not None and woken[1] == late[0].id
+
+
+def test_the_reaper_hands_a_job_back_to_its_own_level(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    producer = make_adapter()
+    broker, client = producer.broker, producer.store.client
+    task = producer.enqueue_task_sync("t", priority=4)
+    fetched = broker.fetch(1)
+    assert fetched is not None and fetched[1] == task.id
+    client.zadd(broker.leases_key, {f"{task.id}:exec": time.time() - 1})
+    assert broker.reap(grace_s=60) == [task.id]
+    level = Queue(f"{broker.name}@priority-4", connection=client)
+    assert level.job_ids == [task.id] and broker.queue.job_ids == []
+
+
 # -- crash recovery -----------------------------------------------------------------------
 def test_reaper_hands_back_jobs_of_dead_consumers(make_adapter: Callable[..., RQAdapter]) -> None:
     producer = make_adapter()

@@ -31,6 +31,10 @@ GATED_CALLS: dict[str, tuple[Capability, Callable[[TaskProcessorAdapter, str], A
         Capability.IDEMPOTENCY_KEYS,
         lambda a, t: a.enqueue_task_sync("noop", idempotency_key="k"),
     ),
+    "priority": (
+        Capability.PRIORITIES,
+        lambda a, t: a.enqueue_task_sync("noop", priority=5),
+    ),
     "metrics": (Capability.QUEUE_METRICS, lambda a, t: a.get_metrics_sync()),
     "list-dead-letters": (Capability.DEAD_LETTERS, lambda a, t: a.list_dead_letters_sync()),
     "redrive-dead-letters": (

@@ -13,8 +13,8 @@ now and publishes them through the adapter:
   ago (``lease``): delivered again within the lease plus that grace, even where
   the engine would wait longer or never redeliver;
 * tasks whose message was never claimed (``lost``): later messages of the
-  queue were claimed more than ``claim_bound_s`` ago, or the engine's queue is
-  empty. This closes every window in which an engine can lose a message.
+  queue's lowest priority were claimed more than ``claim_bound_s`` ago, or the
+  engine's queue is empty. This closes every window in which an engine can lose a message.
 
 Tasks published again after a crash or a loss go through ``publish_first``
 where the engine has one (the head of the queue), so they run before a

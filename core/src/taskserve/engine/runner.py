@@ -688,6 +688,7 @@ class TaskRunner:
             task_name=message.name if message else None,
             args=message.args if message else None,
             kwargs=message.kwargs if message else None,
+            priority=message.priority if message else None,
             raw=None if message else raw,
             error=error,
             attempts=attempts,

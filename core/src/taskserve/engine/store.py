@@ -292,8 +292,9 @@ class QueueStore(TaskStore, Protocol):
     (sqlite, PostgreSQL), served by :class:`~taskserve.engine.polling.PollingConsumer`."""
 
     def claim(self, owner: str, lease_s: float, max_attempts: int) -> Claimed | None:
-        """Take the next deliverable task (expired leases first, then the oldest
-        due one) and ``begin`` it in the same step; None when none is due."""
+        """Take the next deliverable task (expired leases first, then the due one
+        of the highest priority, oldest first within a priority) and ``begin`` it
+        in the same step; None when none is due."""
 
     def insert_raw(self, payload: bytes, task_id: str) -> None:
         """Queue bytes that are not a task message (harnesses test undecodable

@@ -24,7 +24,7 @@ from taskserve.models import (
     TaskProgress,
     TaskResult,
 )
-from taskserve.scheduling import MAX_DELAY_S
+from taskserve.scheduling import MAX_DELAY_S, MAX_PRIORITY, MIN_PRIORITY
 from taskserve.states import TaskState
 
 
@@ -60,6 +60,15 @@ class SubmitRequest(BaseModel):
             "2026-01-31T12:00:00Z); not together with delay_s."
         ),
     )
+    priority: int | None = Field(
+        default=None,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description=(
+            "Priority within the queue, 0 (lowest, the default) to 9: a consumer with a "
+            "free slot starts higher priorities first."
+        ),
+    )
 
     @field_validator("eta", mode="before")
     @classmethod
@@ -67,6 +76,16 @@ class SubmitRequest(BaseModel):
         # RFC 3339 text only: pydantic would read a number as a unix time.
         if value is not None and not isinstance(value, (str, datetime)):
             raise ValueError("eta must be an RFC 3339 time with an offset, as text")
+        return value
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_is_a_number(cls, value: Any) -> Any:
+        # A JSON integer (6.0 is one, to JSON Schema); not text or a boolean.
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
+            raise ValueError("priority must be an integer from 0 to 9")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         return value
 
     @model_validator(mode="after")

@@ -379,6 +379,7 @@ def task_router(
                 idempotency_key=idempotency_key,
                 delay_s=body.delay_s,
                 eta=body.eta,
+                priority=body.priority,
             )
             return ok(accepted(request, task), 202)
 

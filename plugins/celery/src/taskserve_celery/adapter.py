@@ -9,10 +9,14 @@ results, cancel requests, delivery counts, leases and dead letters live in a
 file), so the adapter keeps every promise of the contract where Celery alone
 does not: durable cancel, forward-only status, crash redelivery within the
 lease, exact dead letters, and failure routing owned by this adapter instance.
+Task priorities are the broker's: RabbitMQ's native ones, kombu's priority
+lists on Redis (:func:`~taskserve_celery.engine.broker_priority`); the
+filesystem broker has none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from taskserve.kit import (
     StoreAdapter,
     TaskMessage,
     TaskProcessorConfig,
+    TaskResult,
     TaskRunner,
 )
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig, StateKind
@@ -49,7 +54,7 @@ from taskserve_celery.engine import (
 
 _T = TypeVar("_T")
 
-ENQUEUE_OPTIONS = ("countdown", "expires", "priority")
+ENQUEUE_OPTIONS = ("countdown", "expires")
 """Celery's ``send_task`` options the adapter takes, with Celery's meaning."""
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -181,9 +186,9 @@ class CeleryAdapter(StoreAdapter[StateStore]):
     # -- producer ----------------------------------------------------------
     def _enqueue_options(self, options: dict[str, Any]) -> EnqueueOptions:
         """Celery's ``countdown`` (as ``delay_s``: the store keeps the task back
-        until then: PENDING, cancelable, never early), ``expires`` (a task
-        delivered later is not run: CANCELLED) and ``priority`` (published with
-        it). ``eta`` is taskserve's own enqueue argument."""
+        until then: PENDING, cancelable, never early) and ``expires`` (a task
+        delivered later is not run: CANCELLED). ``eta`` and ``priority`` are
+        taskserve's own enqueue arguments."""
         unknown = sorted(set(options) - set(ENQUEUE_OPTIONS))
         if unknown:
             raise ConfigError(
@@ -201,24 +206,39 @@ class CeleryAdapter(StoreAdapter[StateStore]):
             expires_at = _unix_time("expires", expires)
         elif expires is not None:
             expires_at = now + _seconds("expires", expires)
-        priority = options.get("priority")
-        if priority is not None:
-            if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
-                raise ConfigError("enqueue option priority must be a non-negative integer")
-            if self.settings.broker_kind is BrokerKind.FILESYSTEM:
-                raise ConfigError(
-                    "enqueue option priority: the filesystem broker has no priorities"
-                )
-        return EnqueueOptions(not_before=not_before, expires_at=expires_at, priority=priority)
+        return EnqueueOptions(not_before=not_before, expires_at=expires_at)
+
+    def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
+        """The filesystem broker has no priorities: a task with one is refused
+        (ConfigError) and nothing is enqueued."""
+        if message.priority is not None and self.settings.broker_kind is BrokerKind.FILESYSTEM:
+            raise ConfigError(
+                "priority: the filesystem broker has no priorities; enqueue without one, "
+                "or use a Redis or RabbitMQ broker"
+            )
+        return super()._enqueue(message, idempotency_key)
 
     def _publish(self, message: TaskMessage) -> None:
-        publish(self.app, message, self.config.queue_name, self.settings.task_custom_config)
+        publish(
+            self.app,
+            message,
+            self.config.queue_name,
+            self.settings.broker_kind,
+            self.settings.task_custom_config,
+        )
 
     def _engine_depth(self) -> int:
         return int(self._with_broker(lambda channel: ready_count(channel, self.config.queue_name)))
 
     # -- consumer ----------------------------------------------------------
     def _make_consumer(self, runner: TaskRunner, concurrency: int) -> CeleryConsumer:
+        """The consumer; on RabbitMQ the queue is declared first, so that a queue
+        RabbitMQ refuses (one created with other arguments) is a ConfigError
+        here instead of a worker that never starts consuming. A broker that
+        cannot be reached is left to the worker, which retries connecting."""
+        if self.settings.broker_kind is BrokerKind.AMQP:
+            with contextlib.suppress(BrokerUnavailable):
+                self._engine_depth()
         return CeleryConsumer(
             app=self.app,
             config=self.config,

@@ -23,7 +23,16 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from taskserve.kit import AdapterConfig, RedactedUrl, secret_value, warn_ignored
+from taskserve.kit import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    AdapterConfig,
+    InvalidArgument,
+    RedactedUrl,
+    secret_value,
+    task_priority,
+    warn_ignored,
+)
 
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
 """Broker URL schemes of the Redis transport."""
@@ -108,8 +117,19 @@ MANAGED_TRANSPORT_OPTIONS = frozenset(
 )
 """Redis transport options derived from ``TaskProcessorConfig.lease_s`` and the queue."""
 
+REDIS_PRIORITY_OPTIONS: dict[str, Any] = {
+    "priority_steps": list(range(MIN_PRIORITY, MAX_PRIORITY + 1)),
+    "queue_order_strategy": "priority",
+}
+"""Redis transport options of task priorities: a list for each of the ten
+priorities (kombu's default of four steps would merge them), popped lowest
+kombu priority first. In ``broker_transport_options`` the same values are
+accepted (as Celery's guide to Redis priorities sets them), others are ignored
+with a warning."""
+
 SUPPORTED_TASK_OPTIONS = frozenset({"priority"})
-"""Keys of ``task_custom_config`` the adapter applies (as publish options)."""
+"""Keys of ``task_custom_config`` the adapter applies: ``priority``, the priority
+(0 to 9, higher first) of tasks enqueued without one."""
 
 IGNORED_TASK_OPTIONS: dict[str, str] = {
     "time_limit": (
@@ -201,7 +221,10 @@ class CeleryAdapterConfig(AdapterConfig):
     )
     task_custom_config: dict[str, Any] | None = Field(
         default=None,
-        description="Options applied to every published task; supported: 'priority'.",
+        description=(
+            "Options applied to every published task; supported: 'priority', the priority "
+            "(0 to 9, higher first) of tasks enqueued without one."
+        ),
     )
     broker_transport_options: dict[str, Any] | None = Field(
         default=None,
@@ -300,6 +323,16 @@ class CeleryAdapterConfig(AdapterConfig):
                     f"{', '.join(managed)} cannot be set here: the visibility timeout is "
                     "TaskProcessorConfig.lease_s, and the unacked keys are per queue"
                 )
+            for key in sorted(set(value) & set(REDIS_PRIORITY_OPTIONS)):
+                given = value[key]
+                if isinstance(given, tuple):
+                    given = list(given)
+                if given != REDIS_PRIORITY_OPTIONS[key]:
+                    warn_ignored(
+                        f"broker_transport_options.{key}={value[key]!r}",
+                        f"taskserve-celery keeps {key}={REDIS_PRIORITY_OPTIONS[key]!r} so that "
+                        "each of the ten task priorities has its own Redis list",
+                    )
         return value
 
     @field_validator("task_custom_config")
@@ -320,6 +353,12 @@ class CeleryAdapterConfig(AdapterConfig):
                 f"{', '.join(sorted(SUPPORTED_TASK_OPTIONS))} (and, with no effect as in Ray "
                 f"Serve, {', '.join(sorted(IGNORED_TASK_OPTIONS))})"
             )
+        try:
+            task_priority(value.get("priority"))
+        except InvalidArgument as e:
+            raise ValueError(
+                f"task_custom_config.priority is the priority of tasks enqueued without one: {e}"
+            ) from None
         for key in sorted(set(value) & set(IGNORED_TASK_OPTIONS)):
             warn_ignored(f"task_custom_config.{key}", IGNORED_TASK_OPTIONS[key])
         return value
@@ -366,11 +405,8 @@ class CeleryAdapterConfig(AdapterConfig):
                 "same directory: producers write messages to data_folder_out and consumers "
                 "read data_folder_in, with one config for both"
             )
-        for key in ("priority",):
-            if self.task_custom_config and key in self.task_custom_config:
-                warn_ignored(
-                    "task_custom_config.priority", "the filesystem broker has no priorities"
-                )
+        if (self.task_custom_config or {}).get("priority") is not None:
+            warn_ignored("task_custom_config.priority", "the filesystem broker has no priorities")
 
     def check_queue_name(self, name: str, field: str) -> None:
         """The filesystem broker names a file after each queue's exchange and takes

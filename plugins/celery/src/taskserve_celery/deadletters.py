@@ -41,7 +41,7 @@ from taskserve.kit import (
     TaskMessage,
     TaskStore,
 )
-from taskserve_celery.engine import task_queue
+from taskserve_celery.engine import declaring, task_queue
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +82,19 @@ def ray_layout(record: DeadLetter) -> tuple[str, list[Any]]:
 
 
 def publish_dead_letter(app: Celery, record: DeadLetter) -> None:
-    """Publish ``record`` to the broker queue named after its dead-letter queue."""
+    """Publish ``record`` to the broker queue named after its dead-letter queue,
+    declared as the adapter declares every queue (:func:`~taskserve_celery.engine.task_queue`;
+    a RabbitMQ queue that exists with other arguments is a ConfigError)."""
     name, args = ray_layout(record)
-    app.send_task(
-        name,
-        args=args,
-        kwargs={},
-        queue=task_queue(record.queue_name),
-        serializer="json",
-        headers={DEAD_LETTER_HEADER: record.id},
-    )
+    with declaring(record.queue_name):
+        app.send_task(
+            name,
+            args=args,
+            kwargs={},
+            queue=task_queue(record.queue_name),
+            serializer="json",
+            headers={DEAD_LETTER_HEADER: record.id},
+        )
 
 
 class Mirror:

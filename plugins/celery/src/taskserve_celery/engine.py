@@ -5,17 +5,21 @@ current or default app, no signal is connected, and every setting that the
 delivery promises depend on is fixed (late acks, prefetch multiplier 1, the
 threads pool, JSON only). On Redis the visibility timeout is the lease and
 the unacked bookkeeping keys are per queue, so a consumer with a short lease
-never restores another queue's messages. On the filesystem broker the
-message folders are created if missing, idle consumers poll every
-``FILESYSTEM_POLL_S``, and messages are written whole before a consumer can
-see them (:mod:`taskserve_celery.filesystem`).
+never restores another queue's messages. Priorities are the brokers' own:
+RabbitMQ queues are declared with ``x-max-priority`` 9, and kombu's Redis
+transport keeps one list per priority (:func:`broker_priority`). On the
+filesystem broker the message folders are created if missing, idle consumers
+poll every ``FILESYSTEM_POLL_S``, and messages are written whole before a
+consumer can see them (:mod:`taskserve_celery.filesystem`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import amqp.exceptions
 import redis
@@ -25,14 +29,21 @@ from kombu.entity import Exchange, Queue
 from kombu.exceptions import KombuError
 
 from taskserve.kit import (
+    MAX_PRIORITY,
     BrokerUnavailable,
+    ConfigError,
     TaskMessage,
     TaskProcessorConfig,
     redact_url,
     redis_unavailable,
     secret_value,
 )
-from taskserve_celery.config import BrokerKind, CeleryAdapterConfig
+from taskserve_celery.config import (
+    REDIS_PRIORITY_OPTIONS,
+    REDIS_SCHEMES,
+    BrokerKind,
+    CeleryAdapterConfig,
+)
 from taskserve_celery.filesystem import TRANSPORT as FILESYSTEM_TRANSPORT
 from taskserve_celery.wire import send_task_arguments
 
@@ -44,6 +55,12 @@ RESTORE_MUTEX_EXPIRE_S = 1
 """Longest a consumer that died (or froze) while restoring expired messages keeps
 the others from restoring them. Restoring twice at once is safe (each message is
 moved back in a transaction), so the lock only saves duplicate scans."""
+
+QUEUE_ARGUMENTS: dict[str, Any] = {"x-max-priority": MAX_PRIORITY}
+"""Arguments of every queue the adapter declares: on RabbitMQ, native priorities
+0 to 9, higher first (the Redis and filesystem transports ignore them). RabbitMQ
+refuses to declare a queue that exists with other arguments
+(:func:`declaring`)."""
 
 
 def broker_failure(error: BaseException) -> bool:
@@ -71,7 +88,8 @@ def unacked_keys(settings: CeleryAdapterConfig, queue_name: str) -> dict[str, st
 
 
 def transport_options(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> dict[str, Any]:
-    """kombu transport options: the user's, plus the lease-derived ones."""
+    """kombu transport options: the user's, plus the lease-derived ones and, on
+    Redis, the priority lists (:data:`~taskserve_celery.config.REDIS_PRIORITY_OPTIONS`)."""
     options: dict[str, Any] = {}
     if settings.broker_kind is BrokerKind.REDIS:
         options.update(unacked_keys(settings, config.queue_name))
@@ -82,7 +100,42 @@ def transport_options(config: TaskProcessorConfig, settings: CeleryAdapterConfig
     else:
         options["polling_interval"] = FILESYSTEM_POLL_S
     options.update(settings.broker_transport_options or {})
+    if settings.broker_kind is BrokerKind.REDIS:
+        options.update(REDIS_PRIORITY_OPTIONS)
     return options
+
+
+def broker_priority(priority: int, broker_kind: BrokerKind) -> int | None:
+    """The message priority a task of ``priority`` (0 to 9, higher first) is
+    published with: the same on RabbitMQ (a queue of ``x-max-priority`` 9 delivers
+    higher ones first); inverted on Redis (``9 - priority``), where kombu keeps one
+    list per priority and pops the list of 0 first; None on the filesystem broker,
+    which has no priorities."""
+    if broker_kind is BrokerKind.AMQP:
+        return priority
+    if broker_kind is BrokerKind.REDIS:
+        return MAX_PRIORITY - priority
+    return None
+
+
+@contextlib.contextmanager
+def declaring(queue_name: str) -> Iterator[None]:
+    """Turn RabbitMQ's refusal to declare ``queue_name`` with the adapter's
+    :data:`QUEUE_ARGUMENTS` (PRECONDITION_FAILED, inequivalent arg: the queue
+    exists with other arguments, as queues created by an earlier version do,
+    without ``x-max-priority``) into a ConfigError saying what to do."""
+    try:
+        yield
+    except amqp.exceptions.PreconditionFailed as e:
+        if "inequivalent arg" not in str(e):
+            raise
+        raise ConfigError(
+            f"RabbitMQ refused to declare queue '{queue_name}': it exists with other "
+            f"arguments than taskserve-celery declares (x-max-priority {MAX_PRIORITY}, for "
+            f"task priorities), probably created by an earlier version ({e}). Delete the "
+            "queue once it is drained (rabbitmqctl delete_queue, or the management UI) so "
+            "that it is declared again, or use a new queue name"
+        ) from e
 
 
 def make_folders(settings: CeleryAdapterConfig) -> None:
@@ -99,21 +152,37 @@ def make_folders(settings: CeleryAdapterConfig) -> None:
 
 
 def task_queue(queue_name: str) -> Queue:
-    """The durable queue of the adapter, bound to a direct exchange of its name."""
+    """The durable queue of the adapter, bound to a direct exchange of its name,
+    with :data:`QUEUE_ARGUMENTS`: every queue the adapter declares (its task
+    queue, and the dead-letter queues it mirrors records to) is declared so."""
     exchange = Exchange(queue_name, type="direct", durable=True)  # type: ignore[no-untyped-call]
-    return Queue(queue_name, exchange, routing_key=queue_name, durable=True)  # type: ignore[no-untyped-call]
+    return Queue(  # type: ignore[no-untyped-call]
+        queue_name,
+        exchange,
+        routing_key=queue_name,
+        durable=True,
+        queue_arguments=dict(QUEUE_ARGUMENTS),
+    )
 
 
 def ready_count(channel: Any, queue_name: str) -> int:
-    """Declare the queue on ``channel`` (idempotent); return how many messages wait in it."""
-    declared = task_queue(queue_name)(channel).queue_declare()  # type: ignore[no-untyped-call]
+    """Declare the queue on ``channel`` (idempotent); return how many messages wait
+    in it. A RabbitMQ queue that exists with other arguments is a ConfigError
+    (:func:`declaring`)."""
+    with declaring(queue_name):
+        declared = task_queue(queue_name)(channel).queue_declare()  # type: ignore[no-untyped-call]
     return int(declared.message_count)
 
 
 def broker_queue_length(broker_url: str, queue_name: str) -> int:
     """Messages waiting in ``queue_name`` on the broker at ``broker_url``, read
-    with a passive declare (0 when the queue does not exist)."""
-    connection: Any = Connection(broker_url, connect_timeout=5)  # type: ignore[no-untyped-call]
+    with a passive declare (0 when the queue does not exist); on Redis, in every
+    priority list of the queue."""
+    scheme = urlsplit(broker_url).scheme.lower().split("+", 1)[0]
+    options = dict(REDIS_PRIORITY_OPTIONS) if scheme in REDIS_SCHEMES else {}
+    connection: Any = Connection(  # type: ignore[no-untyped-call]
+        broker_url, connect_timeout=5, transport_options=options
+    )
     try:
         channel = connection.channel()
         try:
@@ -177,19 +246,30 @@ def build_app(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> Cel
 
 
 def publish(
-    app: Celery, message: TaskMessage, queue_name: str, options: Mapping[str, Any] | None = None
+    app: Celery,
+    message: TaskMessage,
+    queue_name: str,
+    broker_kind: BrokerKind,
+    options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Publish ``message`` to ``queue_name``; raise BrokerUnavailable if it was not sent.
+    """Publish ``message`` to ``queue_name``; raise BrokerUnavailable if it was not
+    sent, and ConfigError if RabbitMQ refused to declare the queue (:func:`declaring`).
 
-    ``options`` are publish options of every task (``task_custom_config``); the
-    message's own ``priority`` (an enqueue option) wins over theirs."""
+    ``options`` are publish options of every task (``task_custom_config``): their
+    ``priority`` (0 to 9, higher first) is that of a message enqueued without one;
+    the message's own wins. Either is published as :func:`broker_priority` says
+    (a task with neither has priority 0, the lowest)."""
     publish_options = dict(options or {})
     publish_options.pop("time_limit", None)
     publish_options.pop("soft_time_limit", None)
-    if message.priority is not None:
-        publish_options["priority"] = message.priority
+    default = publish_options.pop("priority", None)
+    priority = message.priority if message.priority is not None else default
+    wire_priority = broker_priority(priority or 0, broker_kind)
+    if wire_priority is not None:
+        publish_options["priority"] = wire_priority
     try:
-        app.send_task(**send_task_arguments(message), queue=queue_name, **publish_options)
+        with declaring(queue_name):
+            app.send_task(**send_task_arguments(message), queue=queue_name, **publish_options)
     except Exception as e:
         if not broker_failure(e):
             raise

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kombu.connection import Connection
-from kombu.entity import Exchange, Queue
+from kombu.entity import Queue
 
 from taskserve.kit import (
     RedisTaskStore,
@@ -28,7 +28,13 @@ from taskserve.kit import (
     TaskProcessorConfig,
     secret_value,
 )
-from taskserve_celery.config import BrokerKind, CeleryAdapterConfig, StateKind
+from taskserve_celery.config import (
+    REDIS_PRIORITY_OPTIONS,
+    BrokerKind,
+    CeleryAdapterConfig,
+    StateKind,
+)
+from taskserve_celery.engine import task_queue
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.redis_store import (
     broken_dead_letter_writes,
@@ -38,9 +44,6 @@ from taskserve_conformance.redis_store import (
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_AMQP = "amqp://guest:guest@127.0.0.1:1//"
-
-_PRIORITY_SEPARATOR = "\x06\x16"
-"""kombu's separator between a Redis queue name and its priority step."""
 
 
 def _settings(config: TaskProcessorConfig) -> CeleryAdapterConfig:
@@ -72,8 +75,9 @@ def _broker(settings: CeleryAdapterConfig) -> Iterator[Any]:
 
 
 def _queue(name: str) -> Queue:
-    exchange = Exchange(name, type="direct", durable=True)  # type: ignore[no-untyped-call]
-    return Queue(name, exchange, routing_key=name, durable=True)  # type: ignore[no-untyped-call]
+    """The queue as the adapter declares it: RabbitMQ refuses a declare of an
+    existing queue with other arguments (``x-max-priority``)."""
+    return task_queue(name)
 
 
 class CeleryHarness(BrokerHarness):
@@ -204,9 +208,11 @@ def _delete_store_keys(config: TaskProcessorConfig) -> None:
 
 
 def _delete_kombu_keys(channel: Any, queue: str) -> None:
-    """kombu's Redis keys of ``queue``: its lists (one per priority step) and bindings."""
+    """kombu's Redis keys of ``queue``: its lists (one per priority step, kombu's
+    default steps among them, named with the transport's ``sep``) and bindings."""
     client = channel.client  # applies the transport's global_keyprefix
-    names = [queue, *(f"{queue}{_PRIORITY_SEPARATOR}{step}" for step in range(1, 10))]
+    steps = REDIS_PRIORITY_OPTIONS["priority_steps"]
+    names = [queue, *(f"{queue}{channel.sep}{step}" for step in steps if step)]
     bindings = [channel.keyprefix_queue % queue]
     permanent = getattr(channel, "keyprefix_binding_permanent", None)  # kombu 5.7+
     if permanent:

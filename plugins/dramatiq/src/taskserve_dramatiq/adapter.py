@@ -40,7 +40,8 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
 
     alias: ClassVar[str] = "dramatiq"
     config_model: ClassVar[type[AdapterConfig]] = DramatiqAdapterConfig
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    # No PRIORITIES yet: Dramatiq's brokers order messages by their own rules (Redis has no priorities).
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {Capability.PRIORITIES}
 
     def __init__(
         self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None

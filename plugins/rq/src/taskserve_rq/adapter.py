@@ -5,7 +5,8 @@ registries, its worker loop); taskserve's Redis task store keeps what RQ does
 not promise: forward-only status, durable cancel requests, delivery counts
 (crashed deliveries included), dead letters with the exact payload, and
 idempotency keys. See :mod:`taskserve_rq.consumer` for how a delivery runs and
-:mod:`taskserve_rq.engine` for leases and crash redelivery.
+:mod:`taskserve_rq.engine` for priorities (an RQ queue per level), leases and
+crash redelivery.
 """
 
 from __future__ import annotations

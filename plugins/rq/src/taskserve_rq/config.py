@@ -11,6 +11,11 @@ from taskserve.kit import AdapterConfig, RedactedUrl
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 
+LEVEL_SUFFIX = "@priority-"
+"""What the RQ queue of a priority level above 0 adds to the queue name."""
+
+_LEVEL_NAME = re.compile(re.escape(LEVEL_SUFFIX) + r"[1-9]\Z")
+
 
 class RQAdapterConfig(AdapterConfig):
     """Where the RQ adapter keeps its queue and task records, and how RQ runs jobs.
@@ -29,7 +34,8 @@ class RQAdapterConfig(AdapterConfig):
         default="taskserve",
         description=(
             "Prefix of taskserve's own keys (task records, leases, dead letters); "
-            "RQ's keys keep RQ's names (rq:queue:<queue_name>, rq:job:<id>, ...)."
+            "RQ's keys keep RQ's names (rq:queue:<queue_name>, "
+            "rq:queue:<queue_name>@priority-<n>, rq:job:<id>, ...)."
         ),
     )
     job_timeout_s: int | None = Field(
@@ -70,3 +76,15 @@ class RQAdapterConfig(AdapterConfig):
         if not _PREFIX.match(value):
             raise ValueError("must be 1-100 characters of letters, digits, '_', '.', ':' or '-'")
         return value
+
+    def check_queue_name(self, name: str, field: str) -> None:
+        """A queue's tasks of priority 1 to 9 wait in RQ queues named
+        ``<queue_name>@priority-<n>``: a queue name of that form is refused, as it
+        could be another queue's level. Dead-letter queues are records in the
+        task store, and take any name."""
+        if field == "queue_name" and _LEVEL_NAME.search(name):
+            raise ValueError(
+                f"{name!r} cannot be an RQ adapter queue: names ending in "
+                f"'{LEVEL_SUFFIX}' and a digit from 1 to 9 are those of the RQ queues "
+                "of priority levels"
+            )

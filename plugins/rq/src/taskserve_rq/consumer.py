@@ -1,8 +1,9 @@
 """The RQ adapter's consumer: N embedded RQ workers, on the kit's consumer base.
 
 Concurrency N means N :class:`~taskserve_rq.worker.EmbeddedWorker` threads,
-each fetching one job at a time with ``BLMOVE``: a job is fetched only by an
-idle worker, so prefetch never exceeds the concurrency.
+each fetching one job at a time, from the highest priority level that has one,
+into RQ's intermediate list: a job is fetched only by an idle worker, so
+prefetch never exceeds the concurrency.
 
 Each delivery of a job:
 
@@ -119,8 +120,9 @@ class RQConsumer(ConsumerBase):
         base = f"taskserve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._workers = [
             EmbeddedWorker(
-                broker.queue,
+                broker.queues[::-1],
                 name=f"{base}-{index}",
+                fetch=broker.fetch,
                 deliver=self._execute,
                 stopping=self._stopping,
                 dequeue_timeout_s=dequeue_timeout_s,
@@ -185,7 +187,7 @@ class RQConsumer(ConsumerBase):
         return Settlement.ACK
 
     def _extend_engine(self, held: list[Delivery]) -> None:
-        members = [d.handle.member for d in held if not d.handle.released]
+        members = {d.handle.member: d.handle.job.origin for d in held if not d.handle.released}
         self._broker.extend(members, self.config.lease_s)
 
     def _housekeeping(self) -> None:
@@ -241,7 +243,7 @@ class RQConsumer(ConsumerBase):
         """One delivery of ``job``, in the worker's thread (never raises)."""
         try:
             if self._stopping.is_set():
-                self._hand_back_unstarted(job.id)
+                self._broker.hand_back_unstarted(job)
                 return
             member = worker.begin_execution(
                 job, lambda m, pipe: self._broker.lease(m, self.config.lease_s, pipe)
@@ -258,12 +260,6 @@ class RQConsumer(ConsumerBase):
             logger.exception("taskserve: delivering job %s failed", job.id)
         finally:
             worker.execution = None
-
-    def _hand_back_unstarted(self, job_id: str) -> None:
-        pipe = self._broker.connection.pipeline()
-        pipe.lrem(self._broker.intermediate_key, 1, job_id)
-        pipe.lpush(self._broker.queue_key, job_id)
-        pipe.execute()
 
     def _time_limit(self, job: Job) -> float | None:
         timeout = job.timeout
@@ -307,6 +303,6 @@ class RQConsumer(ConsumerBase):
             JobStatus.FINISHED: FinishedJobRegistry,
             JobStatus.CANCELED: CanceledJobRegistry,
         }.get(status, FailedJobRegistry)
-        registry_class(queue=self._broker.queue).add(job, ttl=ttl, pipeline=pipe)
+        registry_class(queue=self._broker.queue_of(job.origin)).add(job, ttl=ttl, pipeline=pipe)
         pipe.hset(job.key, mapping={"status": status.value, "ended_at": utcformat(now())})
         pipe.expire(job.key, ttl)

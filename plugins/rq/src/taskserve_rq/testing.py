@@ -1,10 +1,10 @@
 """The conformance suite's broker harness for the RQ adapter.
 
 It works on Redis directly, never through :class:`~taskserve_rq.RQAdapter`:
-raw messages become RQ job hashes pushed on the queue list, dead-letter
+raw messages become RQ job hashes pushed on the queue list (level 0), dead-letter
 writes are broken by turning the store's dead-letter keys into strings, and
-cleanup deletes RQ's keys of the queue and of its jobs, and the store's keys
-of the queue. Needs ``taskserve-conformance`` (``pip install taskserve-rq[test]``).
+cleanup deletes RQ's keys of the queue's priority levels and of its jobs, and
+the store's keys of the queue. Needs ``taskserve-conformance`` (``pip install taskserve-rq[test]``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from taskserve_conformance.harness import (
 )
 from taskserve_conformance.redis_store import broken_dead_letter_writes
 from taskserve_rq.config import RQAdapterConfig
+from taskserve_rq.engine import LEVELS, level_queue_name
 
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
 """A Redis URL nothing listens on."""
@@ -39,6 +40,18 @@ _RQ_QUEUE_KEYS = (
     "rq:deferred:{q}",
     "rq:workers:{q}",
 )
+_STORE_QUEUE_KEYS = (
+    "running",
+    "waiting",
+    "scheduled",
+    "seq",
+    "seen",
+    "samples",
+    "republished",
+    "reconciling",
+    "workers",
+)
+"""The task store's keys of a queue (``<prefix>:<kind>:<queue>``), the ledger's included."""
 _RQ_JOB_KEYS = (
     "rq:job:{id}",
     "rq:job:{id}:dependents",
@@ -69,8 +82,10 @@ class RQHarness(BrokerHarness):
     """Broker-level access to the RQ adapter's Redis."""
 
     def publish_raw(self, config: TaskProcessorConfig, body: bytes) -> None:
-        """Push an RQ job whose data is ``body`` (compressed as RQ stores it)."""
-        client = _client(_settings(config))
+        """Push an RQ job whose data is ``body`` (compressed as RQ stores it), and
+        wake an idle consumer as a publish does."""
+        settings = _settings(config)
+        client = _client(settings)
         job_id = f"raw-{uuid.uuid4()}"
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         queue_key = f"rq:queue:{config.queue_name}"
@@ -90,6 +105,7 @@ class RQHarness(BrokerHarness):
             )
             pipe.sadd("rq:queues", queue_key)
             pipe.rpush(queue_key, job_id)
+            pipe.lpush(f"{settings.key_prefix}:rq:wake:{config.queue_name}", "1")
             pipe.execute()
         finally:
             client.close()
@@ -112,7 +128,8 @@ class RQHarness(BrokerHarness):
         return {**_settings(config).model_dump(), "redis_url": UNREACHABLE_REDIS_URL}
 
     def cleanup(self, config: TaskProcessorConfig) -> None:
-        """Delete RQ's keys of the queue and its jobs, and the store's keys of the queue."""
+        """Delete RQ's keys of the queue's priority levels and its jobs, and the
+        store's keys of the queue."""
         settings = _settings(config)
         client = _client(settings)
         try:
@@ -122,12 +139,14 @@ class RQHarness(BrokerHarness):
 
     def _cleanup(self, client: redis.Redis, prefix: str, config: TaskProcessorConfig) -> None:
         queue = config.queue_name
+        levels = [level_queue_name(queue, level) for level in LEVELS]
         job_ids: set[str] = set()
-        for key in (f"rq:queue:{queue}", f"rq:queue:{queue}:intermediate"):
-            job_ids.update(_text(i) for i in client.lrange(key, 0, -1))
-        for registry in ("wip", "scheduled", "finished", "failed", "canceled", "deferred"):
-            members = client.zrange(f"rq:{registry}:{queue}", 0, -1)
-            job_ids.update(_text(m).split(":")[0] for m in members)
+        for level in levels:
+            for key in (f"rq:queue:{level}", f"rq:queue:{level}:intermediate"):
+                job_ids.update(_text(i) for i in client.lrange(key, 0, -1))
+            for registry in ("wip", "scheduled", "finished", "failed", "canceled", "deferred"):
+                members = client.zrange(f"rq:{registry}:{level}", 0, -1)
+                job_ids.update(_text(m).split(":")[0] for m in members)
         store_keys: list[str] = []
         for key in client.scan_iter(match=f"{prefix}:task:*", count=1000):
             if _text(client.hget(key, "queue") or b"") == queue:
@@ -144,18 +163,22 @@ class RQHarness(BrokerHarness):
                     store_keys.extend(f"{prefix}:task:{_text(i)}" for i in ids)
                 store_keys += [order, f"{prefix}:dlq:{dead_letter_queue}:records"]
         store_keys += [_text(k) for k in client.scan_iter(match=f"{prefix}:idem:{queue}:*")]
+        store_keys += [f"{prefix}:{kind}:{queue}" for kind in _STORE_QUEUE_KEYS]
         store_keys += [
-            f"{prefix}:running:{queue}",
             f"{prefix}:rq:leases:{queue}",
             f"{prefix}:rq:unleased:{queue}",
+            f"{prefix}:rq:wake:{queue}",
         ]
-        workers = [_text(w) for w in client.smembers(f"rq:workers:{queue}")]
+        workers = sorted({_text(w) for q in levels for w in client.smembers(f"rq:workers:{q}")})
         if workers:  # workers killed without registering their death
             client.srem("rq:workers", *workers)
-        rq_keys = [template.format(q=queue) for template in _RQ_QUEUE_KEYS] + workers
-        rq_keys += [_text(k) for k in client.scan_iter(match=f"rq:queue:{queue}:intermediate:*")]
+        rq_keys = [template.format(q=q) for q in levels for template in _RQ_QUEUE_KEYS] + workers
+        intermediates = tuple(f"rq:queue:{level}:intermediate:" for level in levels)
+        for key in client.scan_iter(match=f"rq:queue:{queue}*:intermediate:*"):
+            if _text(key).startswith(intermediates):
+                rq_keys.append(_text(key))
         rq_keys += [t.format(id=job_id) for job_id in job_ids for t in _RQ_JOB_KEYS]
         keys = store_keys + rq_keys
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])
-        client.srem("rq:queues", f"rq:queue:{queue}")
+        client.srem("rq:queues", *(f"rq:queue:{level}" for level in levels))

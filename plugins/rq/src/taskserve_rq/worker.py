@@ -1,15 +1,20 @@
 """RQ's worker, embedded in a thread of the replica's process.
 
-:class:`EmbeddedWorker` is an RQ ``SimpleWorker``: it runs RQ's own work loop
-(registration in ``rq:workers``, heartbeats, suspension by ``rq suspend``,
-fetching with ``BLMOVE`` into the intermediate list) and executes each job
-in its own thread, without forking, so whatever the replica loaded (a model)
-serves every task. What differs from a command-line worker:
+:class:`EmbeddedWorker` is an RQ ``SimpleWorker`` on the queue's priority
+levels, highest first: it runs RQ's own work loop (registration in
+``rq:workers``, heartbeats, suspension by ``rq suspend``) and executes each
+job in its own thread, without forking, so whatever the replica loaded (a
+model) serves every task. What differs from a command-line worker:
 
 * it installs no signal handlers and never renames the process (it is not
   the main thread; the replica owns both);
 * its job timeouts use :class:`~taskserve_rq.timeouts.ThreadDeathPenalty`,
   not ``SIGALRM``;
+* it fetches with :meth:`~taskserve_rq.engine.RQBroker.fetch`: the highest
+  level first, like RQ's fetch over several queues, but moving the job id
+  into the intermediate list as RQ's ``BLMOVE`` on a single queue does
+  (RQ pops from several queues with ``BLPOP``, which loses a fetched job when
+  its consumer dies);
 * an idle fetch waits at most ``dequeue_timeout_s`` and a stop request ends
   the loop (a command-line worker waits for a signal instead);
 * RQ's registry maintenance, which moves jobs of dead workers to the failed
@@ -23,10 +28,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job
 from rq.utils import now
@@ -40,9 +47,13 @@ logger = logging.getLogger(__name__)
 Delivery = Callable[["EmbeddedWorker", Job, Queue], None]
 """What the worker does with each fetched job."""
 
+Fetch = Callable[[int], tuple[Queue, str] | None]
+"""One fetch waiting up to the given seconds: the job id and its queue, or None."""
+
 
 class EmbeddedWorker(SimpleWorker):
-    """An RQ SimpleWorker for one queue, run by a thread of a taskserve consumer."""
+    """An RQ SimpleWorker for one queue's priority levels, run by a thread of a
+    taskserve consumer."""
 
     death_penalty_class = ThreadDeathPenalty
     log_result_lifespan = False
@@ -52,17 +63,19 @@ class EmbeddedWorker(SimpleWorker):
 
     def __init__(
         self,
-        queue: Queue,
+        queues: Sequence[Queue],
         *,
         name: str,
+        fetch: Fetch,
         deliver: Delivery,
         stopping: threading.Event,
         dequeue_timeout_s: int,
     ) -> None:
+        """``queues``: the level queues, highest first, as ``fetch`` takes from them."""
         super().__init__(
-            [queue],
+            list(queues),
             name=name,
-            connection=queue.connection,
+            connection=queues[0].connection,
             serializer=SERIALIZER,
             job_class=TaskJob,
             worker_ttl=dequeue_timeout_s + 15,
@@ -70,6 +83,7 @@ class EmbeddedWorker(SimpleWorker):
             disable_default_exception_handler=True,
         )
         self.log = logger
+        self._fetch = fetch
         self._deliver = deliver
         self._stopping = stopping
         self._dequeue_timeout_s = dequeue_timeout_s
@@ -99,13 +113,38 @@ class EmbeddedWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """Wait for a job in short blocking fetches; None once stopping."""
+        """Wait for a job, the highest priority level first, in blocking fetches
+        of at most ``dequeue_timeout_s``; None once stopping. While Redis cannot
+        be reached, fetch again after a pause of at most
+        ``max_connection_wait_time``."""
+        self.set_state(WorkerStatus.IDLE)
+        pause_s = 1.0
         while not self._stopping.is_set():
-            result: tuple[Job, Queue] | None = super().dequeue_job_and_maintain_ttl(
-                self._dequeue_timeout_s, max_idle_time=self._dequeue_timeout_s
-            )
-            if result is not None:
-                return result
+            try:
+                self.heartbeat()
+                fetched = self._fetch(self._dequeue_timeout_s)
+                pause_s = 1.0
+                if fetched is None:
+                    continue
+                queue, job_id = fetched
+                job = self.job_class.fetch(
+                    job_id, connection=self.connection, serializer=self.serializer
+                )
+            except NoSuchJobError:
+                continue  # deleted meanwhile; the reaper drops its fetched entry
+            except redis.ConnectionError as e:
+                self.log.error(
+                    "taskserve: RQ worker %s cannot reach Redis (%s); fetching again in %.0fs",
+                    self.name,
+                    e,
+                    pause_s,
+                )
+                self._stopping.wait(pause_s)
+                pause_s = min(pause_s * 2, self.max_connection_wait_time)
+                continue
+            self.heartbeat()
+            self.log.debug("RQ worker %s fetched job %s from %s", self.name, job.id, queue.name)
+            return job, queue
         return None
 
     def execute_job(self, job: Job, queue: Queue) -> None:

@@ -15,8 +15,10 @@ the engine lost.
 The ledger. Every publish of a task gets a number from a per-queue sequence,
 carried in the message (``TaskMessage.seq``). A task waits in ``waiting``
 (scored by that number) from its publish until a consumer begins it; the
-highest number begun so far is kept in ``seen``. Messages of one queue are
-consumed in about the order they were published, so a task whose number was
+highest number begun so far is kept in ``seen`` (only deliveries of the
+lowest priority count: :attr:`~taskserve.kit.TaskMessage.ledger_mark`). Messages
+of one queue and priority are consumed in about the order they were published,
+and higher priorities first, so a task whose number was
 passed by ``seen`` more than ``claim_bound_s`` ago, and that is still not
 begun, was lost: it is published again under a new number. A task that
 merely waits behind a long backlog is never passed and never re-published;
@@ -382,7 +384,7 @@ class RedisTaskStore:
                 max_attempts,
                 self._ttl,
                 owner,
-                "" if message.seq is None else message.seq,
+                "" if message.ledger_mark is None else message.ledger_mark,
             ],
         )
         return Begun(

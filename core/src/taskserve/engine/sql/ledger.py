@@ -143,18 +143,25 @@ class SqlLedgerStore(SqlTaskStore):
             db.execute(
                 self._sql(
                     "INSERT INTO {tasks} (id, queue, name, payload, status, created_at,"
-                    " updated_at, visible_at) VALUES (?, ?, ?, ?, 'PENDING', {now}, {now}, {now})"
+                    " updated_at, visible_at, priority)"
+                    " VALUES (?, ?, ?, ?, 'PENDING', {now}, {now}, {now}, ?)"
                     " ON CONFLICT DO NOTHING"
                 ),
-                (message.id, self.queue_name, message.name, message.with_seq(None).to_bytes()),
+                (
+                    message.id,
+                    self.queue_name,
+                    message.name,
+                    message.with_seq(None).to_bytes(),
+                    message.priority or 0,
+                ),
             )
-            if message.seq is not None:
+            if message.ledger_mark is not None:
                 db.execute(
                     self._sql(
                         "UPDATE {ledger_state} SET seen = CASE WHEN ? > seen THEN ? ELSE seen END"
                         " WHERE queue = ?"
                     ),
-                    (message.seq, message.seq, self.queue_name),
+                    (message.ledger_mark, message.ledger_mark, self.queue_name),
                 )
             row = db.execute(
                 self._sql(

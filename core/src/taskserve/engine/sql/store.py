@@ -3,10 +3,12 @@
 A task row is both the queued message and the status record. A row is
 deliverable when it is PENDING or RETRY and ``visible_at`` has passed, or
 STARTED with a lease (``visible_at`` = its end) that has run out: the task
-of a consumer that died. A claim takes expired leases first, then the
-oldest due row, and begins it in the same statement. Every rule of the store
-contract (:mod:`taskserve.engine.store`) is one statement or one
-transaction; the statements are written once here, and a
+of a consumer that died. A claim takes expired leases first, then the due
+rows, either way the highest ``priority`` first (0 to 9; a task enqueued
+without one has 0) and, within a priority, the row due longest, and begins
+it in the same statement; a row not due yet waits whatever its priority.
+Every rule of the store contract (:mod:`taskserve.engine.store`) is one
+statement or one transaction; the statements are written once here, and a
 :class:`~taskserve.engine.sql.dialect.SqlDialect` adapts them to an engine
 (sqlite, PostgreSQL).
 
@@ -32,11 +34,14 @@ from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.serialization import TaskMessage, loads_stored
 from taskserve.states import TaskState
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version 1: the layout of taskserve 0.1 (no version table). Version 2: the
 ``unrecorded`` column and partial indexes of queued and leased rows. Version 3:
 the ``workers`` table (consumers alive, :class:`~taskserve.engine.store.WorkerDirectory`).
-Version 4: the ``progress`` column (the handler's last report, JSON)."""
+Version 4: the ``progress`` column (the handler's last report, JSON). Version 5:
+the ``priority`` column (0 to 9, higher first; 0 for the rows of older versions),
+kept by dead letters too (NULL: none), and the indexes of queued and leased rows in the claim's order (priority, then
+``visible_at``)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {tasks} (
@@ -57,7 +62,8 @@ CREATE TABLE IF NOT EXISTS {tasks} (
     retried_from TEXT,
     idempotency_key TEXT,
     unrecorded INTEGER NOT NULL DEFAULT 0,
-    progress TEXT
+    progress TEXT,
+    priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS {tasks_expiry} ON {tasks} (expires_at)
     WHERE expires_at IS NOT NULL;
@@ -77,7 +83,8 @@ CREATE TABLE IF NOT EXISTS {dead_letters} (
     error TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     enqueued_at {float},
-    failed_at {float} NOT NULL
+    failed_at {float} NOT NULL,
+    priority INTEGER
 );
 CREATE INDEX IF NOT EXISTS {dead_letters_queue} ON {dead_letters} (queue, seq);
 CREATE TABLE IF NOT EXISTS {workers} (
@@ -106,15 +113,23 @@ CREATE TABLE IF NOT EXISTS {workers} (
     4: """
 ALTER TABLE {tasks} ADD COLUMN progress TEXT
 """,
+    5: """
+ALTER TABLE {tasks} ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE {dead_letters} ADD COLUMN priority INTEGER;
+DROP INDEX IF EXISTS {tasks_queued_v2};
+DROP INDEX IF EXISTS {tasks_leased_v2}
+""",
 }
 """Statements that take a database from the version before to this one."""
 
 _INDEXES = """
-CREATE INDEX IF NOT EXISTS {tasks_queued} ON {tasks} (queue, visible_at)
+CREATE INDEX IF NOT EXISTS {tasks_queued} ON {tasks} (queue, priority DESC, visible_at)
     WHERE status IN ('PENDING', 'RETRY');
-CREATE INDEX IF NOT EXISTS {tasks_leased} ON {tasks} (queue, visible_at)
+CREATE INDEX IF NOT EXISTS {tasks_leased} ON {tasks} (queue, priority DESC, visible_at)
     WHERE status = 'STARTED'
 """
+"""The indexes the claim reads, in its order (priority, then ``visible_at``),
+so that it takes the first due entry without sorting."""
 
 _TERMINAL = "('SUCCESS', 'FAILURE', 'CANCELLED')"
 _QUEUED = "('PENDING', 'RETRY')"
@@ -124,7 +139,7 @@ _RECORD_COLUMNS = (
 )
 _DEAD_LETTER_COLUMNS = (
     "id, kind, queue, source_queue, task_id, task_name, args, kwargs, raw, error,"
-    " attempts, enqueued_at, failed_at"
+    " attempts, enqueued_at, failed_at, priority"
 )
 
 _T = TypeVar("_T")
@@ -163,6 +178,7 @@ def _dead_letter_row(r: Sequence[Any]) -> DeadLetter:
         attempts=r[10],
         enqueued_at=r[11],
         failed_at=r[12],
+        priority=r[13],
     )
 
 
@@ -176,6 +192,9 @@ class SqlTaskStore:
         self._schema_ready = False
         # Tables, and the index of version 1 that the migration drops.
         names = ("tasks", "dead_letters", "schema_version", "workers", "tasks_deliverable")
+        # The indexes of versions 2 to 4 (queue, visible_at), which migration 5
+        # drops to create them again in the claim's order.
+        replaced = {"tasks_queued_v2": "tasks_queued", "tasks_leased_v2": "tasks_leased"}
         indexes = (
             "tasks_expiry",
             "tasks_idempotency",
@@ -186,6 +205,7 @@ class SqlTaskStore:
         self._slots = (
             {name: dialect.table(name) for name in names}
             | {name: dialect.index(name) for name in indexes}
+            | {slot: dialect.table(name) for slot, name in replaced.items()}
             | {
                 "blob": dialect.blob_type,
                 "float": dialect.float_type,
@@ -306,15 +326,16 @@ class SqlTaskStore:
 
     # -- producer side ------------------------------------------------------------
     def insert(self, message: TaskMessage, idempotency_key: str | None) -> Inserted:
-        """Queue ``message`` as PENDING (see the store contract)."""
+        """Queue ``message`` as PENDING (see the store contract), at its priority
+        (0 without one), which the row keeps through retries and hand-backs."""
 
         def work(db: Executor) -> Inserted | None:
             cursor = db.execute(
                 self._sql(
                     "INSERT INTO {tasks} (id, queue, name, payload, status, created_at,"
-                    " updated_at, visible_at, retried_from, idempotency_key)"
+                    " updated_at, visible_at, retried_from, idempotency_key, priority)"
                     " VALUES (?, ?, ?, ?, 'PENDING', ?, {now},"
-                    " CASE WHEN ? > {now} THEN ? ELSE {now} END, ?, ?)"
+                    " CASE WHEN ? > {now} THEN ? ELSE {now} END, ?, ?, ?)"
                     " ON CONFLICT DO NOTHING"
                 ),
                 (
@@ -327,6 +348,7 @@ class SqlTaskStore:
                     message.not_before or 0.0,
                     message.retried_from,
                     idempotency_key,
+                    message.priority or 0,
                 ),
             )
             if cursor.rowcount == 1:
@@ -476,10 +498,13 @@ class SqlTaskStore:
 
     # -- consumer side ------------------------------------------------------------
     def claim(self, owner: str, lease_s: float, max_attempts: int) -> Claimed | None:
-        """Take the next deliverable row (expired leases first) and begin it."""
+        """Take the next deliverable row (expired leases first; the highest
+        priority first, then the row due longest) and begin it."""
+        # Only rows due now are candidates: a row kept back until later (a
+        # delayed task, a retry in its backoff) waits whatever its priority.
         due = (
             "(SELECT id FROM {tasks} WHERE queue = ? AND %s AND visible_at <= {now}"
-            " ORDER BY visible_at LIMIT 1" + self.dialect.skip_locked + ")"
+            " ORDER BY priority DESC, visible_at LIMIT 1" + self.dialect.skip_locked + ")"
         )
         leased = due.replace("%s", "status = 'STARTED'")
         queued = due.replace("%s", f"status IN {_QUEUED}")
@@ -726,7 +751,7 @@ class SqlTaskStore:
         db.execute(
             self._sql(
                 f"INSERT INTO {{dead_letters}} ({_DEAD_LETTER_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             (
                 record.id,
@@ -742,6 +767,7 @@ class SqlTaskStore:
                 record.attempts,
                 record.enqueued_at,
                 record.failed_at,
+                record.priority,
             ),
         )
 
