@@ -356,6 +356,7 @@ def test_a_fetch_takes_the_highest_level_first_and_wakes_on_a_publish(
     timer.start()
     woken = broker.fetch(10)
     assert time.monotonic() - started < 5.0, "an idle fetch slept through a publish"
+    timer.join(10)  # the fetch may return before the enqueue call does
     assert woken is not None and woken[1] == late[0].id
 
 
