@@ -550,6 +550,13 @@ class ServeConformance:
         _, handle = serve_apps.run(consumer.bind(str(serve_apps.marker_dir)))
         task = producer.enqueue_task_sync("async_wait", [300])
         wait_for_status(producer, task.id, TaskState.STARTED, deadlines.pickup)
+        # STARTED is recorded before the coroutine's first step: a cancel that
+        # came earlier would stop it before its body ran, with nothing to mark.
+        wait_until(
+            lambda: _markers(serve_apps.marker_dir, task.id, "started"),
+            deadlines.pickup,
+            "the async handler did not start",
+        )
         producer.cancel_task_sync(task.id)
         done = wait_for_status(producer, task.id, _TERMINAL, deadlines.cancel)
         assert done.status is TaskState.CANCELLED, done
