@@ -186,6 +186,17 @@ def _scheme(url: str) -> str:
     return urlsplit(url).scheme.lower().split("+", 1)[0]
 
 
+def broker_kind_of(broker_url: str) -> BrokerKind:
+    """Whether ``broker_url`` names Redis, the filesystem or (any other scheme)
+    RabbitMQ; the URL is not checked (the config's validation does that)."""
+    scheme = _scheme(broker_url)
+    if scheme in REDIS_SCHEMES:
+        return BrokerKind.REDIS
+    if scheme in FILESYSTEM_SCHEMES:
+        return BrokerKind.FILESYSTEM
+    return BrokerKind.AMQP
+
+
 def _backend_scheme(url: str) -> str:
     """The whole scheme: Celery backends name a driver after '+' ('db+sqlite')."""
     return urlsplit(url).scheme.lower()
@@ -427,12 +438,7 @@ class CeleryAdapterConfig(AdapterConfig):
     @property
     def broker_kind(self) -> BrokerKind:
         """Whether the broker is Redis, RabbitMQ or the filesystem."""
-        scheme = _scheme(self.broker_url)
-        if scheme in REDIS_SCHEMES:
-            return BrokerKind.REDIS
-        if scheme in FILESYSTEM_SCHEMES:
-            return BrokerKind.FILESYSTEM
-        return BrokerKind.AMQP
+        return broker_kind_of(self.broker_url)
 
     @property
     def state_kind(self) -> StateKind:

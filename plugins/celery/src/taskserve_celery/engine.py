@@ -19,7 +19,6 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import amqp.exceptions
 import redis
@@ -40,9 +39,9 @@ from taskserve.kit import (
 )
 from taskserve_celery.config import (
     REDIS_PRIORITY_OPTIONS,
-    REDIS_SCHEMES,
     BrokerKind,
     CeleryAdapterConfig,
+    broker_kind_of,
 )
 from taskserve_celery.filesystem import TRANSPORT as FILESYSTEM_TRANSPORT
 from taskserve_celery.wire import send_task_arguments
@@ -178,8 +177,8 @@ def broker_queue_length(broker_url: str, queue_name: str) -> int:
     """Messages waiting in ``queue_name`` on the broker at ``broker_url``, read
     with a passive declare (0 when the queue does not exist); on Redis, in every
     priority list of the queue."""
-    scheme = urlsplit(broker_url).scheme.lower().split("+", 1)[0]
-    options = dict(REDIS_PRIORITY_OPTIONS) if scheme in REDIS_SCHEMES else {}
+    redis_broker = broker_kind_of(broker_url) is BrokerKind.REDIS
+    options = dict(REDIS_PRIORITY_OPTIONS) if redis_broker else {}
     connection: Any = Connection(  # type: ignore[no-untyped-call]
         broker_url, connect_timeout=5, transport_options=options
     )

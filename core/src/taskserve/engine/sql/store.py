@@ -40,8 +40,8 @@ SCHEMA_VERSION = 5
 the ``workers`` table (consumers alive, :class:`~taskserve.engine.store.WorkerDirectory`).
 Version 4: the ``progress`` column (the handler's last report, JSON). Version 5:
 the ``priority`` column (0 to 9, higher first; 0 for the rows of older versions),
-kept by dead letters too (NULL: none), and the indexes of queued and leased rows in the claim's order (priority, then
-``visible_at``)."""
+kept by dead letters too (NULL: none), and the indexes of queued and leased rows
+in the claim's order (priority, then ``visible_at``)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {tasks} (
