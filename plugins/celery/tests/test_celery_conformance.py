@@ -52,17 +52,10 @@ class TestCeleryRabbitMQConformance(AdapterConformance):
 
 
 class TestCeleryFilesystemConformance(AdapterConformance):
-    """kombu's filesystem broker (messages are files) with a ``file://`` state store."""
+    """kombu's filesystem broker (messages are files, named in priority order) with a
+    ``file://`` state store."""
 
     adapter = "celery"
-    known_failures = {
-        "test_waiting_tasks_start_highest_priority_first": (
-            "the filesystem broker has no priorities: priority= is a ConfigError"
-        ),
-        "test_a_higher_priority_overtakes_tasks_waiting_for_the_busy_slot": (
-            "the filesystem broker has no priorities: priority= is a ConfigError"
-        ),
-    }
 
     @pytest.fixture
     def adapter_config(self, tmp_path: Path) -> CeleryAdapterConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -15,8 +16,9 @@ from celery import _state as celery_state
 from celery import signals
 from kombu.asynchronous import get_event_loop
 
-from taskserve import DeadLetterKind, TaskProcessorConfig, TaskState
+from taskserve import BrokerUnavailable, DeadLetterKind, TaskProcessorConfig, TaskState
 from taskserve_celery import CeleryAdapter, CeleryAdapterConfig
+from taskserve_celery.consumer import START_TIMEOUT_S
 from taskserve_celery.testing import CeleryHarness
 from taskserve_conformance import hold_for, wait_for_status, wait_until
 
@@ -123,3 +125,31 @@ def test_prefetch_never_exceeds_concurrency(make_adapter: Factory) -> None:
         release.set()
     for task_id in ids:
         wait_for_status(adapter, task_id, TaskState.SUCCESS, WAIT_S)
+
+
+def test_a_consumer_told_not_to_retry_connecting_at_start_fails_at_once() -> None:
+    """``broker_connection_retry_on_startup=False`` takes effect: with the broker
+    down, start_consumer raises BrokerUnavailable once the first connection
+    fails, not after the start timeout of a consumer that keeps retrying."""
+    prefix = f"tsc-celery-embed-{uuid.uuid4().hex[:12]}"
+    config = TaskProcessorConfig(
+        queue_name=f"tsc-startup-{uuid.uuid4().hex[:12]}",
+        adapter_config=CeleryAdapterConfig(
+            broker_url="redis://127.0.0.1:1/0",
+            backend_url=REDIS_URL,
+            key_prefix=prefix,
+            app_custom_config={"broker_connection_retry_on_startup": False},
+        ),
+    )
+    adapter = CeleryAdapter(config)
+    adapter.initialize(consumer_concurrency=1)
+    adapter.register_task_handle(lambda: None, "noop")
+    started = time.monotonic()
+    try:
+        with pytest.raises(BrokerUnavailable, match="stopped before it could consume"):
+            adapter.start_consumer()
+        assert time.monotonic() - started < START_TIMEOUT_S / 2
+    finally:
+        adapter.shutdown()
+        reachable = CeleryAdapterConfig(broker_url=REDIS_URL, key_prefix=prefix)
+        CeleryHarness().cleanup(config.model_copy(update={"adapter_config": reachable}))

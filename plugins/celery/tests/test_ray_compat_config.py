@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import threading
 import time
 import uuid
 import warnings
@@ -140,11 +141,38 @@ def test_worker_concurrency_is_ignored_and_warns_once_naming_itself(
         CeleryAdapterConfig(broker_url=REDIS, worker_concurrency=4)
 
 
-def test_a_time_limit_is_accepted_with_no_effect_as_in_rays_threads_pool(
+def test_a_time_limit_in_task_custom_config_is_the_core_time_limit(
     fresh_warnings: None,
 ) -> None:
-    with pytest.warns(IgnoredSettingWarning, match="task_custom_config.time_limit"):
-        CeleryAdapterConfig(broker_url=REDIS, task_custom_config={"time_limit": 60})
+    """Ray's threads pool drops Celery's time limits; here the limit takes effect
+    (as TaskProcessorConfig.task_time_limit_s), and no warning is due."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        settings = CeleryAdapterConfig(broker_url=REDIS, task_custom_config={"time_limit": 60})
+    adapter = CeleryAdapter(TaskProcessorConfig(queue_name="q", adapter_config=settings))
+    assert adapter.config.task_time_limit_s == 60
+
+
+def test_celerys_time_limit_stops_a_task_at_the_limit(make_queue: Callable[..., Queue]) -> None:
+    queue = make_queue(app_custom_config={"task_time_limit": 0.5}, max_retries=0)
+    stop = threading.Event()
+
+    def forever() -> None:
+        while not stop.wait(0.02):  # the handler's own work, interrupted by the limit
+            pass
+
+    try:
+        queue.consume(forever=forever)
+        started = time.monotonic()
+        failed = queue.wait(queue.producer.enqueue_task_sync("forever"), timeout=30)
+        assert failed.status is TaskState.FAILURE
+        assert (
+            failed.error is not None
+            and failed.error.type == "taskserve.errors.TaskTimeLimitExceeded"
+        )
+        assert time.monotonic() - started < 20
+    finally:
+        stop.set()
 
 
 def test_a_kept_setting_at_taskservers_value_is_accepted_silently(fresh_warnings: None) -> None:
@@ -219,17 +247,17 @@ def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     def make(
         queue_name: str | None = None,
         task_custom_config: dict[str, Any] | None = None,
+        app_custom_config: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Queue:
         unique = uuid.uuid4().hex[:10]
+        custom = {"task_custom_config": task_custom_config, "app_custom_config": app_custom_config}
         if request.param == "redis":
             adapter_config = CeleryAdapterConfig(
-                broker_url=REDIS, backend_url=REDIS_BACKEND, task_custom_config=task_custom_config
+                broker_url=REDIS, backend_url=REDIS_BACKEND, **custom
             )
         else:
-            adapter_config = _filesystem_config(
-                tmp_path / unique, task_custom_config=task_custom_config
-            )
+            adapter_config = _filesystem_config(tmp_path / unique, **custom)
         fields.setdefault("retry_backoff_s", 0.1)
         config = TaskProcessorConfig(
             queue_name=queue_name or f"compat_{unique}",
@@ -377,23 +405,39 @@ def _redis_priority_lists(name: str) -> dict[int, int]:
     return {step: length for step, length in lengths.items() if length}
 
 
+def _file_levels(settings: CeleryAdapterConfig, name: str) -> dict[int, int]:
+    """Message files waiting in queue ``name`` of the filesystem broker, by the
+    level that starts their names (``9 - priority``: the first taken is 0)."""
+    folder = Path(str((settings.broker_transport_options or {})["data_folder_in"]))
+    levels: dict[int, int] = {}
+    for path in folder.glob(f"*.{name}.msg"):
+        assert path.name.startswith("+"), path.name
+        levels[int(path.name[1])] = levels.get(int(path.name[1]), 0) + 1
+    return levels
+
+
+def _broker_levels(settings: CeleryAdapterConfig, name: str) -> dict[int, int]:
+    """Messages waiting in queue ``name``, by the broker's own order: 0 is taken
+    first (kombu's Redis list of priority 0, or the file names' level)."""
+    if settings.broker_url == "filesystem://":
+        return _file_levels(settings, name)
+    return _redis_priority_lists(name)
+
+
 def test_priority_is_published_where_the_broker_has_priorities(
     make_queue: Callable[..., Queue],
 ) -> None:
     queue = make_queue()
     settings = queue.config.adapter_config
     assert isinstance(settings, CeleryAdapterConfig)
-    if settings.broker_url == "filesystem://":
-        with pytest.raises(ConfigError, match="the filesystem broker has no priorities"):
-            queue.producer.enqueue_task_sync("echo", args=[1], priority=5)
-        assert queue.producer.get_metrics_sync().queue_depth == 0
-        return
     urgent = queue.producer.enqueue_task_sync("echo", args=["urgent"], priority=9)
     task = queue.producer.enqueue_task_sync("echo", args=[1], priority=5)
     plain = queue.producer.enqueue_task_sync("echo", args=["plain"])
-    # kombu pops its list of priority 0 first: taskserve's 9 goes there, its 0 to 9.
-    assert _redis_priority_lists(queue.config.queue_name) == {0: 1, 4: 1, 9: 1}
-    assert CeleryAdapter.broker_queue_length(REDIS, queue.config.queue_name) == 3
+    # Taken first: kombu's Redis list of priority 0, and the file names starting
+    # with level 0; taskserve's 9 goes there, its 0 to the last (9).
+    assert _broker_levels(settings, queue.config.queue_name) == {0: 1, 4: 1, 9: 1}
+    if settings.broker_url != "filesystem://":
+        assert CeleryAdapter.broker_queue_length(REDIS, queue.config.queue_name) == 3
     queue.consume(echo=lambda value: value)
     assert queue.wait(task).result == 1
     assert queue.wait(urgent).result == "urgent" and queue.wait(plain).result == "plain"
@@ -408,16 +452,12 @@ def test_task_custom_config_priority_is_the_default_of_tasks_without_one(
         warnings.simplefilter("always", IgnoredSettingWarning)
         queue = make_queue(task_custom_config={"priority": 7})
     ignored = [str(w.message) for w in caught if issubclass(w.category, IgnoredSettingWarning)]
-    assert isinstance(queue.config.adapter_config, CeleryAdapterConfig)
-    if queue.config.adapter_config.broker_url == "filesystem://":
-        assert any("task_custom_config.priority" in text for text in ignored), ignored
-        queue.consume(echo=lambda value: value)
-        assert queue.wait(queue.producer.enqueue_task_sync("echo", args=[1])).result == 1
-        return
+    settings = queue.config.adapter_config
+    assert isinstance(settings, CeleryAdapterConfig)
     assert not ignored
     queue.producer.enqueue_task_sync("echo", args=["defaulted"])
     queue.producer.enqueue_task_sync("echo", args=["own"], priority=1)
-    assert _redis_priority_lists(queue.config.queue_name) == {2: 1, 8: 1}  # 9 - 7 and 9 - 1
+    assert _broker_levels(settings, queue.config.queue_name) == {2: 1, 8: 1}  # 9 - 7 and 9 - 1
 
 
 def test_other_enqueue_options_are_refused_naming_the_supported_ones(

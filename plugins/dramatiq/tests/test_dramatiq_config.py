@@ -48,6 +48,22 @@ def test_former_field_names_still_work_with_a_warning() -> None:
         ({"broker_url": "redis://h", "broker_options": {"prefetch": 3}}, "not an option"),
         ({"broker_url": "redis://h", "broker_options": {"url": "x"}}, "cannot be set"),
         ({"broker_url": "redis://h", "broker_options": {"namespace": 3}}, "must be of type str"),
+        (
+            {
+                "broker_url": "amqp://h",
+                "state_url": "redis://h",
+                "broker_options": {"max_priority": 5},
+            },
+            "would merge task priorities",
+        ),
+        (
+            {
+                "broker_url": "amqp://h",
+                "state_url": "redis://h",
+                "broker_options": {"max_priority": 256},
+            },
+            "from 9 to 255",
+        ),
         ({"broker_url": "amqp://h", "state_url": "redis://h", "time_limit_s": 0}, "greater"),
         (
             {"broker_url": "amqp://h", "state_url": "redis://h", "results_url": "redis://h"},
@@ -85,8 +101,8 @@ def test_typed_config_selects_the_adapter() -> None:
         )
 
 
-def test_every_capability_but_priorities_is_declared() -> None:
-    assert DramatiqAdapter.capabilities == frozenset(Capability) - {Capability.PRIORITIES}
+def test_every_capability_is_declared() -> None:
+    assert DramatiqAdapter.capabilities == frozenset(Capability)
 
 
 def test_dramatiq_reserved_queue_suffixes_are_refused() -> None:

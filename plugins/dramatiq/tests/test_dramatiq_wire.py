@@ -17,6 +17,7 @@ from taskserve_dramatiq.wire import (
     decode_checked,
     payload_of,
     placeholder,
+    priority_level,
     to_dramatiq,
 )
 
@@ -76,6 +77,31 @@ def test_a_resent_copy_keeps_id_and_body_but_not_broker_options() -> None:
     assert again.queue_name == "q" and again.message_id == message.message_id
     assert again.args == message.args and "eta" not in again.options
     assert "redis_message_id" not in again.options
+
+
+def test_a_priority_travels_as_dramatiq_broker_priority_and_survives_a_resend() -> None:
+    task = build_message(
+        task_name="index", args=[], kwargs={}, queue_name="q", max_payload_bytes=10_000, priority=7
+    )
+    message = to_dramatiq(task, "q")
+    assert message.options["broker_priority"] == 7 and priority_level(message) == 7
+    delivered = decode_checked(message.encode())
+    assert delivered is not None and payload_of(delivered, "q") == task
+    assert priority_level(copy_for_resend(message.copy(queue_name="q.DQ"))) == 7
+    assert "broker_priority" not in to_dramatiq(_task(), "q").options  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "level"), [(None, 0), (0, 0), (4, 4), (12, 9), (-1, 0), ("5", 0), (True, 0)]
+)
+def test_the_priority_of_a_plain_dramatiq_message_is_its_broker_priority(
+    value: object, level: int
+) -> None:
+    options = {} if value is None else {"broker_priority": value}
+    message = Message(queue_name="q", actor_name="add", args=(), kwargs={}, options=options)
+    assert priority_level(message) == level
+    task = payload_of(message, "q")
+    assert not isinstance(task, bytes) and task.priority == (level or None)
 
 
 def test_a_pickle_encoder_is_refused() -> None:

@@ -36,6 +36,7 @@ from taskserve import (
 from taskserve.adapter import TaskProcessorAdapter
 from taskserve.serialization import TaskMessage
 from taskserve_rq import RQAdapter, RQAdapterConfig
+from taskserve_rq.consumer import RQConsumer
 from taskserve_rq.testing import RQHarness
 from taskserve_rq.timeouts import ThreadDeathPenalty
 from taskserve_rq.wire import RUN_TASK, SERIALIZER, decode_job_data
@@ -125,6 +126,45 @@ def test_typed_config_selects_the_adapter_and_rejects_unknown_keys() -> None:
         TaskProcessorConfig.from_dict(
             {"queue_name": "q", "adapter": "rq", "adapter_config": {"broker_url": "redis://x"}}
         )
+
+
+@pytest.mark.parametrize(
+    ("option", "instead"),
+    [
+        ("retry", "TaskProcessorConfig.max_retries"),
+        ("result_ttl", "job_result_ttl_s"),
+        ("failure_ttl", "job_result_ttl_s"),
+        ("timeout", "job_timeout_s"),
+        ("serializer", "JSONSerializer, never pickle"),
+        ("worker_ttl", "dequeue_timeout_s"),
+        ("exception_handlers", "taskserve.hooks"),
+    ],
+)
+def test_rqs_own_options_are_refused_saying_what_takes_their_place(
+    option: str, instead: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"{option}: RQ's option is not taken .*{instead}"):
+        TaskProcessorConfig.from_dict(
+            {"queue_name": "q", "adapter": "rq", "adapter_config": {option: 1}}
+        )
+
+
+def test_dequeue_timeout_sets_how_long_rq_keeps_an_idle_workers_record(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    """RQ's record of each embedded worker (``rq info``) expires
+    ``dequeue_timeout_s`` + 15 s (its worker TTL) + 60 s after its last beat."""
+    producer = make_adapter(adapter_config={"dequeue_timeout_s": 5})
+    consumer = _consumer(producer, {"ok": lambda: "done"}, concurrency=2)
+    try:
+        running = consumer.running_consumer
+        assert isinstance(running, RQConsumer)
+        client = producer.store.client
+        _until(lambda: all(client.exists(w.key) for w in running._workers), "workers registered")
+        for worker in running._workers:
+            assert 1 + 15 + 60 < client.ttl(worker.key) <= 5 + 15 + 60
+    finally:
+        consumer.shutdown()
 
 
 def test_password_never_shows() -> None:
@@ -280,6 +320,54 @@ def test_finished_jobs_leave_nothing_in_rq_by_default(
         _until(lambda: not client.exists(Job.key_for(task.id)), "the RQ job was kept")
         assert client.llen(producer.broker.intermediate_key) == 0
         assert client.zcard(producer.broker.started_key) == 0
+    finally:
+        consumer.shutdown()
+
+
+def test_a_job_deleted_the_rq_way_is_published_again(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    """Deleting a queued job with RQ's own API (as rq-dashboard does) removes RQ's
+    copy only: the task stays PENDING in taskserve's store, whose ledger
+    publishes it again once the queue is empty for its claim bound."""
+    producer = make_adapter()
+    task = producer.enqueue_task_sync("ok")
+    client = producer.store.client
+    Job.fetch(task.id, connection=client, serializer=SERIALIZER).delete()
+    assert producer.get_task_status_sync(task.id).status is TaskState.PENDING
+    consumer = _consumer(producer, {"ok": lambda: "done"})
+    try:
+        assert _wait_for(producer, task, TaskState.SUCCESS).result == "done"
+    finally:
+        consumer.shutdown()
+
+
+def test_a_finished_job_requeued_the_rq_way_does_not_run_again(
+    make_adapter: Callable[..., RQAdapter],
+) -> None:
+    """Requeueing a failed job from RQ's failed registry (as rq-dashboard does)
+    delivers it again, and the consumer settles it without running it: the task
+    stays FAILURE. Redrive goes through taskserve's dead letters instead."""
+    producer = make_adapter(max_retries=0, adapter_config={"job_result_ttl_s": 60})
+    runs: list[int] = []
+
+    def fail() -> None:
+        runs.append(1)
+        raise ValueError("no")
+
+    consumer = _consumer(producer, {"fail": fail})
+    try:
+        task = producer.enqueue_task_sync("fail")
+        _wait_for(producer, task, TaskState.FAILURE)
+        client, key = producer.store.client, Job.key_for(task.id)
+        _until(lambda: client.hget(key, "status") == b"failed", "the job was not failed in RQ")
+        registry = FailedJobRegistry(producer.config.queue_name, connection=client)
+        registry.requeue(task.id)
+        _until(
+            lambda: client.hget(key, "status") == b"canceled", "the requeued job was not settled"
+        )
+        assert runs == [1]
+        assert producer.get_task_status_sync(task.id).status is TaskState.FAILURE
     finally:
         consumer.shutdown()
 

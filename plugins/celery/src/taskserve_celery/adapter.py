@@ -10,8 +10,9 @@ file), so the adapter keeps every promise of the contract where Celery alone
 does not: durable cancel, forward-only status, crash redelivery within the
 lease, exact dead letters, and failure routing owned by this adapter instance.
 Task priorities are the broker's: RabbitMQ's native ones, kombu's priority
-lists on Redis (:func:`~taskserve_celery.engine.broker_priority`); the
-filesystem broker has none.
+lists on Redis (:func:`~taskserve_celery.engine.broker_priority`), message
+file names in priority order on the filesystem broker
+(:mod:`taskserve_celery.filesystem`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from taskserve.kit import (
     StoreAdapter,
     TaskMessage,
     TaskProcessorConfig,
-    TaskResult,
     TaskRunner,
 )
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig, StateKind
@@ -109,7 +109,12 @@ class CeleryAdapter(StoreAdapter[StateStore]):
     def __init__(
         self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None
     ) -> None:
+        """Raise ConfigError if Celery's time limit in the adapter config
+        (``app_custom_config``'s ``task_time_limit``, ``task_custom_config``'s
+        ``time_limit``) disagrees with ``TaskProcessorConfig.task_time_limit_s``;
+        when that is unset, Celery's limit becomes it (:attr:`config`)."""
         super().__init__(config, queue_name)
+        self.config = self.settings.processor_config(self.config)
         self._app: Celery | None = None
 
     @classmethod
@@ -207,16 +212,6 @@ class CeleryAdapter(StoreAdapter[StateStore]):
         elif expires is not None:
             expires_at = now + _seconds("expires", expires)
         return EnqueueOptions(not_before=not_before, expires_at=expires_at)
-
-    def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
-        """The filesystem broker has no priorities: a task with one is refused
-        (ConfigError) and nothing is enqueued."""
-        if message.priority is not None and self.settings.broker_kind is BrokerKind.FILESYSTEM:
-            raise ConfigError(
-                "priority: the filesystem broker has no priorities; enqueue without one, "
-                "or use a Redis or RabbitMQ broker"
-            )
-        return super()._enqueue(message, idempotency_key)
 
     def _publish(self, message: TaskMessage) -> None:
         publish(

@@ -6,11 +6,13 @@ The fields are those of Ray Serve's ``CeleryAdapterConfig`` (``broker_url``,
 accepts and ignores), so Ray's configs validate unchanged, plus
 ``key_prefix`` for the task-state keys and ``mirror_dead_letters``.
 
-Settings the adapter manages to keep its delivery promises (acks, prefetch,
-serializer, visibility timeout) keep taskserve's values: given the value
-taskserve uses, they are accepted; given another, they are ignored with a
-warning naming them (or refused, for those that would change where messages
-go); the ones Ray Serve itself refuses are refused.
+No setting is accepted and then silently dropped. Each Celery setting of
+``app_custom_config`` takes effect or is refused saying why and what to use
+instead (:mod:`taskserve_celery.settings`); Celery's ``task_time_limit`` and
+``task_custom_config``'s ``time_limit`` are the core time limit
+(``TaskProcessorConfig.task_time_limit_s``). The transport options the
+adapter derives from the lease are refused; on Redis, other values of the
+priority options are ignored with a warning.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ from taskserve.kit import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     AdapterConfig,
+    ConfigError,
     InvalidArgument,
     RedactedUrl,
+    TaskProcessorConfig,
     secret_value,
     task_priority,
     warn_ignored,
+)
+from taskserve_celery.settings import (
+    app_settings_problems,
+    celery_time_limit,
+    task_time_limit_problems,
 )
 
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
@@ -56,56 +65,6 @@ STATE_STORE_SCHEMES = REDIS_STATE_SCHEMES | SQLITE_STATE_SCHEMES
 SQLITE_STATE_FILE = "taskserve-state.sqlite3"
 """The database file of the sqlite state store inside a ``file://`` directory."""
 
-ENFORCED_APP_SETTINGS: dict[str, Any] = {
-    "accept_content": ["json"],
-    "result_accept_content": ["json"],
-    "result_serializer": "json",
-    "task_serializer": "json",
-    "task_protocol": 2,
-    "task_compression": None,
-    "task_acks_on_failure_or_timeout": False,
-    "task_always_eager": False,
-    "task_create_missing_queues": False,
-    "worker_cancel_long_running_tasks_on_connection_loss": False,
-    "worker_disable_prefetch": False,
-    "worker_enable_prefetch_count_reduction": False,
-    "worker_enable_remote_control": False,
-    "worker_prefetch_multiplier": 1,
-}
-"""Celery settings the adapter sets to these values to keep its delivery
-promises; in ``app_custom_config`` the same value is accepted, another one is
-ignored with a warning."""
-
-RAY_REFUSED_APP_SETTINGS = frozenset(
-    {
-        "task_acks_late",
-        "task_ignore_result",
-        "task_reject_on_worker_lost",
-        "worker_concurrency",
-        "worker_pool",
-    }
-)
-"""Settings Ray Serve's Celery adapter refuses in ``app_custom_config`` (it
-manages them); taskserve refuses them too."""
-
-ROUTING_APP_SETTINGS = frozenset(
-    {
-        "broker_transport_options",
-        "broker_url",
-        "result_backend",
-        "task_default_queue",
-        "task_queues",
-        "task_routes",
-        "worker_consumer",
-    }
-)
-"""Settings that would change where messages go; refused (set the fields)."""
-
-MANAGED_APP_SETTINGS = (
-    frozenset(ENFORCED_APP_SETTINGS) | RAY_REFUSED_APP_SETTINGS | ROUTING_APP_SETTINGS
-)
-"""Every Celery setting the adapter sets itself."""
-
 MANAGED_TRANSPORT_OPTIONS = frozenset(
     {
         "unacked_index_key",
@@ -127,21 +86,21 @@ kombu priority first. In ``broker_transport_options`` the same values are
 accepted (as Celery's guide to Redis priorities sets them), others are ignored
 with a warning."""
 
-SUPPORTED_TASK_OPTIONS = frozenset({"priority"})
+SUPPORTED_TASK_OPTIONS = frozenset({"priority", "time_limit"})
 """Keys of ``task_custom_config`` the adapter applies: ``priority``, the priority
-(0 to 9, higher first) of tasks enqueued without one."""
+(0 to 9, higher first) of tasks enqueued without one, and ``time_limit``, the
+time limit of every task (``TaskProcessorConfig.task_time_limit_s``)."""
 
-IGNORED_TASK_OPTIONS: dict[str, str] = {
-    "time_limit": (
-        "tasks run in threads of the replica, where Celery applies no time limit "
-        "(as with Ray Serve's Celery adapter, whose pool is threads too)"
-    ),
+REFUSED_TASK_OPTIONS: dict[str, str] = {
     "soft_time_limit": (
-        "tasks run in threads of the replica, where Celery applies no time limit "
-        "(as with Ray Serve's Celery adapter, whose pool is threads too)"
+        "taskserve has one time limit per attempt, TaskProcessorConfig.task_time_limit_s "
+        "(or 'time_limit' here, which is that limit): at the limit a sync handler gets "
+        "TaskTimeLimitExceeded raised in its thread (catch it to clean up, as Celery's "
+        "SoftTimeLimitExceeded) and the attempt fails"
     ),
 }
-"""Keys of ``task_custom_config`` accepted with no effect, as in Ray Serve."""
+"""Keys of ``task_custom_config`` refused with why and what to use instead (the
+retry options aside, :data:`RETRY_TASK_OPTIONS`)."""
 
 RETRY_TASK_OPTIONS = frozenset(
     {
@@ -228,13 +187,18 @@ class CeleryAdapterConfig(AdapterConfig):
     )
     app_custom_config: dict[str, Any] | None = Field(
         default=None,
-        description="Extra Celery settings (app.conf), except those the adapter manages.",
+        description=(
+            "Celery settings (app.conf) that take effect here (broker connection and "
+            "publishing; task_time_limit, which is task_time_limit_s); any other is refused "
+            "saying why and what to use (taskserve_celery.settings)."
+        ),
     )
     task_custom_config: dict[str, Any] | None = Field(
         default=None,
         description=(
-            "Options applied to every published task; supported: 'priority', the priority "
-            "(0 to 9, higher first) of tasks enqueued without one."
+            "Options of every task; supported: 'priority', the priority (0 to 9, higher "
+            "first) of tasks enqueued without one, and 'time_limit', the time limit of "
+            "every task (TaskProcessorConfig.task_time_limit_s)."
         ),
     )
     broker_transport_options: dict[str, Any] | None = Field(
@@ -299,29 +263,16 @@ class CeleryAdapterConfig(AdapterConfig):
     @field_validator("app_custom_config")
     @classmethod
     def _check_app_config(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Refuse every setting that would not take effect, each named with why
+        and what to use instead (:func:`~taskserve_celery.settings.app_settings_problems`)."""
         if not value:
             return value
-        refused = sorted(set(value) & RAY_REFUSED_APP_SETTINGS)
-        if refused:
+        problems = app_settings_problems(value)
+        if problems:
             raise ValueError(
-                f"{', '.join(refused)} cannot be set here: the adapter manages them (as Ray "
-                "Serve's Celery adapter does; use TaskProcessorConfig for retries and "
-                "consumer_concurrency or max_ongoing_requests for concurrency)"
+                "these Celery settings cannot take effect in taskserve-celery: "
+                + "; ".join(problems)
             )
-        routing = sorted(set(value) & ROUTING_APP_SETTINGS)
-        if routing:
-            raise ValueError(
-                f"{', '.join(routing)} cannot be set here: set broker_url, backend_url, "
-                "broker_transport_options and TaskProcessorConfig.queue_name instead"
-            )
-        for key in sorted(set(value) & set(ENFORCED_APP_SETTINGS)):
-            if value[key] != ENFORCED_APP_SETTINGS[key]:
-                warn_ignored(
-                    f"app_custom_config.{key}={value[key]!r}",
-                    f"taskserve-celery keeps {key}={ENFORCED_APP_SETTINGS[key]!r} to keep its "
-                    "delivery promises (late acks, prefetch of exactly the concurrency, JSON "
-                    "only)",
-                )
         return value
 
     @field_validator("broker_transport_options")
@@ -357,12 +308,14 @@ class CeleryAdapterConfig(AdapterConfig):
                 f"{', '.join(retry)}: retries and backoff are set in TaskProcessorConfig "
                 "(max_retries, retry_backoff_s, retry_backoff_max_s, retry_jitter)"
             )
-        unknown = sorted(set(value) - SUPPORTED_TASK_OPTIONS - set(IGNORED_TASK_OPTIONS))
+        refused = sorted(set(value) & set(REFUSED_TASK_OPTIONS))
+        if refused:
+            raise ValueError(f"{refused[0]}: {REFUSED_TASK_OPTIONS[refused[0]]}")
+        unknown = sorted(set(value) - SUPPORTED_TASK_OPTIONS)
         if unknown:
             raise ValueError(
                 f"unsupported task option(s) {', '.join(unknown)}; supported: "
-                f"{', '.join(sorted(SUPPORTED_TASK_OPTIONS))} (and, with no effect as in Ray "
-                f"Serve, {', '.join(sorted(IGNORED_TASK_OPTIONS))})"
+                f"{', '.join(sorted(SUPPORTED_TASK_OPTIONS))}"
             )
         try:
             task_priority(value.get("priority"))
@@ -370,9 +323,15 @@ class CeleryAdapterConfig(AdapterConfig):
             raise ValueError(
                 f"task_custom_config.priority is the priority of tasks enqueued without one: {e}"
             ) from None
-        for key in sorted(set(value) & set(IGNORED_TASK_OPTIONS)):
-            warn_ignored(f"task_custom_config.{key}", IGNORED_TASK_OPTIONS[key])
+        problems = task_time_limit_problems(value)
+        if problems:
+            raise ValueError(problems[0])
         return value
+
+    @model_validator(mode="after")
+    def _check_time_limits(self) -> CeleryAdapterConfig:
+        _ = self.time_limit_s  # both Celery time limits given, and different, is an error
+        return self
 
     @model_validator(mode="after")
     def _check_backend(self) -> CeleryAdapterConfig:
@@ -416,8 +375,6 @@ class CeleryAdapterConfig(AdapterConfig):
                 "same directory: producers write messages to data_folder_out and consumers "
                 "read data_folder_in, with one config for both"
             )
-        if (self.task_custom_config or {}).get("priority") is not None:
-            warn_ignored("task_custom_config.priority", "the filesystem broker has no priorities")
 
     def check_queue_name(self, name: str, field: str) -> None:
         """The filesystem broker names a file after each queue's exchange and takes
@@ -434,6 +391,31 @@ class CeleryAdapterConfig(AdapterConfig):
             )
         if kind is BrokerKind.AMQP and name.startswith("amq."):
             raise ValueError(f"{name!r}: RabbitMQ reserves queue names starting with 'amq.'")
+
+    @property
+    def time_limit_s(self) -> float | None:
+        """The time limit of every task that Celery's ``task_time_limit``
+        (``app_custom_config``) or ``time_limit`` (``task_custom_config``) sets:
+        the adapter's ``TaskProcessorConfig.task_time_limit_s`` when that is not
+        set (:meth:`processor_config`). None when neither is given; ValueError if
+        both are, with different values."""
+        return celery_time_limit(self.app_custom_config, self.task_custom_config)
+
+    def processor_config(self, config: TaskProcessorConfig) -> TaskProcessorConfig:
+        """``config`` (whose adapter_config is this one) with Celery's time limit
+        (:attr:`time_limit_s`) as its ``task_time_limit_s``; raise ConfigError if
+        ``config`` sets another limit, which one of them would silently lose."""
+        limit = self.time_limit_s
+        if limit is None or config.task_time_limit_s == limit:
+            return config
+        if config.task_time_limit_s is not None:
+            raise ConfigError(
+                f"TaskProcessorConfig.task_time_limit_s ({config.task_time_limit_s!r}) and "
+                f"Celery's time limit in adapter_config ({limit!r}: app_custom_config's "
+                "task_time_limit or task_custom_config's time_limit) disagree; give the "
+                "limit once, as task_time_limit_s"
+            )
+        return config.model_copy(update={"task_time_limit_s": limit})
 
     @property
     def broker_kind(self) -> BrokerKind:

@@ -114,7 +114,14 @@ class CeleryConsumer(ConsumerBase):
         self._worker.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._worker.ready.wait(0.05):
-            if not self._worker.alive() or time.monotonic() > deadline:
+            if not self._worker.alive():
+                self._exit.set()
+                raise BrokerUnavailable(
+                    f"the Celery worker for queue '{self.config.queue_name}' stopped before "
+                    f"it could consume from {self._broker} (see its logged error; with "
+                    "broker_connection_retry_on_startup=False it does not retry connecting)"
+                )
+            if time.monotonic() > deadline:
                 self._exit.set()
                 raise BrokerUnavailable(
                     f"the Celery worker for queue '{self.config.queue_name}' could not start "

@@ -10,7 +10,8 @@ RabbitMQ queues are declared with ``x-max-priority`` 9, and kombu's Redis
 transport keeps one list per priority (:func:`broker_priority`). On the
 filesystem broker the message folders are created if missing, idle consumers
 poll every ``FILESYSTEM_POLL_S``, and messages are written whole before a
-consumer can see them (:mod:`taskserve_celery.filesystem`).
+consumer can see them, under names that sort by priority
+(:mod:`taskserve_celery.filesystem`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from taskserve_celery.config import (
     broker_kind_of,
 )
 from taskserve_celery.filesystem import TRANSPORT as FILESYSTEM_TRANSPORT
+from taskserve_celery.settings import MAPPED_APP_SETTINGS
 from taskserve_celery.wire import send_task_arguments
 
 FILESYSTEM_POLL_S = 0.1
@@ -104,17 +106,16 @@ def transport_options(config: TaskProcessorConfig, settings: CeleryAdapterConfig
     return options
 
 
-def broker_priority(priority: int, broker_kind: BrokerKind) -> int | None:
+def broker_priority(priority: int, broker_kind: BrokerKind) -> int:
     """The message priority a task of ``priority`` (0 to 9, higher first) is
     published with: the same on RabbitMQ (a queue of ``x-max-priority`` 9 delivers
-    higher ones first); inverted on Redis (``9 - priority``), where kombu keeps one
-    list per priority and pops the list of 0 first; None on the filesystem broker,
-    which has no priorities."""
-    if broker_kind is BrokerKind.AMQP:
-        return priority
+    higher ones first) and on the filesystem broker (kombu's meaning, higher
+    first, which :mod:`taskserve_celery.filesystem` puts first in the message's
+    file name); inverted on Redis (``9 - priority``), where kombu keeps one list
+    per priority and pops the list of 0 first."""
     if broker_kind is BrokerKind.REDIS:
         return MAX_PRIORITY - priority
-    return None
+    return priority
 
 
 @contextlib.contextmanager
@@ -200,19 +201,25 @@ def broker_queue_length(broker_url: str, queue_name: str) -> int:
 
 
 def build_app(config: TaskProcessorConfig, settings: CeleryAdapterConfig) -> Celery:
-    """A Celery app for ``config.queue_name``; not set as current or default."""
+    """A Celery app for ``config.queue_name``; not set as current or default.
+
+    ``app_custom_config`` is applied (the config let through only settings that
+    take effect here, :mod:`taskserve_celery.settings`), but for the ones that
+    are taskserve's (``task_time_limit``, which the runner applies), and then
+    the settings the adapter keeps."""
     app = Celery(
         f"taskserve-{config.queue_name}",
         broker=secret_value(settings.broker_url),
         set_as_current=False,
         fixups=[],
     )
-    app.conf.update(settings.app_custom_config or {})
+    app.conf.update(broker_connection_retry_on_startup=True)  # unless the user says
+    custom = settings.app_custom_config or {}
+    app.conf.update({k: v for k, v in custom.items() if k not in MAPPED_APP_SETTINGS})
     if settings.broker_kind is BrokerKind.FILESYSTEM:
         app.conf.broker_transport = FILESYSTEM_TRANSPORT
     app.conf.update(
         broker_transport_options=transport_options(config, settings),
-        broker_connection_retry_on_startup=True,
         result_backend=None,
         task_ignore_result=True,
         task_serializer="json",
@@ -263,9 +270,7 @@ def publish(
     publish_options.pop("soft_time_limit", None)
     default = publish_options.pop("priority", None)
     priority = message.priority if message.priority is not None else default
-    wire_priority = broker_priority(priority or 0, broker_kind)
-    if wire_priority is not None:
-        publish_options["priority"] = wire_priority
+    publish_options["priority"] = broker_priority(priority or 0, broker_kind)
     try:
         with declaring(queue_name):
             app.send_task(**send_task_arguments(message), queue=queue_name, **publish_options)

@@ -3,7 +3,9 @@
 Messages move through Dramatiq; task status, results, cancel requests, leases,
 dead letters and the ledger of published messages are kept in the kit's
 Redis task store, so the adapter keeps every promise of the contract on both
-brokers, and a message Dramatiq loses is published again.
+brokers, and a message Dramatiq loses is published again. Task priorities are
+RabbitMQ's own, and on Redis one list per level (see
+:mod:`taskserve_dramatiq.engine`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,7 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
 
     alias: ClassVar[str] = "dramatiq"
     config_model: ClassVar[type[AdapterConfig]] = DramatiqAdapterConfig
-    # No PRIORITIES yet: Dramatiq's brokers order messages by their own rules (Redis has no priorities).
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability) - {Capability.PRIORITIES}
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
     def __init__(
         self, config: TaskProcessorConfig | AdapterConfig, queue_name: str | None = None
@@ -83,8 +84,12 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
         self.broker.close()
 
     def _broker_call(self, action: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; a failure is BrokerUnavailable, except a ConfigError (a
+        RabbitMQ queue that cannot be declared), raised as it is."""
         try:
             return fn(*args)
+        except ConfigError:
+            raise
         except Exception as e:
             raise BrokerUnavailable(
                 f"{action} failed on the Dramatiq broker at "

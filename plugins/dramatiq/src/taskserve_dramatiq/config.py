@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from taskserve.kit import AdapterConfig, RedactedUrl, redact_url
+from taskserve.kit import MAX_PRIORITY, AdapterConfig, RedactedUrl, redact_url
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 """URL schemes served by Dramatiq's Redis broker (and usable as results store)."""
@@ -22,6 +22,9 @@ BROKER_OPTIONS: dict[str, dict[str, type]] = {
     "rabbitmq": {"confirm_delivery": bool, "max_priority": int},
 }
 """``broker_options`` each broker accepts, with their types."""
+
+RABBITMQ_MAX_PRIORITY = 255
+"""The largest ``x-max-priority`` RabbitMQ (and Dramatiq) accepts."""
 
 _DERIVED_OPTIONS = {
     "url": "it is broker_url",
@@ -85,7 +88,9 @@ class DramatiqAdapterConfig(AdapterConfig):
         description=(
             "Options passed to Dramatiq's broker. Redis: namespace (key prefix, default "
             "'dramatiq'), dead_message_ttl (ms). RabbitMQ: confirm_delivery (default true: "
-            "publishes wait for the broker's confirm), max_priority."
+            "publishes wait for the broker's confirm), max_priority (the queue's "
+            f"x-max-priority, {MAX_PRIORITY} to {RABBITMQ_MAX_PRIORITY}, default "
+            f"{MAX_PRIORITY}: every task priority its own)."
         ),
     )
     worker_timeout_s: float = Field(
@@ -174,6 +179,11 @@ class DramatiqAdapterConfig(AdapterConfig):
             if type(value) is not expected:
                 raise ValueError(
                     f"'{key}' must be of type {expected.__name__}, got {type(value).__name__}"
+                )
+            if key == "max_priority" and not MAX_PRIORITY <= options[key] <= RABBITMQ_MAX_PRIORITY:
+                raise ValueError(
+                    f"'max_priority' must be from {MAX_PRIORITY} to {RABBITMQ_MAX_PRIORITY}, "
+                    f"got {value}: below {MAX_PRIORITY} RabbitMQ would merge task priorities"
                 )
         return options
 

@@ -3,7 +3,9 @@
 One :class:`dramatiq.Worker` per adapter instance, on the adapter's own
 broker: ``concurrency`` worker threads, a prefetch of ``concurrency`` (so a
 consumer never holds more messages than it can run), no signal handlers and
-no command line. Each message a worker thread takes runs through
+no command line. The prefetch bound is one for all priority levels (Redis:
+one fetch takes the highest levels first; RabbitMQ: its own priority queue
+behind one ``basic_qos``). Each message a worker thread takes runs through
 :meth:`~taskserve.kit.ConsumerBase.run_inline` in that thread; Dramatiq
 acknowledges it when the delivery returns, or hands it back when the base
 settles it so (see :func:`taskserve_dramatiq.engine.hand_back`). Retries are
@@ -80,6 +82,7 @@ class DramatiqConsumer(ConsumerBase):
 
     # -- the engine's part -------------------------------------------------------
     def _start_engine(self) -> None:
+        self._broker.prepare()  # a queue RabbitMQ refuses to declare: ConfigError here
         self._broker.stopping.clear()
         self._broker.route_to(self._on_message)
         self._broker.boot()

@@ -14,18 +14,22 @@ Each adapter builds its own broker (never Dramatiq's global one) with:
 * a *stopping* mode in which consumers fetch nothing more and hand back what
   they had buffered;
 * on Redis, heartbeats and queue maintenance on a timer derived from the
-  lease, so a crashed consumer's messages are delivered again within it.
+  lease, so a crashed consumer's messages are delivered again within it;
+* task priorities 0 to 9, higher first: on RabbitMQ the queue's own
+  (``x-max-priority``), on Redis one list per level, fetched highest first
+  within the consumer's one prefetch bound (:mod:`taskserve_dramatiq.scripts`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -36,16 +40,26 @@ from dramatiq.actor import Actor
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import dq_name
+from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
-from taskserve.kit import TaskProcessorConfig, secret_value
+from taskserve.kit import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    ConfigError,
+    TaskProcessorConfig,
+    secret_value,
+)
+from taskserve_dramatiq import scripts
 from taskserve_dramatiq.config import DramatiqAdapterConfig
-from taskserve_dramatiq.wire import as_bytes, decode_checked, placeholder
+from taskserve_dramatiq.wire import as_bytes, decode_checked, placeholder, priority_level
 
 logger = logging.getLogger(__name__)
+
+LEVELS = range(MIN_PRIORITY, MAX_PRIORITY + 1)
+"""The priority levels of a queue, lowest first."""
 
 _HAND_BACK = "_taskserve_hand_back"
 
@@ -148,13 +162,17 @@ class TaskBroker(Broker):
         """Raise if the broker cannot be reached."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Declare the queue where the broker needs it, before consuming; raise
+        ConfigError if the broker refuses it (nothing to declare by default)."""
+
     def enqueue_first(self, message: Message[Any]) -> Message[Any]:
         """Enqueue ``message`` at the head of its queue where the broker can
         (Redis); at the tail otherwise (RabbitMQ has no head to put it at)."""
         return self.enqueue(message)
 
     def queue_depth(self) -> int:
-        """Messages waiting in the queue and its delay queue."""
+        """Messages waiting in the queue (every priority level) and its delay queue."""
         raise NotImplementedError
 
 
@@ -162,11 +180,20 @@ class TaskBroker(Broker):
 
 
 class TaskRedisBroker(TaskBroker, RedisBroker):
-    """Dramatiq's Redis broker with heartbeats and maintenance on a timer.
+    """Dramatiq's Redis broker with priority levels, and heartbeats and
+    maintenance on a timer.
+
+    The queue is one list of message ids per priority level (Dramatiq's own
+    list is level 0; see :mod:`taskserve_dramatiq.scripts`), sharing
+    Dramatiq's hash of bodies and its sets of fetched ids. A fetch takes the
+    highest levels first, up to the consumer's free prefetch; a message handed
+    back or recovered returns to the head of its own level. The delay queue
+    stays Dramatiq's single list: a delayed message is enqueued at its level
+    when it is due.
 
     A consumer whose process died stops heartbeating; after ``lease_s`` the
     maintenance of any live consumer of the queue moves its unacknowledged
-    messages back to the queue. Live consumers heartbeat every quarter lease.
+    messages back to their levels. Live consumers heartbeat every quarter lease.
     """
 
     def __init__(
@@ -198,6 +225,22 @@ class TaskRedisBroker(TaskBroker, RedisBroker):
         self._claims: set[str] = set()
         self._claims_lock = threading.Lock()
         self._init_routing(queue_name, current)
+        base = f"{namespace}:{queue_name}"
+        self._level_keys = [
+            base if level == MIN_PRIORITY else f"{base}{scripts.LEVEL_SUFFIX}{level}"
+            for level in LEVELS
+        ]
+        self._bodies_key = f"{base}.msgs"
+        self._heartbeats_key = f"{namespace}:__heartbeats__"
+        self._fetched_prefix = f"{namespace}:__acks__."
+        self._fetch_script = client.register_script(scripts.FETCH)
+        self._requeue_script = client.register_script(scripts.REQUEUE)
+        self._recover_script = client.register_script(scripts.RECOVER)
+
+    @property
+    def level_keys(self) -> list[str]:
+        """The Redis lists of the queue's priority levels, lowest first."""
+        return list(self._level_keys)
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -211,52 +254,113 @@ class TaskRedisBroker(TaskBroker, RedisBroker):
         return int(getattr(self._maintaining, "on", False))
 
     def keep_alive(self) -> None:
-        """Heartbeat, and move messages of dead consumers back to the queue."""
+        """Heartbeat, and move messages of dead consumers back to the queue: to
+        their own levels (:data:`~taskserve_dramatiq.scripts.RECOVER`), then, by
+        Dramatiq's maintenance, to the delay queue."""
+        self._recover_script(
+            keys=[self._heartbeats_key, self._bodies_key, *self._level_keys],
+            args=[
+                current_millis(),
+                self.heartbeat_timeout,
+                self.broker_id,
+                self._fetched_prefix,
+                self.queue_name,
+            ],
+        )
         self._maintaining.on = True
         try:
-            for name in (self.queue_name, dq_name(self.queue_name)):
-                self.do_qsize(name)
+            self.do_qsize(dq_name(self.queue_name))
         finally:
             self._maintaining.on = False
 
     def ping(self) -> None:
         self.client.ping()
 
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Enqueue like Dramatiq, at the tail of the list of the message's
+        priority level; a delayed message goes to Dramatiq's delay queue, and
+        to its level when it is due."""
+        if delay is not None or message.queue_name != self.queue_name:
+            enqueued: Message[Any] = super().enqueue(message, delay=delay)
+            return enqueued
+        return self._push(message, first=False)
+
     def enqueue_first(self, message: Message[Any]) -> Message[Any]:
-        """Enqueue like Dramatiq's ``enqueue`` (no delay), but at the head of the
-        list its consumers pop from: the message body in the queue's hash and
-        its Redis id pushed on the left, in one transaction."""
-        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        """Enqueue like :meth:`enqueue` (no delay), but at the head of the list
+        of the message's level."""
+        return self._push(message, first=True)
+
+    def _push(self, message: Message[Any], *, first: bool) -> Message[Any]:
+        """The message body in the queue's hash and its Redis id (ending with
+        its level, see :mod:`taskserve_dramatiq.scripts`) pushed on its level's
+        list, in one transaction."""
+        level = priority_level(message)
+        suffix = "" if level == MIN_PRIORITY else f"{scripts.LEVEL_SUFFIX}{level}"
+        message = message.copy(options={"redis_message_id": f"{uuid.uuid4()}{suffix}"})
         redis_id = message.options["redis_message_id"]
         self.emit_before("enqueue", message, None)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(f"{self.namespace}:{message.queue_name}.msgs", redis_id, message.encode())
-        pipe.lpush(f"{self.namespace}:{message.queue_name}", redis_id)
+        if message.queue_name == self.queue_name:
+            key = self._level_keys[level]
+        else:  # a queue with no levels: Dramatiq's one list
+            key = f"{self.namespace}:{message.queue_name}"
+        if first:
+            pipe.lpush(key, redis_id)
+        else:
+            pipe.rpush(key, redis_id)
         pipe.execute()
         self.emit_after("enqueue", message, None)
         return message
 
     def queue_depth(self) -> int:
         pipe = self.client.pipeline(transaction=False)
-        pipe.llen(f"{self.namespace}:{self.queue_name}")
+        for key in self._level_keys:
+            pipe.llen(key)
         pipe.hlen(f"{self.namespace}:{dq_name(self.queue_name)}.msgs")
-        queued, delayed = pipe.execute()
-        return int(queued) + int(delayed)
+        return sum(int(count) for count in pipe.execute())
 
     def do_fetch(self, queue_name: str, count: int) -> list[bytes | None]:
-        """Fetch like Dramatiq, replacing what its consumer could not process."""
-        fetched: list[bytes | None] = self._dispatch("fetch")(queue_name, count)  # type: ignore[no-untyped-call]
-        return [None if data is None else self._screen(queue_name, data) for data in fetched]
+        """Fetch up to ``count`` messages, replacing what Dramatiq's consumer could
+        not process: from the queue's levels, highest first
+        (:data:`~taskserve_dramatiq.scripts.FETCH`), or like Dramatiq from the
+        delay queue."""
+        if queue_name != self.queue_name:
+            fetched: list[bytes | None] = self._dispatch("fetch")(queue_name, count)  # type: ignore[no-untyped-call]
+            return [None if data is None else self._screen(queue_name, data) for data in fetched]
+        pairs = self._fetch_script(
+            keys=[self._heartbeats_key, self._bodies_key, self._fetched_key, *self._level_keys],
+            args=[count, current_millis(), self.broker_id],
+        )
+        return [
+            self._screen(queue_name, pairs[i + 1], _text(pairs[i])) for i in range(0, len(pairs), 2)
+        ]
 
-    def _screen(self, queue_name: str, data: bytes) -> bytes:
+    @property
+    def _fetched_key(self) -> str:
+        """This broker's set of fetched, unacknowledged ids of the queue."""
+        return f"{self._fetched_prefix}{self.broker_id}.{self.queue_name}"
+
+    def requeue_ids(self, redis_ids: list[str]) -> None:
+        """Hand fetched messages of the queue back, each to the head of its level
+        (:data:`~taskserve_dramatiq.scripts.REQUEUE`)."""
+        if redis_ids:
+            self._requeue_script(
+                keys=[self._bodies_key, self._fetched_key, *self._level_keys], args=redis_ids
+            )
+
+    def _screen(self, queue_name: str, data: bytes, redis_id: str | None = None) -> bytes:
+        """``data`` as fetched, or a message standing in for it that Dramatiq's
+        consumer can process under the Redis id it was fetched with (``redis_id``
+        when known, found otherwise)."""
         message = decode_checked(data)
-        if (
-            message is not None
-            and message.queue_name == queue_name
-            and isinstance(message.options.get("redis_message_id"), str)
-        ):
-            return data
-        redis_id = self._claim_fetched_id(queue_name, data)
+        if message is not None and message.queue_name == queue_name:
+            carried = message.options.get("redis_message_id")
+            usable = isinstance(carried, str) if redis_id is None else carried == redis_id
+            if usable:
+                return data
+        if redis_id is None:
+            redis_id = self._claim_fetched_id(queue_name, data)
         if message is None:
             replacement = placeholder(as_bytes(data), queue_name, redis_message_id=redis_id)
         else:
@@ -300,12 +404,20 @@ class _TaskRedisConsumer(_RedisConsumer):
         proxy: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
         return proxy
 
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Hand fetched messages back: those of the queue each to the head of its
+        own level, those of the delay queue as Dramatiq does."""
+        if self.queue_name != self.broker.queue_name:
+            super().requeue(messages)  # type: ignore[no-untyped-call]
+            return
+        self.broker.requeue_ids([message.options["redis_message_id"] for message in messages])
+
     def ack(self, message: MessageProxy) -> None:
         try:
             if _handed_back(message):
                 self.queued_message_ids.discard(message.message_id)
                 try:
-                    self.requeue([message])  # type: ignore[no-untyped-call]
+                    self.requeue([message])
                 except redis.ConnectionError as e:
                     raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
             else:
@@ -321,7 +433,14 @@ _AMQP_ERRORS = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannel
 
 class TaskRabbitmqBroker(TaskBroker, RabbitmqBroker):
     """Dramatiq's RabbitMQ broker; a dead consumer's connection closes and
-    RabbitMQ delivers its unacknowledged messages again."""
+    RabbitMQ delivers its unacknowledged messages again.
+
+    The queue and its delay queue are declared with ``x-max-priority``
+    (``max_priority``, 9 by default), and a message is published with its
+    ``broker_priority``: RabbitMQ hands a consumer the highest priority
+    waiting first, and keeps a message's priority when it requeues it. A queue
+    that exists without that argument cannot be declared: see :meth:`_declaring`.
+    """
 
     def __init__(
         self,
@@ -332,7 +451,7 @@ class TaskRabbitmqBroker(TaskBroker, RabbitmqBroker):
         middleware: list[Middleware],
         current: CurrentDelivery,
         confirm_delivery: bool = True,
-        max_priority: int | None = None,
+        max_priority: int = MAX_PRIORITY,
     ) -> None:
         RabbitmqBroker.__init__(
             self,
@@ -378,6 +497,48 @@ class TaskRabbitmqBroker(TaskBroker, RabbitmqBroker):
 
     def ping(self) -> None:
         self._on_this_thread(lambda: self.connection.process_data_events(time_limit=0))
+
+    def prepare(self) -> None:
+        """Declare the queue on this thread, so that a queue RabbitMQ refuses to
+        declare is a ConfigError of the caller and not a consumer thread that
+        restarts for ever; a broker that cannot be reached is left to the
+        consumer threads, which connect again until it can."""
+        try:
+            self.declare_queue(self.queue_name, ensure=True)
+        except ConnectionClosed as e:
+            logger.warning("taskserve: could not declare queue '%s' yet: %s", self.queue_name, e)
+
+    @contextlib.contextmanager
+    def _declaring(self, queue_name: str) -> Iterator[None]:
+        """Turn RabbitMQ's refusal to declare ``queue_name`` with this broker's
+        arguments (PRECONDITION_FAILED, inequivalent arg: the queue exists with
+        others, as queues created before task priorities or by plain Dramatiq
+        do, without ``x-max-priority``) into a ConfigError saying what to do."""
+        try:
+            yield
+        except pika.exceptions.ChannelClosedByBroker as e:
+            if e.reply_code != 406 or "inequivalent arg" not in str(e.reply_text):
+                raise
+            del self.channel  # closed by RabbitMQ; the next call opens another
+            raise ConfigError(
+                f"RabbitMQ refused to declare queue '{queue_name}': it exists with other "
+                f"arguments than taskserve-dramatiq declares (x-max-priority "
+                f"{self.max_priority}, for task priorities), probably created by an "
+                f"earlier version or by plain Dramatiq ({e.reply_text}). Delete the queue "
+                "once it is drained (rabbitmqctl delete_queue, or the management UI; "
+                f"'{self.queue_name}' and '{dq_name(self.queue_name)}' are both declared "
+                "so) so that it is declared again, set broker_options max_priority to "
+                "the queue's x-max-priority if it has one of at least "
+                f"{MAX_PRIORITY}, or use a new queue name"
+            ) from e
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        with self._declaring(queue_name):
+            return super()._declare_queue(queue_name)  # type: ignore[no-untyped-call]
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        with self._declaring(dq_name(queue_name)):
+            return super()._declare_dq_queue(queue_name)  # type: ignore[no-untyped-call]
 
     def queue_depth(self) -> int:
         counts = self._on_this_thread(lambda: self.get_queue_message_counts(self.queue_name))

@@ -18,10 +18,11 @@ import pika
 import pika.exceptions
 import redis
 
-from taskserve.kit import RedisTaskStore, TaskProcessorConfig, secret_value
+from taskserve.kit import MAX_PRIORITY, RedisTaskStore, TaskProcessorConfig, secret_value
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
 from taskserve_dramatiq.config import DramatiqAdapterConfig
+from taskserve_dramatiq.scripts import LEVEL_SUFFIX
 
 
 def _settings(config: TaskProcessorConfig) -> DramatiqAdapterConfig:
@@ -75,13 +76,18 @@ class DramatiqHarness(BrokerHarness):
                 client.close()
             return
         with _rabbitmq_channel(settings.broker_url) as channel:
-            # The queue as Dramatiq declares it (dead letters to <queue>.XQ).
+            # The queue as the adapter declares it (dead letters to <queue>.XQ,
+            # priorities up to max_priority).
             xq = f"{config.queue_name}.XQ"
             channel.queue_declare(queue=xq, durable=True, arguments={"x-message-ttl": 7 * 86400000})
             channel.queue_declare(
                 queue=config.queue_name,
                 durable=True,
-                arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq},
+                arguments={
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": xq,
+                    "x-max-priority": settings.broker_options.get("max_priority", MAX_PRIORITY),
+                },
             )
             channel.basic_publish(
                 exchange="",
@@ -124,9 +130,13 @@ class DramatiqHarness(BrokerHarness):
 
 
 def _delete_dramatiq_keys(client: redis.Redis, namespace: str, queue: str) -> None:
-    """Dramatiq's keys of ``queue`` (and of its delay and dead-letter queues)."""
+    """Dramatiq's keys of ``queue`` (its priority levels, its delay and dead-letter
+    queues)."""
     names = [queue, f"{queue}.DQ", f"{queue}.XQ"]
     client.delete(*[f"{namespace}:{n}{part}" for n in names for part in ("", ".msgs")])
+    client.delete(
+        *[f"{namespace}:{queue}{LEVEL_SUFFIX}{level}" for level in range(1, MAX_PRIORITY + 1)]
+    )
     for name in names[:2]:
         for key in client.scan_iter(match=f"{namespace}:__acks__.*.{name}", count=1000):
             client.delete(key)

@@ -3,9 +3,13 @@
 A task is one Dramatiq message encoded by Dramatiq's JSON encoder: its
 ``actor_name`` is the task name, its only argument is the task's
 :class:`~taskserve.TaskMessage` as a JSON object, its ``message_id`` is the
-task id, and the option ``taskserve`` marks it. A message without that mark,
-sent by plain Dramatiq code, is read as a task too: actor name, args and
-kwargs become the task's name and arguments.
+task id, and the option ``taskserve`` marks it. A task's priority (when it
+has one above 0) is also the option ``broker_priority``, Dramatiq's own name
+for it: RabbitMQ orders the queue by it, and the Redis broker of the adapter
+picks the message's list by it (see :mod:`taskserve_dramatiq.scripts`). A
+message without the mark, sent by plain Dramatiq code, is read as a task too:
+actor name, args and kwargs become the task's name and arguments, and its
+``broker_priority`` its priority.
 
 Bytes that are not a Dramatiq message at all reach the workers as a
 *placeholder* message carrying them in base64, so that they end in the
@@ -25,7 +29,15 @@ from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message, get_encoder
 
-from taskserve.kit import WIRE_VERSION, ConfigError, PayloadError, TaskMessage, new_task_id
+from taskserve.kit import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    WIRE_VERSION,
+    ConfigError,
+    PayloadError,
+    TaskMessage,
+    new_task_id,
+)
 
 MARK_OPTION = "taskserve"
 """Message option marking a message that carries a TaskMessage."""
@@ -35,6 +47,10 @@ RAW_OPTION = "taskserve_raw"
 
 PLACEHOLDER_ACTOR = "taskserve.undecodable"
 """Actor name of placeholder messages."""
+
+PRIORITY_OPTION = "broker_priority"
+"""Message option holding the priority (Dramatiq's option for RabbitMQ's
+message priority; absent means the lowest)."""
 
 
 def check_json_encoder() -> None:
@@ -50,14 +66,28 @@ def check_json_encoder() -> None:
         )
 
 
+def priority_level(message: Message[Any] | MessageProxy) -> int:
+    """The priority level (0 to 9) a message waits at: its ``broker_priority``
+    kept within 0 to 9, as RabbitMQ treats a priority above the queue's maximum
+    as that maximum; 0 when it has none, or one that is not an integer."""
+    value = message.options.get(PRIORITY_OPTION)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return MIN_PRIORITY
+    return min(max(value, MIN_PRIORITY), MAX_PRIORITY)
+
+
 def to_dramatiq(message: TaskMessage, queue_name: str) -> Message[Any]:
-    """The Dramatiq message that carries ``message`` on ``queue_name``."""
+    """The Dramatiq message that carries ``message`` on ``queue_name``, with its
+    priority as ``broker_priority`` when it has one above 0."""
+    options: dict[str, Any] = {MARK_OPTION: WIRE_VERSION}
+    if message.priority:
+        options[PRIORITY_OPTION] = message.priority
     return Message(
         queue_name=queue_name,
         actor_name=message.name,
         args=(json.loads(message.to_json()),),
         kwargs={},
-        options={MARK_OPTION: WIRE_VERSION},
+        options=options,
         message_id=message.id,
         message_timestamp=int(message.enqueued_at * 1000),
     )
@@ -139,4 +169,5 @@ def payload_of(message: Message[Any] | MessageProxy, queue_name: str) -> TaskMes
         kwargs=dict(message.kwargs),
         queue_name=queue_name,
         enqueued_at=message.message_timestamp / 1000,
+        priority=priority_level(message) or None,
     )

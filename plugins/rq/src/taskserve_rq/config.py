@@ -1,11 +1,17 @@
-"""Configuration of the RQ adapter."""
+"""Configuration of the RQ adapter.
+
+Every field takes effect (see each one's description); any other key is
+refused, and RQ's own option names (:data:`RQ_OPTIONS`) are refused saying
+what takes their place, so that nothing RQ users are used to passing is
+accepted and then silently dropped.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from taskserve.kit import AdapterConfig, RedactedUrl
 
@@ -15,6 +21,61 @@ LEVEL_SUFFIX = "@priority-"
 """What the RQ queue of a priority level above 0 adds to the queue name."""
 
 _LEVEL_NAME = re.compile(re.escape(LEVEL_SUFFIX) + r"[1-9]\Z")
+
+_TIMEOUT = (
+    "set job_timeout_s (RQ's job timeout), or the core limit "
+    "TaskProcessorConfig.task_time_limit_s (@task_handler(time_limit_s=...) per handler)"
+)
+_RESULT_TTL = (
+    "set job_result_ttl_s: how long RQ keeps its own job record, finished and failed alike; "
+    "taskserve keeps results for TaskProcessorConfig.result_ttl_s"
+)
+_CLASSES = (
+    "the adapter's own RQ classes carry its promises (its job class, a thread-safe death "
+    "penalty, SimpleWorkers in threads of the replica)"
+)
+_RUNNING = (
+    "consumers run until stop_consumer; delayed tasks and retries are scheduled by "
+    "taskserve's store, not RQ's scheduler"
+)
+_LOGGING = "configure Python logging (the adapter logs under 'taskserve' and 'taskserve_rq')"
+
+RQ_OPTIONS: dict[str, str] = {
+    "timeout": _TIMEOUT,
+    "job_timeout": _TIMEOUT,
+    "default_timeout": _TIMEOUT,
+    "result_ttl": _RESULT_TTL,
+    "failure_ttl": _RESULT_TTL,
+    "ttl": "a queued task waits until a consumer takes it or it is cancelled (cancel_task_sync)",
+    "retry": (
+        "retries are taskserve's: set TaskProcessorConfig.max_retries, retry_backoff_s, "
+        "retry_backoff_max_s and retry_jitter (or @task_handler(...) per handler)"
+    ),
+    "serializer": "jobs are stored with RQ's JSONSerializer, never pickle",
+    "is_async": ("jobs always run in a consumer; for tests without Redis use the sqlite adapter"),
+    "connection": "set redis_url",
+    "connection_class": "set redis_url",
+    "worker_ttl": "it follows dequeue_timeout_s (dequeue_timeout_s + 15 s)",
+    "job_class": _CLASSES,
+    "queue_class": _CLASSES,
+    "worker_class": _CLASSES,
+    "death_penalty_class": _CLASSES,
+    "burst": _RUNNING,
+    "with_scheduler": _RUNNING,
+    "max_jobs": _RUNNING,
+    "max_idle_time": _RUNNING,
+    "exception_handlers": (
+        "failures are recorded by taskserve (TaskResult.error, the failed dead-letter "
+        "queue) and reported to its lifecycle hooks (entry-point group 'taskserve.hooks')"
+    ),
+    "queues": "set TaskProcessorConfig.queue_name",
+    "queue_name": "set TaskProcessorConfig.queue_name",
+    "logging_level": _LOGGING,
+    "log_format": _LOGGING,
+    "date_format": _LOGGING,
+}
+"""RQ's queue, job and worker options an RQ user may pass, each with what takes
+its place; refused."""
 
 
 class RQAdapterConfig(AdapterConfig):
@@ -69,6 +130,21 @@ class RQAdapterConfig(AdapterConfig):
             "request within this time."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_rq_options(cls, data: Any) -> Any:
+        """Refuse RQ's own option names (:data:`RQ_OPTIONS`), saying what to use."""
+        if isinstance(data, dict):
+            given = sorted(key for key in data if key in RQ_OPTIONS)
+            if given:
+                raise ValueError(
+                    "; ".join(
+                        f"{key}: RQ's option is not taken by the rq adapter: {RQ_OPTIONS[key]}"
+                        for key in given
+                    )
+                )
+        return data
 
     @field_validator("key_prefix")
     @classmethod
