@@ -455,9 +455,13 @@ def test_task_custom_config_priority_is_the_default_of_tasks_without_one(
     settings = queue.config.adapter_config
     assert isinstance(settings, CeleryAdapterConfig)
     assert not ignored
-    queue.producer.enqueue_task_sync("echo", args=["defaulted"])
-    queue.producer.enqueue_task_sync("echo", args=["own"], priority=1)
+    defaulted = queue.producer.enqueue_task_sync("echo", args=["defaulted"])
+    own = queue.producer.enqueue_task_sync("echo", args=["own"], priority=1)
     assert _broker_levels(settings, queue.config.queue_name) == {2: 1, 8: 1}  # 9 - 7 and 9 - 1
+    # the record keeps the priority it was published with (retries, redrives, the ledger)
+    store = queue.producer.store  # type: ignore[attr-defined]
+    assert store.message(defaulted.id).priority == 7
+    assert store.message(own.id).priority == 1
 
 
 def test_other_enqueue_options_are_refused_naming_the_supported_ones(

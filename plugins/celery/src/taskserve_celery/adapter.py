@@ -18,6 +18,7 @@ file names in priority order on the filesystem broker
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import time
 from collections.abc import Callable
@@ -37,7 +38,9 @@ from taskserve.kit import (
     StoreAdapter,
     TaskMessage,
     TaskProcessorConfig,
+    TaskResult,
     TaskRunner,
+    task_priority,
 )
 from taskserve_celery.config import BrokerKind, CeleryAdapterConfig, StateKind
 from taskserve_celery.consumer import CeleryConsumer
@@ -212,6 +215,15 @@ class CeleryAdapter(StoreAdapter[StateStore]):
         elif expires is not None:
             expires_at = now + _seconds("expires", expires)
         return EnqueueOptions(not_before=not_before, expires_at=expires_at)
+
+    def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
+        """A task enqueued without a priority gets ``task_custom_config``'s
+        ``priority`` (when set) in its record too, so that retries, redrives and
+        the ledger see the priority it was published with."""
+        default = (self.settings.task_custom_config or {}).get("priority")
+        if message.priority is None and default is not None:
+            message = dataclasses.replace(message, priority=task_priority(default))
+        return super()._enqueue(message, idempotency_key)
 
     def _publish(self, message: TaskMessage) -> None:
         publish(
