@@ -667,5 +667,5 @@ def test_status_over_http_the_client_and_the_cli_show_the_progress(
         {"queue_name": config.queue_name, "adapter_config": {"path": str(tmp_path / "tasks.db")}}
     )
     out = io.StringIO()
-    assert main(["show", "--config", cli_config, task.id], out=out) == EXIT_OK
+    assert main(["show", "--json", "--config", cli_config, task.id], out=out) == EXIT_OK
     assert json.loads(out.getvalue())["progress"] == shown.model_dump(mode="json")

@@ -23,6 +23,7 @@ from taskserve_conformance.groups.forward_only import ForwardOnlyStatusTests
 from taskserve_conformance.groups.graceful_stop import GracefulStopTests
 from taskserve_conformance.groups.handler_policy import HandlerPolicyTests
 from taskserve_conformance.groups.health_metrics import HealthAndMetricsTests
+from taskserve_conformance.groups.listing import TaskListingTests
 from taskserve_conformance.groups.payload import PayloadTests
 from taskserve_conformance.groups.priorities import PriorityTests
 from taskserve_conformance.groups.progress import ProgressTests
@@ -50,6 +51,7 @@ TEST_GROUPS: tuple[type, ...] = (
     DelayedTaskTests,
     PriorityTests,
     TimeLimitTests,
+    TaskListingTests,
     ChaosTests,
 )
 """Every test group, in SPEC order; the chaos run last."""

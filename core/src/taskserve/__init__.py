@@ -9,7 +9,7 @@ needs neither Ray nor FastAPI nor httpx.
 
 from typing import Any
 
-from taskserve.adapter import TaskProcessorAdapter
+from taskserve.adapter import MAX_TASK_LIST_LIMIT, TaskProcessorAdapter
 from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
@@ -107,6 +107,7 @@ __all__ = [
     "ConfigError",
     "IdempotencyKeyReused",
     "InvalidArgument",
+    "MAX_TASK_LIST_LIMIT",
     "ConsumerLost",
     "DeadLetter",
     "DeadLetterKind",

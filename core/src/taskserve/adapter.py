@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -37,6 +38,7 @@ from taskserve.errors import (
 )
 from taskserve.hooks import TaskEvent
 from taskserve.models import (
+    CELERY_STATE_NAMES,
     AdapterMetrics,
     CancelOutcome,
     DeadLetter,
@@ -63,6 +65,12 @@ DEFAULT_GRACEFUL_TIMEOUT_S = 20.0
 ROUTER_QUEUE = "default"
 """The queue of an adapter built from its typed config alone (a router): tasks
 it cannot place and status reads go through it."""
+
+MAX_TASK_LIST_LIMIT = 1000
+"""Most task records one listing (``list_tasks_sync``, a store's ``recent``) returns."""
+
+DEFAULT_TASK_LIST_LIMIT = 50
+"""How many task records ``list_tasks_sync`` returns when no ``limit`` is given."""
 
 _R = TypeVar("_R")
 
@@ -127,6 +135,71 @@ def _limit(limit: Any) -> int:
     if type(limit) is not int or limit < 1:
         raise InvalidArgument(f"limit must be a positive int, got {limit!r:.50}")
     return limit
+
+
+def listing_limit(limit: Any) -> int:
+    """``limit`` of a task listing if it is an int from 1 to
+    :data:`MAX_TASK_LIST_LIMIT`; InvalidArgument naming ``limit`` otherwise."""
+    if type(limit) is not int or not 1 <= limit <= MAX_TASK_LIST_LIMIT:
+        raise InvalidArgument(
+            f"limit must be an int from 1 to {MAX_TASK_LIST_LIMIT}, got {limit!r:.50}"
+        )
+    return limit
+
+
+def _state(value: Any) -> TaskState:
+    if isinstance(value, TaskState):
+        return value
+    if isinstance(value, str):
+        name = value.strip().upper()
+        if name in CELERY_STATE_NAMES:
+            return CELERY_STATE_NAMES[name]
+        try:
+            return TaskState(name)
+        except ValueError:
+            pass
+    choices = ", ".join(s.value for s in TaskState)
+    raise InvalidArgument(f"status must be one of {choices}; got {value!r:.50}")
+
+
+def listing_states(status: Any) -> frozenset[TaskState] | None:
+    """The states a task listing keeps: None (every state) for None; else a
+    :class:`TaskState`, a state's name (Celery's names too), or a non-empty
+    collection of them. InvalidArgument naming ``status`` otherwise."""
+    if status is None:
+        return None
+    if isinstance(status, (TaskState, str)):
+        return frozenset({_state(status)})
+    if isinstance(status, bytes) or not isinstance(status, Collection):
+        raise InvalidArgument(
+            "status must be a TaskState, a state name or a collection of them, got "
+            f"{type(status).__name__}"
+        )
+    states = frozenset(_state(item) for item in status)
+    if not states:
+        raise InvalidArgument("status must name at least one state (None lists every state)")
+    return states
+
+
+def listing_before(before: Any) -> float | None:
+    """``before`` of a task listing as a unix time: None, a finite number, or an
+    aware datetime; InvalidArgument naming ``before`` otherwise."""
+    if before is None:
+        return None
+    if isinstance(before, datetime):
+        if before.tzinfo is None or before.utcoffset() is None:
+            raise InvalidArgument(
+                "before must be an aware datetime (with a time zone); a naive one is not guessed"
+            )
+        return before.timestamp()
+    if isinstance(before, bool) or not isinstance(before, (int, float)):
+        raise InvalidArgument(
+            f"before must be a unix time (a number) or an aware datetime, got "
+            f"{type(before).__name__}"
+        )
+    if not math.isfinite(before):
+        raise InvalidArgument(f"before must be a finite unix time, got {before!r}")
+    return float(before)
 
 
 def _kind(kind: Any) -> DeadLetterKind:
@@ -593,6 +666,35 @@ class TaskProcessorAdapter(ABC):
         wanted = _ids(ids)
         return self._delete_dead_letters(self._dead_letter_queue(_kind(kind)), wanted)
 
+    def list_tasks_sync(
+        self,
+        status: TaskState | str | Collection[TaskState | str] | None = None,
+        limit: int = DEFAULT_TASK_LIST_LIMIT,
+        before: float | datetime | None = None,
+    ) -> list[TaskResult]:
+        """This queue's task records, newest first (by ``created_at``, then by id,
+        descending), each as :meth:`get_task_status_sync` reads it (TASK_LISTING).
+
+        ``status`` keeps the tasks in that state, or in any of several (None:
+        every state); ``limit`` is how many at most, 1 to
+        :data:`MAX_TASK_LIST_LIMIT`; ``before`` (a unix time or an aware
+        datetime) keeps the tasks created strictly before it, so that passing
+        the ``created_at`` of a page's last task gets the next page. Expired
+        records and tasks of other queues are never listed; a task whose
+        status changes while it is being listed may be left out. A bad argument
+        raises :class:`InvalidArgument` naming it.
+        """
+        self.require(Capability.TASK_LISTING)
+        states = listing_states(status)
+        limit = listing_limit(limit)
+        since = listing_before(before)
+        if self.routing:
+            raise ConfigError(
+                "listing tasks needs a queue: build the adapter with a queue_name or a "
+                "TaskProcessorConfig"
+            )
+        return self._list_tasks(states, limit, since)
+
     def _dead_letter_queue(self, kind: DeadLetterKind) -> str:
         queue = (
             self.config.failed_task_queue_name
@@ -624,6 +726,7 @@ class TaskProcessorAdapter(ABC):
     list_dead_letters_async = _async_twin(list_dead_letters_sync)
     redrive_dead_letters_async = _async_twin(redrive_dead_letters_sync)
     purge_dead_letters_async = _async_twin(purge_dead_letters_sync)
+    list_tasks_async = _async_twin(list_tasks_sync)
     # Names used by Ray Serve's PDF template.
     enqueue_task = enqueue_task_async
     get_task_status = get_task_status_async
@@ -699,6 +802,14 @@ class TaskProcessorAdapter(ABC):
     def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
         """Delete records (all when ``ids`` is None); return how many (DEAD_LETTERS)."""
         raise UnsupportedCapability(self.alias, Capability.DEAD_LETTERS.value)
+
+    def _list_tasks(
+        self, statuses: frozenset[TaskState] | None, limit: int, before: float | None
+    ) -> list[TaskResult]:
+        """The queue's live records in ``statuses`` (all when None) created before
+        ``before``, newest first, at most ``limit`` (TASK_LISTING; the arguments
+        are checked)."""
+        raise UnsupportedCapability(self.alias, Capability.TASK_LISTING.value)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} queue={self.config.queue_name!r} config={self.adapter_config!r}>"

@@ -76,3 +76,9 @@ class Capability(enum.StrEnum):
         "failed with TaskTimeLimitExceeded, and does one that outlives the limit by the "
         "grace period make its consumer unhealthy and its task run again elsewhere?",
     )
+    TASK_LISTING = (
+        "task_listing",
+        "Does list_tasks_sync list the queue's live task records newest first, filtered by "
+        "status, at most limit of them, and page with before, never another queue's tasks "
+        "or an expired one?",
+    )

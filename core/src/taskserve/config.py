@@ -9,10 +9,11 @@ error naming the field.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import (
@@ -40,7 +41,9 @@ __all__ = [
     "AdapterConfig",
     "TaskProcessorConfig",
     "describe_validation_error",
+    "load_config_data",
     "max_attempts_for",
+    "validation_problems",
 ]
 
 _QUEUE_FIELDS = ("queue_name", "failed_task_queue_name", "unprocessable_task_queue_name")
@@ -267,22 +270,126 @@ class TaskProcessorConfig(BaseModel):
         the autoscaling policy.
 
         ``source`` is a TaskProcessorConfig, a mapping, a YAML or JSON file path,
-        or YAML or JSON text. ``key`` picks a nested section by a dotted path,
-        list items by number: ``applications.0.args.task_processor_config`` in a
-        Serve config file. Every problem raises :class:`ConfigError`.
+        or YAML or JSON text; ``key`` selects a section of it (see
+        :func:`load_config_data` for the dotted-path rules), e.g.
+        ``applications.0.args.task_processor_config`` in a Serve config file.
+        Every problem raises :class:`ConfigError`, whose message lists every
+        invalid field of a mapping (:meth:`find_problems`), ``adapter_config``'s
+        included even when other fields are invalid too.
         """
         if isinstance(source, TaskProcessorConfig) and key is None:
             return source
-        data = _read_source(source) if isinstance(source, (str, Path)) else source
-        if key is not None:
-            data = _section(data, key)
-        return cls.from_dict(data)
+        data = load_config_data(source, key)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            problems = cls.find_problems(data)
+            if not problems:
+                raise
+            raise ConfigError("Invalid TaskProcessorConfig: " + "; ".join(problems)) from e
 
     @classmethod
     def from_yaml(cls, source: str | Path, key: str | None = None) -> TaskProcessorConfig:
-        """Load from a YAML file path or YAML text, optionally under ``key``
-        (a dotted path, see :meth:`load`)."""
+        """Load from a YAML file path or YAML text, optionally its section ``key``.
+
+        ``key`` is a dotted path through mappings and lists: a list item is
+        picked by its number from 0 or by its ``name`` field, so in a Ray Serve
+        config file ``key="applications.0.args.processor"`` and
+        ``key="applications.my_app.args.processor"`` both read the mapping
+        under ``processor`` in the ``args`` of the application named
+        ``my_app`` (the first). A mapping key holding dots is matched whole
+        (the longest key that matches wins). Raises :class:`ConfigError` for an
+        unreadable file, invalid YAML, a missing section (naming the keys that
+        are there) and every invalid field. See :meth:`load`.
+        """
         return cls.load(source, key)
+
+    @classmethod
+    def find_problems(cls, data: Any) -> list[str]:
+        """Every problem of ``data`` as this config's fields, one line each
+        starting with the path of the field (``adapter_config.path: ...``); an
+        empty list when ``data`` is valid. Input values are never shown.
+
+        Building the config checks ``adapter_config`` (against the selected
+        adapter's model) only once every other field is valid; this also
+        reports its problems, and an unknown ``adapter``, when other fields
+        are invalid. Lines about ``adapter_config`` end with the adapter that
+        checked them, ``(adapter 'sqlite')``.
+        """
+        if isinstance(data, TaskProcessorConfig):
+            return []
+        if not isinstance(data, Mapping):
+            return [f"expected a mapping of fields, got {type(data).__name__}"]
+        try:
+            _structured_errors_model(cls).model_validate(dict(data))
+        except ValidationError as e:
+            error = e
+        else:
+            return []
+        items = error.errors(include_input=False, include_url=False)
+        lines = validation_problems(error, known_fields=cls.model_fields)
+        field_lines = [line for item, line in zip(items, lines, strict=True) if item["loc"]]
+        whole_lines = [line for item, line in zip(items, lines, strict=True) if not item["loc"]]
+        failed_fields = {str(item["loc"][0]) for item in items if item["loc"]}
+        adapter_lines = [] if "adapter" in failed_fields else _adapter_config_problems(data)
+        # A whole-config problem is raised only once every field is valid, and
+        # the adapter's problems come first in it: with adapter lines it is one of them.
+        return field_lines + (adapter_lines or whole_lines)
+
+
+@functools.cache
+def _structured_errors_model(model: type[TaskProcessorConfig]) -> type[TaskProcessorConfig]:
+    """``model`` with pydantic's own ``__init__``: its validation raises the
+    ValidationError, item by item, that ``model.__init__`` turns into one
+    ConfigError message. Its validators are ``model``'s."""
+    namespace = {"__init__": BaseModel.__init__, "__module__": model.__module__}
+    return cast("type[TaskProcessorConfig]", type(model.__name__, (model,), namespace))
+
+
+def _adapter_config_problems(data: Mapping[str, Any]) -> list[str]:
+    """The problems of ``data``'s adapter selection and of its ``adapter_config``
+    mapping, one line per field; [] when they are valid or cannot be checked
+    alone (a typed config, or a value that is not a mapping)."""
+    raw = data.get("adapter_config")
+    if isinstance(raw, AdapterConfig) or not isinstance(raw, Mapping | None):
+        return []
+    selected = data.get("adapter")
+    try:
+        selector = DEFAULT_ADAPTER if selected is None else canonical_selector(selected)
+        model = config_model_for(selector)
+    except AdapterNotFound as e:
+        return [f"adapter: {e}"]
+    if issubclass(model, OpaqueAdapterConfig):
+        return []
+    try:
+        model.model_validate(dict(raw or {}))
+    except ValidationError as e:
+        name = model.adapter_alias or (selector if isinstance(selector, str) else selector.__name__)
+        return [
+            f"{line} (adapter '{name}')"
+            for line in validation_problems(
+                e, prefix="adapter_config", known_fields=model.model_fields
+            )
+        ]
+    return []
+
+
+def load_config_data(source: Any, key: str | None = None) -> Any:
+    """The data :meth:`TaskProcessorConfig.load` validates, not validated yet.
+
+    ``source`` is read when it is a file path (``str`` or :class:`~pathlib.Path`;
+    JSON when its text starts with ``{``, else YAML) or YAML or JSON text, and
+    used as given otherwise (a mapping). ``key`` then selects a section by a
+    dotted path: each part is a mapping key, or a list item's number from 0 or
+    the item whose ``name`` field equals it; a mapping key holding dots is
+    matched whole, the longest match first. Raises :class:`ConfigError` for an
+    unreadable file, invalid YAML or JSON, and a missing section (naming the
+    keys there are).
+    """
+    data = _read_source(source) if isinstance(source, (str, Path)) else source
+    if key is not None:
+        data = _section(data, key)
+    return data
 
 
 def _read_source(source: str | Path) -> Any:
@@ -304,18 +411,63 @@ def _read_source(source: str | Path) -> Any:
         raise ConfigError(f"Invalid YAML for TaskProcessorConfig: {e}") from e
 
 
+_LISTED_KEYS = 20
+"""Most keys named by a missing-section error."""
+
+
 def _section(data: Any, key: str) -> Any:
-    """The value at dotted path ``key`` (list items by number)."""
-    node, walked = data, []
-    for part in key.split("."):
-        walked.append(part)
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise ConfigError(f"the configuration has no section '{'.'.join(walked)}'")
+    """The value at dotted path ``key`` (see :func:`load_config_data`)."""
+    parts = key.split(".")
+    node, walked, at = data, "", 0
+    while at < len(parts):
+        step = _step(node, parts, at)
+        if step is None:
+            missing = f"{walked}.{parts[at]}" if walked else parts[at]
+            raise ConfigError(
+                f"the configuration has no section '{missing}' ({_contents(node, walked)})"
+            )
+        node, taken = step
+        name = ".".join(parts[at : at + taken])
+        walked = f"{walked}.{name}" if walked else name
+        at += taken
     return node
+
+
+def _step(node: Any, parts: list[str], at: int) -> tuple[Any, int] | None:
+    """The child of ``node`` named by ``parts[at:]`` and how many parts its name
+    took, or None."""
+    if isinstance(node, Mapping):
+        for end in range(len(parts), at, -1):
+            name = ".".join(parts[at:end])
+            if name in node:
+                return node[name], end - at
+            if name.isdigit() and int(name) in node:  # YAML reads `0:` as a number
+                return node[int(name)], end - at
+        return None
+    if isinstance(node, list):
+        part = parts[at]
+        if part.isdigit():
+            return (node[int(part)], 1) if int(part) < len(node) else None
+        for item in node:
+            if isinstance(item, Mapping) and item.get("name") == part:
+                return item, 1
+    return None
+
+
+def _contents(node: Any, walked: str) -> str:
+    """What ``node`` (at path ``walked``) holds, for a missing-section error."""
+    where = f"'{walked}'" if walked else "the top level"
+    if isinstance(node, Mapping):
+        if not node:
+            return f"{where} is empty"
+        keys = [str(k) for k in node]
+        shown = ", ".join(keys[:_LISTED_KEYS]) + (", ..." if len(keys) > _LISTED_KEYS else "")
+        return f"{where} has: {shown}"
+    if isinstance(node, list):
+        names = [str(i["name"]) for i in node if isinstance(i, Mapping) and "name" in i]
+        named = f", named {', '.join(names[:_LISTED_KEYS])}" if names else ""
+        return f"{where} is a list of {len(node)} items, numbered from 0{named}"
+    return f"{where} is a {type(node).__name__}, not a section"
 
 
 def _looks_like_path(source: str | Path) -> bool:
@@ -328,7 +480,17 @@ def describe_validation_error(
     error: ValidationError, prefix: str = "", known_fields: Iterable[str] = ()
 ) -> str:
     """One line per problem, each naming the field path; inputs never shown. An
-    unknown key gets the closest of ``known_fields`` as a suggestion."""
+    unknown key gets the closest of ``known_fields`` as a suggestion. The
+    problems of :func:`validation_problems`, joined by ``"; "``."""
+    return "; ".join(validation_problems(error, prefix, known_fields))
+
+
+def validation_problems(
+    error: ValidationError, prefix: str = "", known_fields: Iterable[str] = ()
+) -> list[str]:
+    """One text per item of ``error.errors()``, in order: ``"field.path: message"``
+    (the path under ``prefix``), the input never shown; an unknown key gets the
+    closest of ``known_fields`` as a suggestion."""
     known = list(known_fields)
     lines = []
     for item in error.errors(include_input=False, include_url=False):
@@ -343,4 +505,4 @@ def describe_validation_error(
             close = difflib.get_close_matches(parts[-1], known, n=1, cutoff=0.6)
             msg = "unknown field" + (f"; did you mean '{close[0]}'?" if close else "")
         lines.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(lines)
+    return lines

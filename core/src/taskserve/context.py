@@ -92,6 +92,12 @@ def current_task() -> TaskContext:
     return context
 
 
+def current_task_or_none() -> TaskContext | None:
+    """The context of the task the current thread or coroutine runs for, or
+    None outside a task handler (never raises; what log filters read)."""
+    return _current.get()
+
+
 def set_current_task(context: TaskContext | None) -> contextvars.Token[TaskContext | None]:
     """Bind ``context`` to the current thread or coroutine (consumer use only)."""
     return _current.set(context)

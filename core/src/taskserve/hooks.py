@@ -42,6 +42,9 @@ class TaskEvent:
     retry_delay_s: float | None = None
     dead_letter_queue: str | None = None
     progress: TaskProgress | None = None
+    reason: str | None = None
+    """Why the event happened, in words, when the error does not say it (a
+    task cancelled because it expired before it ran)."""
     timestamp: float = field(default_factory=time.time)
 
 
@@ -66,7 +69,8 @@ class TaskLifecycleSpec:
 
     @hookspec
     def taskserve_task_failed(self, event: TaskEvent) -> None:
-        """The task failed for good (last attempt, or a non-retryable error)."""
+        """The task failed for good (last attempt, a non-retryable error, or
+        an unknown task name, with ``attempt`` 0: nothing ran)."""
 
     @hookspec
     def taskserve_task_dead_lettered(self, event: TaskEvent) -> None:

@@ -31,6 +31,8 @@ What is here, by job:
   consumers alive;
 * engine options of an enqueue (:class:`EnqueueOptions`), and
   :func:`warn_ignored` for a setting accepted for compatibility but not applied;
+* listing a queue's recent tasks (a store's ``recent``): :func:`listing_limit`
+  checks its ``limit`` (1 to :data:`MAX_TASK_LIST_LIMIT`);
 * consumers: :class:`ConsumerBase` (engines with their own transport),
   :class:`PollingConsumer` (queue stores), :class:`Reconciler`.
 """
@@ -39,7 +41,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskserve.adapter import EnqueueOptions, RunningConsumer, TaskProcessorAdapter
+from taskserve.adapter import (
+    MAX_TASK_LIST_LIMIT,
+    EnqueueOptions,
+    RunningConsumer,
+    TaskProcessorAdapter,
+    listing_limit,
+)
 from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
@@ -101,7 +109,14 @@ from taskserve.models import (
     TaskResult,
 )
 from taskserve.redaction import REVEAL_SECRETS, RedactedUrl, SecretUrl, redact_url, secret_value
-from taskserve.scheduling import MAX_PRIORITY, MIN_PRIORITY, task_priority
+from taskserve.scheduling import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    PRIORITY_LEVEL_SUFFIX,
+    PRIORITY_LEVELS,
+    priority_level_name,
+    task_priority,
+)
 from taskserve.serialization import WIRE_VERSION, TaskMessage, dumps_json, new_task_id
 from taskserve.states import TaskState
 
@@ -125,8 +140,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "MAX_PRIORITY",
+    "MAX_TASK_LIST_LIMIT",
     "MAX_TICK_S",
     "MIN_PRIORITY",
+    "PRIORITY_LEVELS",
+    "PRIORITY_LEVEL_SUFFIX",
     "REVEAL_SECRETS",
     "SCHEMA_VERSION",
     "WIRE_VERSION",
@@ -201,7 +219,9 @@ __all__ = [
     "decode",
     "dumps_json",
     "lazy_attributes",
+    "listing_limit",
     "new_task_id",
+    "priority_level_name",
     "redact_url",
     "redis_unavailable",
     "result_json",

@@ -1,8 +1,9 @@
 """The plugin manager that loads and calls lifecycle hooks.
 
-Built-in hooks are registered first, then every ``taskserve.hooks`` entry
-point (unless ``TASKSERVE_DISABLE_PLUGIN_AUTOLOAD`` is set); a plugin that
-fails to load is skipped with one log line.
+Built-in hooks are registered first (the task logs of :mod:`taskserve.logs`),
+then every ``taskserve.hooks`` entry point (unless
+``TASKSERVE_DISABLE_PLUGIN_AUTOLOAD`` is set); a plugin that fails to load is
+skipped with one log line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from importlib.metadata import entry_points
 import pluggy
 
 from taskserve.hooks import PROJECT_NAME, TaskEvent, TaskLifecycleSpec
+from taskserve.logs import TASK_LOG_PLUGIN_NAME, TaskLogHooks
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _manager is None:
             manager = pluggy.PluginManager(PROJECT_NAME)
             manager.add_hookspecs(TaskLifecycleSpec)
+            manager.register(TaskLogHooks(), name=TASK_LOG_PLUGIN_NAME)
             if not os.environ.get(DISABLE_AUTOLOAD_ENV):
                 _load_entry_point_plugins(manager)
             manager.check_pending()

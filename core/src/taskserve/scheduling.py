@@ -17,6 +17,21 @@ MIN_PRIORITY = 0
 """The lowest priority, and that of a task enqueued without one."""
 MAX_PRIORITY = 9
 """The highest priority: within a queue, higher priorities run first."""
+PRIORITY_LEVELS = range(MIN_PRIORITY, MAX_PRIORITY + 1)
+"""Every priority, lowest first."""
+PRIORITY_LEVEL_SUFFIX = "@priority-"
+"""What the name of a priority level's own list or queue adds to its queue's
+name, followed by the level's digit (:func:`priority_level_name`)."""
+
+
+def priority_level_name(name: str, priority: int) -> str:
+    """The name of ``name``'s list or queue for tasks of ``priority``, for
+    engines that keep one per level: ``name`` itself for :data:`MIN_PRIORITY`
+    (so plain producers of the engine feed the lowest level), else
+    ``<name>@priority-<n>``. Adapters refuse queue names of the second form."""
+    if priority == MIN_PRIORITY:
+        return name
+    return f"{name}{PRIORITY_LEVEL_SUFFIX}{priority}"
 
 
 def task_priority(priority: Any) -> int | None:

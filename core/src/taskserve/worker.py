@@ -10,6 +10,10 @@ not been running for :data:`DEAD_AFTER_S` seconds in a row (a consumer
 restarting its engine's loop after a broker outage comes back well before),
 or at once when a handler outlived its time limit by the grace period
 (``task_time_limit_grace_s``).
+
+``--log-level LEVEL`` (default WARNING) and ``--log-format text|json`` set
+where its logs go: standard error, each line naming the task it was logged
+for (see :mod:`taskserve.logs`); at INFO every task event has a line.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from taskserve.adapter import DEFAULT_GRACEFUL_TIMEOUT_S, TaskProcessorAdapter
 from taskserve.config import TaskProcessorConfig
 from taskserve.errors import ConfigError
 from taskserve.factory import instantiate_adapter_from_config
+from taskserve.logs import add_logging_arguments, configure_logging
 
 READY_LINE = "taskserve-worker ready"
 
@@ -115,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--handlers", required=True, help="package.module:NAME")
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S)
+    add_logging_arguments(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
     run_worker(
         TaskProcessorConfig.load(args.config),
         load_handlers(args.handlers),

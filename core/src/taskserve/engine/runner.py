@@ -423,13 +423,9 @@ class TaskRunner:
             return Outcome.SKIPPED
         if message.expires_at is not None and time.time() > message.expires_at:
             # Celery's ``expires``: a task delivered after it expired is not run.
-            logger.info(
-                "taskserve: task %s ('%s') expired before it ran; it is cancelled",
-                message.id,
-                message.name,
-            )
+            # The cancelled event's log line (taskserve.tasks) gives the reason.
             recorder.record_cancelled(message, attempt)
-            emit("cancelled", self._event(message, attempt))
+            emit("cancelled", self._event(message, attempt, reason="expired before it ran"))
             return Outcome.CANCELLED
         emit(
             "started",
@@ -652,6 +648,9 @@ class TaskRunner:
     ) -> None:
         dead_letter = self._dead_letter(DeadLetterKind.UNPROCESSABLE, message, raw, error, 0)
         recorder.record_unprocessable(message, error, dead_letter)
+        if message is not None:
+            # An unknown task name: the task ends FAILURE without an attempt.
+            emit("failed", self._event(message, 0, error=error))
         if dead_letter is not None:
             event = TaskEvent(
                 task_id=message.id if message else dead_letter.id,

@@ -72,17 +72,48 @@ that is not terminal never expires.
 
 A store is per queue: it is built for one ``queue_name`` and its result TTL.
 Dead-letter queues are named explicitly in the dead-letter operations.
+
+Listing (``recent``) reads the queue's records newest first: by
+``created_at``, ties by id, both descending. Only live records are listed
+(an expired one never, even before it is deleted), only this queue's, each
+as ``status`` reads it; a record without a task message (``insert_raw``)
+is listed too. Paging with ``before`` keeps the records created strictly
+before it. A listing is not a snapshot: a store may read it in steps, and a
+record whose status changes meanwhile may be left out of a filtered one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from taskserve.models import DeadLetter, TaskError, TaskResult
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
+
+
+def stored_error(text: str | bytes) -> TaskError:
+    """A task's error as a store kept it (``TaskError`` JSON). One pydantic's
+    parser refuses (a lone surrogate escape, written by hand or by another
+    version) is read with the standard decoder; one that is no error record at
+    all reads as a ``PayloadError`` saying so: a stored value never breaks a
+    status read or a listing."""
+    try:
+        return TaskError.model_validate_json(text)
+    except ValueError:
+        pass
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            return TaskError.model_validate(data)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    return TaskError(
+        type="taskserve.errors.PayloadError",
+        message="the task's stored error cannot be decoded (it is not an error record)",
+    )
 
 
 @dataclass(frozen=True)
@@ -234,6 +265,16 @@ class TaskStore(Protocol):
 
     def counts(self) -> QueueCounts:
         """Queued and running tasks of the queue."""
+
+    def recent(
+        self, statuses: Collection[TaskState] | None, limit: int, before: float | None = None
+    ) -> list[TaskResult]:
+        """The queue's live records newest first (``created_at``, then id, both
+        descending), in ``statuses`` (every state when None; none for an empty
+        collection), created strictly before ``before`` (unix time; no bound
+        when None), at most ``limit``. A ``limit`` that is not an int from 1 to
+        :data:`~taskserve.adapter.MAX_TASK_LIST_LIMIT` raises
+        :class:`~taskserve.InvalidArgument` naming it."""
 
     # -- dead letters ------------------------------------------------------
     def add_dead_letter(self, record: DeadLetter) -> None:

@@ -2,7 +2,7 @@
 
 :class:`StoreAdapter` implements the protected primitives of
 :class:`~taskserve.TaskProcessorAdapter` - enqueue, status, cancel,
-retry-of-a-finished-task, metrics and dead letters - on a
+retry-of-a-finished-task, metrics, dead letters and task listing - on a
 :class:`~taskserve.engine.store.TaskStore`. An engine adds only its own part:
 
 * a store that is also the queue (sqlite, PostgreSQL): ``_build_store``
@@ -202,3 +202,8 @@ class StoreAdapter(TaskProcessorAdapter, Generic[StoreT]):
 
     def _delete_dead_letters(self, queue: str, ids: list[str] | None) -> int:
         return self.store.delete_dead_letters(queue, ids)
+
+    def _list_tasks(
+        self, statuses: frozenset[TaskState] | None, limit: int, before: float | None
+    ) -> list[TaskResult]:
+        return self.store.recent(statuses, limit, before)

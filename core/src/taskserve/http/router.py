@@ -9,6 +9,8 @@ GET     ``/status/{task_id}``          status, attempts, last error, progress
 GET     ``/get/{task_id}``             result of a finished task (409 while running)
 POST    ``/cancel/{task_id}``          cancel
 POST    ``/retry/{task_id}``           enqueue the task's payload again (PUT too)
+GET     ``/tasks``                     the queue's recent tasks, newest first
+                                       (``?status=&limit=&before=``); admin
 GET     ``/dead-letters``              list dead letters (``?kind=failed&limit=``); admin
 POST    ``/dead-letters/redrive``      enqueue dead letters again; admin
 POST    ``/dead-letters/purge``        delete dead letters; admin
@@ -35,7 +37,12 @@ returns the first task (202, nothing new enqueued); with a different payload,
 Concurrent submits with one key create one task. A submit whose publish
 failed (503) leaves no key behind: retry it with the same key.
 
-Admin routes (the dead-letter ones) require ``Authorization: Bearer <token>``
+``GET /tasks`` lists task records (ids, names, statuses, errors; not results)
+of every client of the queue, so it is an admin route; ``task_listing=False``
+leaves it out.
+
+Admin routes (the task listing and the dead-letter ones) require
+``Authorization: Bearer <token>``
 when ``HttpSettings.admin_token`` is set, and run ``admin_dependencies``
 (any FastAPI dependencies: your own auth) either way; both appear in the
 OpenAPI schema.
@@ -67,7 +74,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, ValidationError, create_model
 
-from taskserve.adapter import TaskProcessorAdapter
+from taskserve.adapter import DEFAULT_TASK_LIST_LIMIT, MAX_TASK_LIST_LIMIT, TaskProcessorAdapter
 from taskserve.config import TaskProcessorConfig
 from taskserve.errors import (
     AdapterNotFound,
@@ -255,6 +262,7 @@ def task_router(
     tags: list[str] | None = None,
     name: str = "taskserve",
     dead_letters: bool = True,
+    task_listing: bool = True,
     settings: HttpSettings | Mapping[str, Any] | None = None,
     admin_dependencies: Sequence[Any] = (),
     dependencies: Sequence[Any] = (),
@@ -263,7 +271,8 @@ def task_router(
 
     ``task_names`` restricts which tasks ``/submit`` accepts (default: any);
     ``name`` prefixes the route names, so two routers can share one app;
-    ``dead_letters=False`` leaves out the dead-letter endpoints. ``settings``
+    ``dead_letters=False`` leaves out the dead-letter endpoints and
+    ``task_listing=False`` the task listing (``GET /tasks``). ``settings``
     (:class:`HttpSettings`) holds the limits, what errors show and the admin
     token; ``admin_dependencies`` are FastAPI dependencies (``Depends(...)``)
     every admin route runs, ``dependencies`` those every route runs.
@@ -455,6 +464,58 @@ def task_router(
         )
     for route in router.routes[-2:]:
         route.allow_methods = frozenset({"POST", "PUT"})  # type: ignore[attr-defined]
+
+    if task_listing:
+
+        @router.get(
+            "/tasks",
+            response_model=list[TaskStatusResponse],
+            name=f"{name}_tasks",
+            summary="List the queue's recent tasks",
+            description=(
+                "The queue's live task records, newest first (by created_at, then id), "
+                "without their results. Page with before: the created_at of a page's last "
+                "task lists the tasks created strictly before it."
+            ),
+            dependencies=admin,
+            responses=admin_responses,
+        )
+        def list_tasks(
+            status: Annotated[
+                list[TaskState] | None,
+                Query(
+                    max_length=len(TaskState),
+                    description="Only tasks in these states (repeat the parameter for more).",
+                ),
+            ] = None,
+            limit: Annotated[
+                int,
+                Query(
+                    ge=1,
+                    le=min(http.max_list_limit, MAX_TASK_LIST_LIMIT),
+                    description="Most tasks to list.",
+                ),
+            ] = DEFAULT_TASK_LIST_LIMIT,
+            before: Annotated[
+                float | None,
+                Query(
+                    allow_inf_nan=False,
+                    description="Only tasks created strictly before this unix time.",
+                ),
+            ] = None,
+        ) -> Any:
+            def read() -> Response:
+                tasks = source.get().list_tasks_sync(status, limit, before)
+                return SafeJSONResponse(
+                    [
+                        TaskStatusResponse.of(task.model_copy(update={"result": None}))
+                        .model_copy(update={"error": present_error(task.error, expose)})
+                        .model_dump(mode="json")
+                        for task in tasks
+                    ]
+                )
+
+            return guard(read)
 
     if dead_letters:
 

@@ -47,9 +47,10 @@ from dramatiq.middleware import Middleware
 
 from taskserve.kit import (
     MAX_PRIORITY,
-    MIN_PRIORITY,
+    PRIORITY_LEVELS,
     ConfigError,
     TaskProcessorConfig,
+    priority_level_name,
     secret_value,
 )
 from taskserve_dramatiq import scripts
@@ -57,9 +58,6 @@ from taskserve_dramatiq.config import DramatiqAdapterConfig
 from taskserve_dramatiq.wire import as_bytes, decode_checked, placeholder, priority_level
 
 logger = logging.getLogger(__name__)
-
-LEVELS = range(MIN_PRIORITY, MAX_PRIORITY + 1)
-"""The priority levels of a queue, lowest first."""
 
 _HAND_BACK = "_taskserve_hand_back"
 
@@ -226,10 +224,7 @@ class TaskRedisBroker(TaskBroker, RedisBroker):
         self._claims_lock = threading.Lock()
         self._init_routing(queue_name, current)
         base = f"{namespace}:{queue_name}"
-        self._level_keys = [
-            base if level == MIN_PRIORITY else f"{base}{scripts.LEVEL_SUFFIX}{level}"
-            for level in LEVELS
-        ]
+        self._level_keys = [priority_level_name(base, level) for level in PRIORITY_LEVELS]
         self._bodies_key = f"{base}.msgs"
         self._heartbeats_key = f"{namespace}:__heartbeats__"
         self._fetched_prefix = f"{namespace}:__acks__."
@@ -295,9 +290,8 @@ class TaskRedisBroker(TaskBroker, RedisBroker):
         its level, see :mod:`taskserve_dramatiq.scripts`) pushed on its level's
         list, in one transaction."""
         level = priority_level(message)
-        suffix = "" if level == MIN_PRIORITY else f"{scripts.LEVEL_SUFFIX}{level}"
-        message = message.copy(options={"redis_message_id": f"{uuid.uuid4()}{suffix}"})
-        redis_id = message.options["redis_message_id"]
+        redis_id = priority_level_name(str(uuid.uuid4()), level)
+        message = message.copy(options={"redis_message_id": redis_id})
         self.emit_before("enqueue", message, None)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(f"{self.namespace}:{message.queue_name}.msgs", redis_id, message.encode())

@@ -22,10 +22,6 @@ Dramatiq's broker, it needs one Redis server, not a cluster.
 
 from __future__ import annotations
 
-LEVEL_SUFFIX = "@priority-"
-"""What the list of a level above 0, and the Redis id of a message of that
-level, end with (followed by the level's digit)."""
-
 _LEVELS = """
 local LEVEL_0 = #KEYS - 9
 local function level_list(id)

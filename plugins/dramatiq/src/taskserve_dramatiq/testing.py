@@ -18,11 +18,17 @@ import pika
 import pika.exceptions
 import redis
 
-from taskserve.kit import MAX_PRIORITY, RedisTaskStore, TaskProcessorConfig, secret_value
+from taskserve.kit import (
+    MAX_PRIORITY,
+    PRIORITY_LEVELS,
+    RedisTaskStore,
+    TaskProcessorConfig,
+    priority_level_name,
+    secret_value,
+)
 from taskserve_conformance.harness import BrokerHarness
 from taskserve_conformance.redis_store import broken_dead_letter_writes, purge_store
 from taskserve_dramatiq.config import DramatiqAdapterConfig
-from taskserve_dramatiq.scripts import LEVEL_SUFFIX
 
 
 def _settings(config: TaskProcessorConfig) -> DramatiqAdapterConfig:
@@ -135,7 +141,7 @@ def _delete_dramatiq_keys(client: redis.Redis, namespace: str, queue: str) -> No
     names = [queue, f"{queue}.DQ", f"{queue}.XQ"]
     client.delete(*[f"{namespace}:{n}{part}" for n in names for part in ("", ".msgs")])
     client.delete(
-        *[f"{namespace}:{queue}{LEVEL_SUFFIX}{level}" for level in range(1, MAX_PRIORITY + 1)]
+        *[priority_level_name(f"{namespace}:{queue}", level) for level in PRIORITY_LEVELS[1:]]
     )
     for name in names[:2]:
         for key in client.scan_iter(match=f"{namespace}:__acks__.*.{name}", count=1000):

@@ -13,14 +13,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from taskserve.kit import AdapterConfig, RedactedUrl
+from taskserve.kit import PRIORITY_LEVEL_SUFFIX, AdapterConfig, RedactedUrl
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 
-LEVEL_SUFFIX = "@priority-"
-"""What the RQ queue of a priority level above 0 adds to the queue name."""
 
-_LEVEL_NAME = re.compile(re.escape(LEVEL_SUFFIX) + r"[1-9]\Z")
+_LEVEL_NAME = re.compile(re.escape(PRIORITY_LEVEL_SUFFIX) + r"[1-9]\Z")
 
 _TIMEOUT = (
     "set job_timeout_s (RQ's job timeout), or the core limit "
@@ -161,6 +159,6 @@ class RQAdapterConfig(AdapterConfig):
         if field == "queue_name" and _LEVEL_NAME.search(name):
             raise ValueError(
                 f"{name!r} cannot be an RQ adapter queue: names ending in "
-                f"'{LEVEL_SUFFIX}' and a digit from 1 to 9 are those of the RQ queues "
+                f"'{PRIORITY_LEVEL_SUFFIX}' and a digit from 1 to 9 are those of the RQ queues "
                 "of priority levels"
             )

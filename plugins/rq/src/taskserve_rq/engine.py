@@ -12,7 +12,7 @@ module adds what RQ lacks for taskserve's promises:
 * delayed redelivery through RQ's scheduled registry, promoted atomically by
   every consumer (no separate scheduler process);
 * priorities, the way RQ users have them: one RQ queue per priority level
-  (:func:`level_queue_name`), fetched from highest first. RQ's own fetch over
+  (:func:`~taskserve.kit.priority_level_name`), fetched from highest first. RQ's own fetch over
   several queues pops without the intermediate list, so the consumer fetches
   with a script instead (the first job of the highest level that has one moves
   to the intermediate list of the level 0 queue) and, finding none, blocks on
@@ -31,9 +31,14 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from taskserve.kit import MAX_PRIORITY, MIN_PRIORITY, TaskMessage
+from taskserve.kit import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    PRIORITY_LEVELS,
+    TaskMessage,
+    priority_level_name,
+)
 from taskserve_rq import scripts
-from taskserve_rq.config import LEVEL_SUFFIX
 from taskserve_rq.timeouts import ThreadDeathPenalty
 from taskserve_rq.wire import RUN_TASK, SERIALIZER, TaskJob, job_arguments
 
@@ -42,16 +47,6 @@ PROMOTE_BATCH = 500
 
 RQ_HEARTBEAT_SLACK_S = 60
 """Margin RQ itself adds to a started job's heartbeat deadline."""
-
-LEVELS = range(MIN_PRIORITY, MAX_PRIORITY + 1)
-"""The priority levels of a queue, lowest first."""
-
-
-def level_queue_name(queue_name: str, priority: int) -> str:
-    """The RQ queue of ``queue_name``'s tasks of ``priority``: the queue name itself
-    for 0, ``<queue_name>@priority-<n>`` for 1 to 9 (``RQAdapterConfig`` refuses
-    queue names of that form, so no level is ever another queue)."""
-    return queue_name if priority == MIN_PRIORITY else f"{queue_name}{LEVEL_SUFFIX}{priority}"
 
 
 def message_level(message: TaskMessage) -> int:
@@ -75,13 +70,13 @@ class RQBroker:
         self.connection = connection
         self.queues: tuple[Queue, ...] = tuple(
             Queue(
-                level_queue_name(queue_name, level),
+                priority_level_name(queue_name, level),
                 connection=connection,
                 serializer=SERIALIZER,
                 job_class=TaskJob,
                 death_penalty_class=ThreadDeathPenalty,
             )
-            for level in LEVELS
+            for level in PRIORITY_LEVELS
         )
         """The RQ queue of each priority level, lowest first."""
         self.queue = self.queues[MIN_PRIORITY]
@@ -90,7 +85,7 @@ class RQBroker:
         self.queue_keys: tuple[str, ...] = tuple(str(q.key) for q in self.queues)
         self.queue_key = self.queue_keys[MIN_PRIORITY]
         self._level_of_name = {
-            str(q.name): level for level, q in zip(LEVELS, self.queues, strict=True)
+            str(q.name): level for level, q in zip(PRIORITY_LEVELS, self.queues, strict=True)
         }
         self.intermediate_key = IntermediateQueue.get_intermediate_queue_key(self.queue_key)
         self.scheduled_key: str = ScheduledJobRegistry(queue=self.queue).key  # type: ignore[no-untyped-call]

@@ -18,13 +18,18 @@ from typing import Any
 
 import redis
 
-from taskserve.kit import RedisTaskStore, TaskProcessorConfig, secret_value
+from taskserve.kit import (
+    PRIORITY_LEVELS,
+    RedisTaskStore,
+    TaskProcessorConfig,
+    priority_level_name,
+    secret_value,
+)
 from taskserve_conformance.harness import (
     BrokerHarness,
 )
 from taskserve_conformance.redis_store import broken_dead_letter_writes
 from taskserve_rq.config import RQAdapterConfig
-from taskserve_rq.engine import LEVELS, level_queue_name
 
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
 """A Redis URL nothing listens on."""
@@ -50,6 +55,8 @@ _STORE_QUEUE_KEYS = (
     "republished",
     "reconciling",
     "workers",
+    "tasks",
+    "tasks-sweep",
 )
 """The task store's keys of a queue (``<prefix>:<kind>:<queue>``), the ledger's included."""
 _RQ_JOB_KEYS = (
@@ -139,7 +146,7 @@ class RQHarness(BrokerHarness):
 
     def _cleanup(self, client: redis.Redis, prefix: str, config: TaskProcessorConfig) -> None:
         queue = config.queue_name
-        levels = [level_queue_name(queue, level) for level in LEVELS]
+        levels = [priority_level_name(queue, level) for level in PRIORITY_LEVELS]
         job_ids: set[str] = set()
         for level in levels:
             for key in (f"rq:queue:{level}", f"rq:queue:{level}:intermediate"):

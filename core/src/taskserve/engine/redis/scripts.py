@@ -23,11 +23,23 @@ local function new_record(task_key, id, queue, name, payload, now, retried_from)
 end
 """
 
-# KEYS: task, idempotency ('' = none), waiting, seq, scheduled
+SWEEP_STEP = 3
+"""Entries of a queue's listing (``tasks``) each new task's script checks for
+records that are gone (expired), walking the listing oldest first and starting
+over at its end. Each insert adds one entry and the walk passes ``SWEEP_STEP``,
+so it goes round in about ``N / (SWEEP_STEP - 1)`` inserts for ``N`` entries,
+and at most that many records can have expired behind it meanwhile: the
+listing holds at most about ``(SWEEP_STEP - 1) / (SWEEP_STEP - 2)`` (twice)
+as many entries as the queue has live records, even if it is never read."""
+
+# KEYS: task, idempotency ('' = none), waiting, seq, scheduled, tasks (the
+#       queue's listing), tasks-sweep (where the listing's sweep is)
 # ARGV: id, queue, name, payload, now, retried_from, task key prefix,
 #       due ('' = publish now)
 # -> {id, seq}: seq 0 = the idempotency key's existing task; id '' = id in use;
-# with a due time the task waits in scheduled (not published) and seq is -1
+# with a due time the task waits in scheduled (not published) and seq is -1.
+# A new task enters the listing at its creation time, and SWEEP_STEP entries of
+# the listing, from where the last sweep stopped, lose those whose record is gone.
 CREATE = (
     _COMMON
     + """
@@ -40,6 +52,20 @@ if KEYS[2] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'', 0} end
 new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])
+local at = tonumber(redis.call('GET', KEYS[7]) or '0')
+local gone = {}
+local swept = redis.call('ZRANGE', KEYS[6], at, at + """
+    + str(SWEEP_STEP - 1)
+    + """)
+for _, id in ipairs(swept) do
+  if redis.call('EXISTS', ARGV[7] .. id) == 0 then table.insert(gone, id) end
+end
+if #gone > 0 then redis.call('ZREM', KEYS[6], unpack(gone)) end
+if #swept < """
+    + str(SWEEP_STEP)
+    + """ then at = 0 else at = at + #swept - #gone end
+redis.call('SET', KEYS[7], at)
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'publishes', 0, 'idem', KEYS[2], 'due', ARGV[8])
   if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
@@ -54,7 +80,7 @@ return {ARGV[1], seq}
 """
 )
 
-# KEYS: task, running, waiting, seen
+# KEYS: task, running, waiting, seen, tasks (the queue's listing)
 # ARGV: id, queue, name, payload, now, lease deadline, max attempts, ttl, owner, seq ('' = none)
 # -> {attempt, started, running elsewhere, lease deadline}
 BEGIN = (
@@ -62,6 +88,7 @@ BEGIN = (
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], '')
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
 end
 if ARGV[10] ~= '' then
   local seen = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -253,15 +280,79 @@ end
 return out
 """
 
-# KEYS: task, waiting
+# KEYS: task, waiting, tasks (the queue's listing)
 # ARGV: id
 # -> 1 when the record was deleted
 DISCARD = """
 local idem = redis.call('HGET', KEYS[1], 'idem')
 if idem and idem ~= '' and redis.call('GET', idem) == ARGV[1] then redis.call('DEL', idem) end
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return redis.call('DEL', KEYS[1])
 """
+
+LIST_FIELDS = (
+    "status",
+    "created_at",
+    "updated_at",
+    "name",
+    "queue",
+    "result",
+    "error",
+    "attempts",
+    "retried_from",
+    "progress",
+    "due",
+)
+"""The fields of a task record :data:`LIST` returns, in its order."""
+
+# KEYS: tasks (the queue's listing)
+# ARGV: task key prefix, highest score ('+inf' or '(<time>': strictly before),
+#       after id ('' = none: start at the highest score), most entries to read,
+#       most records to return, wanted states (',PENDING,RETRY,'; '' = any)
+# -> {last id kept ('' = none), its score, entries fetched, {id, fields...}, ...}
+# Reads the listing newest first (ties: the larger id first), from the entry after
+# ``after id`` (by rank; from the highest score when that entry is gone), and
+# returns the records in a wanted state, with the fields of LIST_FIELDS. An entry
+# whose record is gone (expired, deleted) leaves the listing.
+LIST = (
+    """
+local entries
+if ARGV[3] ~= '' then
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[3])
+  if rank then
+    entries = redis.call('ZREVRANGE', KEYS[1], rank + 1, rank + tonumber(ARGV[4]), 'WITHSCORES')
+  end
+end
+if not entries then
+  entries = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[2], '-inf', 'WITHSCORES',
+    'LIMIT', 0, tonumber(ARGV[4]))
+end
+local out = {'', '', #entries / 2}
+local found, most = 0, tonumber(ARGV[5])
+local gone = {}
+for i = 1, #entries, 2 do
+  local id = entries[i]
+  local status = redis.call('HGET', ARGV[1] .. id, 'status')
+  if not status then
+    table.insert(gone, id)
+  else
+    out[1], out[2] = id, entries[i + 1]
+    if ARGV[6] == '' or string.find(ARGV[6], ',' .. status .. ',', 1, true) then
+      -- The whole record only for a wanted task: a result can be large.
+      local record = redis.call('HMGET', ARGV[1] .. id, '"""
+    + "', '".join(LIST_FIELDS)
+    + """')
+      table.insert(out, {id, unpack(record)})
+      found = found + 1
+      if found >= most then break end
+    end
+  end
+end
+if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+return out
+"""
+)
 
 # KEYS: task; ARGV: owner, progress json
 # -> 1 when written: the task is STARTED under this owner's lease (else nothing, 0)

@@ -35,11 +35,21 @@ Keys (``prefix`` defaults to ``taskserve``)::
     {prefix}:running:{queue}           zset: running task ids by lease deadline
     {prefix}:waiting:{queue}           zset: published, unclaimed ids by publish number
     {prefix}:scheduled:{queue}         zset: ids to publish at a time (retries, hand-backs)
+    {prefix}:tasks:{queue}             zset: the queue's task ids by creation time (listing)
+    {prefix}:tasks-sweep:{queue}       where the listing's sweep of expired ids is
     {prefix}:seq:{queue}, :seen:{queue}, :samples:{queue}, :republished:{queue},
     :reconciling:{queue}               the ledger's counters, history and lock
     {prefix}:dlq:{name}:order          zset: dead-letter ids by time
     {prefix}:dlq:{name}:records        hash: dead-letter id -> JSON record
     {prefix}:workers:{queue}           hash: consumer name -> JSON {until, stats}
+
+The listing. Every new record enters ``tasks`` (scored by ``created_at``)
+in the script that creates it, and leaves it in the one that discards it. A
+record that expires cannot take its entry with it, so the entry goes when a
+listing reads it, and each insert also checks a few entries for records that
+are gone (:data:`~taskserve.engine.redis.scripts.SWEEP_STEP`), walking the
+whole set in turn: it stays within a small multiple of the live records even
+if it is never listed.
 
 Requires the ``redis`` package (``pip install taskserve[redis]``).
 """
@@ -51,12 +61,13 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from taskserve.adapter import listing_limit
 from taskserve.engine.progress import stored_progress
 from taskserve.engine.redis import scripts
-from taskserve.engine.store import Begun, Inserted, QueueCounts, Republish
+from taskserve.engine.store import Begun, Inserted, QueueCounts, Republish, stored_error
 from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
 from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.redaction import redact_url
@@ -72,6 +83,10 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 RECONCILE_BATCH = 500
 """Most tasks one reconcile step publishes per reason."""
+
+LIST_BATCH = 1000
+"""Most entries of the listing one step of ``recent`` reads (one script call):
+a filtered listing reads in steps, so no call holds Redis long."""
 
 
 _UNAVAILABLE_REPLIES = (
@@ -118,6 +133,12 @@ def _text(value: bytes | str | None) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _stored_text(value: bytes | str) -> str:
+    """A field of a task record as text; bytes that are not UTF-8 (written by
+    something else) are read with replacement characters, never an error."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 _KIND = re.compile(rb'"kind":"(failed|unprocessable)"')
@@ -190,6 +211,8 @@ class RedisTaskStore:
         self._seq_key = base % "seq"
         self._seen_key = base % "seen"
         self._workers_key = base % "workers"
+        self._tasks_key = base % "tasks"
+        self._sweep_key = base % "tasks-sweep"
         self._ledger_keys = [
             self._waiting_key,
             self._scheduled_key,
@@ -210,6 +233,7 @@ class RedisTaskStore:
         self._reconcile = self.client.register_script(scripts.RECONCILE)
         self._discard = self.client.register_script(scripts.DISCARD)
         self._progress = self.client.register_script(scripts.PROGRESS)
+        self._list = self.client.register_script(scripts.LIST)
 
     # -- keys --------------------------------------------------------------
     def task_key(self, task_id: str) -> str:
@@ -274,6 +298,8 @@ class RedisTaskStore:
                 self._waiting_key,
                 self._seq_key,
                 self._scheduled_key,
+                self._tasks_key,
+                self._sweep_key,
             ],
             args=[
                 message.id,
@@ -314,17 +340,25 @@ class RedisTaskStore:
     def discard(self, task_id: str) -> None:
         """Delete a record whose message the engine refused, and its
         idempotency key (a retry with that key enqueues anew)."""
-        self._call(self._discard, keys=[self.task_key(task_id), self._waiting_key], args=[task_id])
+        self._call(
+            self._discard,
+            keys=[self.task_key(task_id), self._waiting_key, self._tasks_key],
+            args=[task_id],
+        )
 
     def _record(self, task_id: str) -> dict[str, str]:
         raw = self._call(self.client.hgetall, self.task_key(task_id))
         if not raw:
             raise TaskNotFound(task_id)
-        return {str(_text(k)): str(_text(v)) for k, v in raw.items() if k != b"payload"}
+        return {str(_text(k)): _stored_text(v) for k, v in raw.items() if k != b"payload"}
 
     def status(self, task_id: str) -> TaskResult:
         """The task's record; TaskNotFound when unknown or expired."""
-        record = self._record(task_id)
+        return self._result(task_id, self._record(task_id))
+
+    @staticmethod
+    def _result(task_id: str, record: Mapping[str, str]) -> TaskResult:
+        """A task's stored fields (the payload left out) as its record."""
         return TaskResult(
             id=task_id,
             status=TaskState(record["status"]),
@@ -333,7 +367,7 @@ class RedisTaskStore:
             name=record.get("name"),
             queue_name=record.get("queue"),
             result=loads_stored(record["result"]) if "result" in record else None,
-            error=TaskError.model_validate_json(record["error"]) if "error" in record else None,
+            error=stored_error(record["error"]) if "error" in record else None,
             attempts=int(record.get("attempts", 0)),
             retried_from=record.get("retried_from") or None,
             progress=stored_progress(record.get("progress")),
@@ -342,6 +376,52 @@ class RedisTaskStore:
             if "due" in record and record["status"] in ("PENDING", "RETRY")
             else None,
         )
+
+    def recent(
+        self, statuses: Collection[TaskState] | None, limit: int, before: float | None = None
+    ) -> list[TaskResult]:
+        """The queue's live records newest first (``created_at``, then id, both
+        descending), in ``statuses`` (all when None), created strictly before
+        ``before``, at most ``limit``. Read from the listing in steps of at most
+        :data:`LIST_BATCH` entries, each one script (each record read whole in
+        it); entries whose record is gone leave the listing as they are read."""
+        limit = listing_limit(limit)
+        wanted = ""
+        if statuses is not None:
+            names = sorted({TaskState(s).value for s in statuses})
+            if not names:
+                return []
+            wanted = "," + ",".join(names) + ","
+        highest = "+inf" if before is None else f"({float(before)!r}"
+        after = ""
+        found: list[TaskResult] = []
+        while len(found) < limit:
+            raw = self._call(
+                self._list,
+                keys=[self._tasks_key],
+                args=[
+                    f"{self.prefix}:task:",
+                    highest,
+                    after,
+                    LIST_BATCH,
+                    limit - len(found),
+                    wanted,
+                ],
+            )
+            last_id, last_score, fetched = _text(raw[0]), _text(raw[1]), int(raw[2])
+            for entry in raw[3:]:
+                task_id = str(_text(entry[0]))
+                fields = {
+                    name: _stored_text(value)
+                    for name, value in zip(scripts.LIST_FIELDS, entry[1:], strict=True)
+                    if value is not None
+                }
+                found.append(self._result(task_id, fields))
+            if fetched < LIST_BATCH:
+                break
+            if last_id:  # else every entry read was gone: the same start reads on
+                after, highest = last_id, f"({last_score}"
+        return found[:limit]
 
     def message(self, task_id: str) -> TaskMessage:
         """The task's message as enqueued; TaskNotFound when unknown or expired."""
@@ -373,7 +453,13 @@ class RedisTaskStore:
         now = time.time()
         attempt, started, elsewhere, deadline = self._call(
             self._begin,
-            keys=[self.task_key(message.id), self._running_key, self._waiting_key, self._seen_key],
+            keys=[
+                self.task_key(message.id),
+                self._running_key,
+                self._waiting_key,
+                self._seen_key,
+                self._tasks_key,
+            ],
             args=[
                 message.id,
                 message.queue_name,
@@ -648,7 +734,7 @@ class RedisTaskStore:
         """Delete everything this queue keeps: task records, the ledger,
         idempotency keys, and the given dead-letter queues."""
         queue = self.queue_name
-        keys: list[Any] = [*self._ledger_keys, self._workers_key]
+        keys: list[Any] = [*self._ledger_keys, self._workers_key, self._tasks_key, self._sweep_key]
         for dead_letter_queue in dead_letter_queues:
             if dead_letter_queue:
                 keys += self.dead_letter_keys(dead_letter_queue)

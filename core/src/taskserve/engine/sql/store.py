@@ -22,26 +22,32 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from taskserve.adapter import listing_limit
 from taskserve.engine.progress import stored_progress
 from taskserve.engine.sql.dialect import Executor, SqlDialect
-from taskserve.engine.store import Begun, Claimed, Inserted, QueueCounts
+from taskserve.engine.store import Begun, Claimed, Inserted, QueueCounts, stored_error
 from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
 from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.serialization import TaskMessage, loads_stored
 from taskserve.states import TaskState
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Version 1: the layout of taskserve 0.1 (no version table). Version 2: the
 ``unrecorded`` column and partial indexes of queued and leased rows. Version 3:
 the ``workers`` table (consumers alive, :class:`~taskserve.engine.store.WorkerDirectory`).
 Version 4: the ``progress`` column (the handler's last report, JSON). Version 5:
 the ``priority`` column (0 to 9, higher first; 0 for the rows of older versions),
 kept by dead letters too (NULL: none), and the indexes of queued and leased rows
-in the claim's order (priority, then ``visible_at``)."""
+in the claim's order (priority, then ``visible_at``). Version 6: the index of a
+queue's rows by creation time (``queue, created_at, id``), which a listing of
+recent tasks reads newest first."""
+
+_CREATED_INDEX = "CREATE INDEX IF NOT EXISTS {tasks_created} ON {tasks} (queue, created_at, id)"
+"""The index of version 6 (in :data:`_SCHEMA` too)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {tasks} (
@@ -69,6 +75,7 @@ CREATE INDEX IF NOT EXISTS {tasks_expiry} ON {tasks} (expires_at)
     WHERE expires_at IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS {tasks_idempotency}
     ON {tasks} (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {tasks_created} ON {tasks} (queue, created_at, id);
 CREATE TABLE IF NOT EXISTS {dead_letters} (
     seq {serial},
     id TEXT NOT NULL UNIQUE,
@@ -119,6 +126,7 @@ ALTER TABLE {dead_letters} ADD COLUMN priority INTEGER;
 DROP INDEX IF EXISTS {tasks_queued_v2};
 DROP INDEX IF EXISTS {tasks_leased_v2}
 """,
+    6: _CREATED_INDEX,
 }
 """Statements that take a database from the version before to this one."""
 
@@ -200,6 +208,7 @@ class SqlTaskStore:
             "tasks_idempotency",
             "tasks_queued",
             "tasks_leased",
+            "tasks_created",
             "dead_letters_queue",
         )
         self._slots = (
@@ -427,14 +436,18 @@ class SqlTaskStore:
         ).fetchall()
         if not rows:
             raise TaskNotFound(task_id)
-        row = rows[0]
+        return self._result(rows[0])
+
+    @staticmethod
+    def _result(row: Sequence[Any]) -> TaskResult:
+        """A row of :data:`_RECORD_COLUMNS` as the task's record."""
         return TaskResult(
             id=row[0],
             queue_name=row[1],
             name=row[2],
             status=TaskState(row[3]),
             result=loads_stored(row[4]) if row[4] is not None else None,
-            error=TaskError.model_validate_json(row[5]) if row[5] else None,
+            error=stored_error(row[5]) if row[5] else None,
             attempts=row[6],
             created_at=row[7],
             updated_at=row[8],
@@ -454,6 +467,31 @@ class SqlTaskStore:
                 return self._status(db, task_id)
 
         return self._guard(read)
+
+    def recent(
+        self, statuses: Collection[TaskState] | None, limit: int, before: float | None = None
+    ) -> list[TaskResult]:
+        """The queue's live rows newest first (``created_at``, then id, both
+        descending), in ``statuses`` (all when None), created strictly before
+        ``before``, at most ``limit``: one statement on the index of version 6."""
+        limit = listing_limit(limit)
+        sql = (
+            f"SELECT {_RECORD_COLUMNS} FROM {{tasks}} WHERE queue = ?"
+            " AND (expires_at IS NULL OR expires_at > {now})"
+        )
+        params: list[Any] = [self.queue_name]
+        if statuses is not None:
+            wanted = sorted({TaskState(s).value for s in statuses})
+            if not wanted:
+                return []
+            sql += f" AND status IN ({','.join('?' * len(wanted))})"
+            params += wanted
+        if before is not None:
+            sql += " AND created_at < ?"
+            params.append(float(before))
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        return [self._result(row) for row in self._run(sql, params)]
 
     def message(self, task_id: str) -> TaskMessage:
         """The task's message as enqueued; TaskNotFound when unknown or expired."""
