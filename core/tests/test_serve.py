@@ -300,6 +300,29 @@ def test_policy_polls_the_broker_for_scale_from_zero(config: TaskProcessorConfig
         time.sleep(0.02)
 
 
+def test_policy_with_ray_arguments_counts_the_broker_until_replicas_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray's arguments poll the broker, whose length counts cancelled tasks'
+    messages too: it scales up from zero, and once a replica reports the depth
+    read from the store, that depth counts instead."""
+
+    def poll(self: QueueDepthAutoscalingPolicy) -> None:
+        self._polled = (7, 0)  # 7 messages: 5 of them cancelled tasks
+
+    monkeypatch.setattr(QueueDepthAutoscalingPolicy, "_poll_once", poll)
+    policy = QueueDepthAutoscalingPolicy(
+        target_tasks_per_replica=1, broker_url="redis://broker", queue_name="q", poll_interval_s=0
+    )
+    deadline = time.monotonic() + 10
+    while policy(Context(current=0))[0] != 7:  # no replica yet: the broker's length
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    desired, state = policy(Context({"a": [1.0]}, depth=2))
+    assert state["taskserve"]["queue_depth"] == 2.0
+    assert desired == 3  # 2 runnable tasks queued + 1 running
+
+
 # -- metrics -------------------------------------------------------------------------
 class FakeMetric:
     def __init__(self, name: str, **options: Any) -> None:

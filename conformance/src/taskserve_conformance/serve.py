@@ -25,10 +25,11 @@ Wiring, next to an :class:`~taskserve_conformance.AdapterConformance` class
         adapter = "myqueue"
         ...
 
-One Ray instance (``ray.init`` with a few logical CPUs, no dashboard) and one
-Serve instance are shared by the whole test session (the ``serve_instance``
-fixture); replicas' logs are hidden unless ``TASKSERVE_CONFORMANCE_RAY_LOGS``
-is set. A broker outage is
+One Ray instance (``ray.init`` with a few logical CPUs, no dashboard, a temp
+folder of its own, and its metrics on a Prometheus endpoint,
+:func:`ray_metrics_url`, reported every second) and one Serve instance are
+shared by the whole test session (the ``serve_instance`` fixture); replicas'
+logs are hidden unless ``TASKSERVE_CONFORMANCE_RAY_LOGS`` is set. A broker outage is
 simulated inside the replica unless the test class overrides
 :meth:`ServeConformance.broker_outage` with a real one.
 """
@@ -39,7 +40,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -67,6 +70,9 @@ RAY_LOGICAL_CPUS = 4
 """Logical CPUs of the shared Ray instance; test replicas ask for none."""
 RAY_LOGS_ENV = "TASKSERVE_CONFORMANCE_RAY_LOGS"
 """Set to show the replicas' logs (they are hidden by default)."""
+METRICS_REPORT_INTERVAL_MS = 1000
+"""How often the shared Ray's processes report their metrics (Ray's shortest
+interval; its default of 10 s would make a metrics test wait that long)."""
 
 _TERMINAL = (TaskState.SUCCESS, TaskState.FAILURE, TaskState.CANCELLED)
 _SERVE_TIMEOUT_S = 60.0
@@ -101,6 +107,18 @@ class ServeProbe:
     async def async_echo(self, value: Any) -> Any:
         await asyncio.sleep(0.01)
         return value
+
+    @task_handler
+    def flaky(self, value: Any) -> Any:
+        """Fail the first attempt; return ``value`` from the next one."""
+        if current_task().attempt == 1:
+            raise RuntimeError("the first attempt of a flaky task fails")
+        return value
+
+    @task_handler
+    def fail(self, message: str) -> None:
+        """Fail every attempt with ``message``."""
+        raise ValueError(message)
 
     @task_handler
     def work(self, seconds: float, first_attempt_seconds: float | None = None) -> dict[str, Any]:
@@ -202,6 +220,22 @@ class ServeApps:
         consumer_cls = task_consumer(task_processor_config=config)(ServeProbe)
         return serve.deployment(name="consumer", **options)(consumer_cls)
 
+    def ingress(self, config: TaskProcessorConfig) -> Any:
+        """The HTTP ingress of ``config``'s queue (``create_task_app``) as a Serve
+        deployment (not bound) taking the consumer's handle."""
+        from ray import serve
+
+        from taskserve.http import create_task_app
+
+        class Ingress:
+            def __init__(self, consumer: Any) -> None:
+                self.consumer = consumer
+
+        deployment: Any = serve.deployment(
+            ray_actor_options={"num_cpus": 0}, graceful_shutdown_wait_loop_s=TEST_WAIT_LOOP_S
+        )(serve.ingress(create_task_app(config))(Ingress))
+        return deployment
+
     def run(self, target: Any, route_prefix: str | None = None) -> tuple[str, Any]:
         """``serve.run`` under a fresh application name; (name, handle)."""
         from ray import serve
@@ -217,6 +251,30 @@ class ServeApps:
         for name in self.names:
             with contextlib.suppress(Exception):
                 serve.delete(name)
+
+
+@contextlib.contextmanager
+def serve_apps_in(folder: Path) -> Iterator[ServeApps]:
+    """A :class:`ServeApps` whose probes write their markers under ``folder``;
+    its applications are deleted on exit."""
+    markers = folder / "markers"
+    markers.mkdir()
+    apps = ServeApps(markers)
+    try:
+        yield apps
+    finally:
+        apps.delete_all()
+
+
+def ray_metrics_url() -> str:
+    """The Prometheus endpoint of the local Ray node's metrics agent."""
+    import ray
+
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
+        port = node.get("MetricsExportPort")
+        if node.get("Alive") and port:
+            return f"http://127.0.0.1:{port}/metrics"
+    raise LookupError("no live Ray node exports metrics")
 
 
 def _markers(folder: Path, task_id: str, kind: str) -> list[tuple[int, str, int]]:
@@ -264,12 +322,17 @@ def start_serve_session() -> Iterator[str]:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started_here = not ray.is_initialized()
+    temp_dir: str | None = None
     if started_here:
+        temp_dir = tempfile.mkdtemp(prefix="tsc-ray-")
         ray.init(
             num_cpus=RAY_LOGICAL_CPUS,
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=bool(os.environ.get(RAY_LOGS_ENV)),
+            _temp_dir=temp_dir,
+            _metrics_export_port=_free_port(),
+            _system_config={"metrics_report_interval_ms": METRICS_REPORT_INTERVAL_MS},
         )
     port = _free_port()
     serve.start(
@@ -280,6 +343,8 @@ def start_serve_session() -> Iterator[str]:
     serve.shutdown()  # type: ignore[no-untyped-call]
     if started_here:
         ray.shutdown()
+    if temp_dir is not None:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # -- the group ----------------------------------------------------------------------
@@ -322,11 +387,8 @@ class ServeConformance:
     ) -> Iterator[ServeApps]:
         # Depends on make_config so that the apps are deleted before the
         # harness cleans up the queues they consume.
-        markers = tmp_path / "markers"
-        markers.mkdir()
-        apps = ServeApps(markers)
-        yield apps
-        apps.delete_all()
+        with serve_apps_in(tmp_path) as apps:
+            yield apps
 
     # -- §6.1 / §7.1 ---------------------------------------------------------------
     def test_ingress_tasks_complete(
@@ -339,19 +401,9 @@ class ServeConformance:
         record_property: Callable[[str, object], None],
     ) -> None:
         """Tasks submitted over HTTP through the ingress complete (sync and async)."""
-        from ray import serve
-
         from taskserve.client import TaskClient
-        from taskserve.http import create_task_app
 
-        class Ingress:
-            def __init__(self, consumer: Any) -> None:
-                self.consumer = consumer
-
-        ingress: Any = serve.deployment(
-            ray_actor_options={"num_cpus": 0}, graceful_shutdown_wait_loop_s=TEST_WAIT_LOOP_S
-        )(serve.ingress(create_task_app(config))(Ingress))
-
+        ingress = serve_apps.ingress(config)
         consumer = serve_apps.consumer(config, max_ongoing_requests=4)
         prefix = f"/{uuid.uuid4().hex[:8]}"
         started = time.monotonic()

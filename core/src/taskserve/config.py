@@ -44,6 +44,7 @@ __all__ = [
     "load_config_data",
     "max_attempts_for",
     "validation_problems",
+    "with_engine_time_limit",
 ]
 
 _QUEUE_FIELDS = ("queue_name", "failed_task_queue_name", "unprocessable_task_queue_name")
@@ -58,6 +59,25 @@ def max_attempts_for(max_retries: int | None) -> int:
     if max_retries is None:
         return UNLIMITED_ATTEMPTS
     return max_retries + 1
+
+
+def with_engine_time_limit(
+    config: TaskProcessorConfig, limit: float | None, source: str
+) -> TaskProcessorConfig:
+    """``config`` with an engine setting's time limit (``limit``, named by
+    ``source`` in errors) as its ``task_time_limit_s``: ``config`` itself when
+    ``limit`` is None or equal to it, a copy when ``task_time_limit_s`` is not
+    set. Raise :class:`ConfigError` when both are set and differ, since one of
+    them would be silently lost. For adapters whose engine has a time limit of
+    its own under another name."""
+    if limit is None or config.task_time_limit_s == limit:
+        return config
+    if config.task_time_limit_s is not None:
+        raise ConfigError(
+            f"TaskProcessorConfig.task_time_limit_s ({config.task_time_limit_s!r}) and "
+            f"{source} ({limit!r}) disagree; give the limit once, as task_time_limit_s"
+        )
+    return config.model_copy(update={"task_time_limit_s": limit})
 
 
 class TaskProcessorConfig(BaseModel):

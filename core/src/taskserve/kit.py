@@ -50,7 +50,7 @@ from taskserve.adapter import (
 )
 from taskserve.adapter_config import AdapterConfig
 from taskserve.capabilities import Capability
-from taskserve.config import TaskProcessorConfig
+from taskserve.config import TaskProcessorConfig, with_engine_time_limit
 from taskserve.context import TaskContext, current_task
 from taskserve.engine.consumer import ConsumerBase, Delivery, Settlement, decode
 from taskserve.engine.leases import MAX_TICK_S, LeaseKeeper
@@ -228,4 +228,5 @@ __all__ = [
     "secret_value",
     "task_priority",
     "warn_ignored",
+    "with_engine_time_limit",
 ]

@@ -45,7 +45,7 @@ def test_former_field_names_still_work_with_a_warning() -> None:
             "state_url '.*' must be a Redis URL",
         ),
         ({"broker_url": "redis://h", "unknown": 1}, "unknown"),
-        ({"broker_url": "redis://h", "broker_options": {"prefetch": 3}}, "not an option"),
+        ({"broker_url": "redis://h", "broker_options": {"frobnicate": 3}}, "not an option"),
         ({"broker_url": "redis://h", "broker_options": {"url": "x"}}, "cannot be set"),
         ({"broker_url": "redis://h", "broker_options": {"namespace": 3}}, "must be of type str"),
         (
@@ -113,7 +113,7 @@ def test_dramatiq_reserved_queue_suffixes_are_refused() -> None:
         DramatiqAdapter(config)
 
 
-@pytest.mark.parametrize(("core", "expected"), [(None, 2.0), (0.5, 0.5)])
+@pytest.mark.parametrize(("core", "expected"), [(None, 2.0), (2.0, 2.0)])
 def test_time_limit_is_the_core_time_limit(core: float | None, expected: float) -> None:
     config = TaskProcessorConfig(
         queue_name="jobs",
@@ -123,3 +123,67 @@ def test_time_limit_is_the_core_time_limit(core: float | None, expected: float) 
     adapter = DramatiqAdapter(config)
     assert adapter.config.task_time_limit_s == expected
     assert not any(type(m).__name__ == "TimeLimit" for m in adapter.broker.middleware)
+
+
+def _limits(core: float | None, dramatiq: float | None) -> TaskProcessorConfig:
+    return TaskProcessorConfig(
+        queue_name="jobs",
+        adapter_config=DramatiqAdapterConfig(broker_url="redis://127.0.0.1", time_limit_s=dramatiq),
+        task_time_limit_s=core,
+    )
+
+
+def _settings(config: TaskProcessorConfig) -> DramatiqAdapterConfig:
+    assert isinstance(config.adapter_config, DramatiqAdapterConfig)
+    return config.adapter_config
+
+
+def test_dramatiqs_time_limit_maps_onto_the_core_limit_like_celerys() -> None:
+    mapped = _limits(None, 2.0)
+    assert mapped.task_time_limit_s is None  # the config as given is left as it is
+    assert _settings(mapped).processor_config(mapped).task_time_limit_s == 2.0
+    for same in (_limits(2.0, 2.0), _limits(3.0, None), _limits(None, None)):
+        assert _settings(same).processor_config(same) is same
+
+
+def test_two_different_time_limits_are_a_config_error_naming_both() -> None:
+    config = _limits(5.0, 2.0)
+    with pytest.raises(
+        ConfigError,
+        match=r"task_time_limit_s \(5.0\) and Dramatiq's time limit, "
+        r"adapter_config.time_limit_s, \(2.0\) disagree; give the limit once, as "
+        r"task_time_limit_s",
+    ):
+        _settings(config).processor_config(config)
+
+
+def test_the_adapter_refuses_two_different_time_limits() -> None:
+    config = _limits(0.5, 2.0)
+    try:
+        adapter = DramatiqAdapter(config)
+    except ConfigError as e:
+        assert "disagree" in str(e)
+        return
+    raise AssertionError(f"both limits accepted, {adapter.config.task_time_limit_s} kept")
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, float("inf"), float("nan"), "soon"])
+def test_a_bad_time_limit_is_refused_naming_it(limit: object) -> None:
+    with pytest.raises(ConfigError, match=r"adapter_config\.time_limit_s"):
+        TaskProcessorConfig.from_dict(
+            {
+                "queue_name": "q",
+                "adapter": "dramatiq",
+                "adapter_config": {"broker_url": "redis://h", "time_limit_s": limit},
+            }
+        )
+
+
+def test_dramatiqs_message_options_are_refused_at_enqueue_naming_what_to_use() -> None:
+    adapter = DramatiqAdapter(_limits(None, None))
+    with pytest.raises(ConfigError) as refused:
+        adapter.enqueue_task_sync("x", delay=1000, max_retries=2, colour="red")
+    text = str(refused.value)
+    assert "delay: " in text and "delay_s" in text
+    assert "max_retries: " in text and "TaskProcessorConfig" in text
+    assert "colour: not an option taskserve-dramatiq takes" in text

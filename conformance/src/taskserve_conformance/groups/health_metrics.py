@@ -3,9 +3,10 @@
 Promises checked: the health check reports a reachable broker as healthy and
 an unreachable one as unhealthy; a consumer started in process runs tasks,
 shows in the health report, and stops on ``stop_consumer``; with
-``queue_metrics``, queue depth counts queued tasks, in-flight counts tasks
-being run, and dead-letter counts follow the dead-letter queues. The
-``..._async`` twins return the same reports.
+``queue_metrics``, queue depth counts queued tasks (not those cancelled
+while their message is still on the broker, nor delayed ones once cancelled),
+in-flight counts tasks being run, and dead-letter counts follow the
+dead-letter queues. The ``..._async`` twins return the same reports.
 """
 
 from __future__ import annotations
@@ -100,6 +101,26 @@ class HealthAndMetricsTests:
             describe=lambda: producer.get_metrics_sync(),
         )
         assert metrics.queue_name == producer.config.queue_name
+        assert metrics.in_flight == 0
+        assert run_async(producer.get_metrics_async()).queue_depth == 3
+
+    @requires(Capability.QUEUE_METRICS, Capability.CANCEL_PENDING)
+    def test_queue_depth_leaves_out_cancelled_tasks(self, producer: TaskProcessorAdapter) -> None:
+        """Five tasks enqueued with no consumer running, two cancelled: the depth
+        reads three, however many messages the broker still holds. With delayed
+        tasks, one more enqueued and cancelled before it is due changes nothing."""
+        tasks = [producer.enqueue_task_sync("noop") for _ in range(5)]
+        if producer.supports(Capability.DELAYED_TASKS):
+            tasks.append(producer.enqueue_task_sync("noop", delay_s=300))
+        for task in tasks[3:]:
+            outcome = producer.cancel_task_sync(task.id)
+            assert outcome.cancelled and outcome.status is TaskState.CANCELLED, outcome
+        metrics = wait_until(
+            lambda: m if (m := producer.get_metrics_sync()).queue_depth == 3 else None,
+            Deadlines(producer.config).pickup,
+            f"queue depth did not read 3 after cancelling {len(tasks) - 3} of {len(tasks)} tasks",
+            describe=lambda: producer.get_metrics_sync(),
+        )
         assert metrics.in_flight == 0
         assert run_async(producer.get_metrics_async()).queue_depth == 3
 

@@ -9,7 +9,10 @@ the whole workload, for every adapter, through the adapter contract:
     desired  = max(ceil(workload / target_tasks_per_replica), busy replicas)
 
 where a *busy* replica reported running tasks during the look-back window, so
-the decision never drops below the replicas that are working. Until a replica
+the decision never drops below the replicas that are working. Queued tasks
+are those that can still run, as the task store counts them
+(``get_metrics_sync().queue_depth``): a task cancelled while its message is
+still on the broker is not work and is not counted. Until a replica
 has reported (or the broker was polled) the policy keeps the current target.
 Serve, not the policy, picks which replica to stop on a scale-down; a busy
 one that is picked drains (running tasks finish within
@@ -37,7 +40,12 @@ The policy also takes the arguments of Ray Serve's
 ``AutoscalingPolicy(policy_function=..., policy_kwargs={...})`` runs with only
 the policy's import path changed: it then polls the broker's queue length as
 Ray's does (the Celery adapter reads it), which is what scales up from zero,
-and the replicas' reports add the tasks in flight.
+and the replicas' reports add the tasks in flight. The broker's length counts
+the messages of cancelled tasks too (those arguments do not say where the task
+store is), so once a replica reports its queue depth, read from the store, that
+depth is used instead; the broker's length counts only while no replica reports
+one (at zero replicas, a queue of cancelled tasks alone can start one replica,
+which skips them, reports an empty queue and is scaled away again).
 """
 
 from __future__ import annotations
@@ -120,7 +128,8 @@ class QueueDepthAutoscalingPolicy:
         poll_interval_s: how often the broker is polled when configured.
         broker_url, queue_name: Ray Serve's policy arguments, instead of
             ``task_processor_config``: the Celery broker and queue whose length
-            is polled (as Ray's policy does).
+            is polled (as Ray's policy does); it counts only until a replica
+            reports the queue's depth from the task store.
         rabbitmq_management_url: accepted as Ray's policy takes it; not needed
             (the queue length is read over AMQP).
     """
@@ -194,7 +203,10 @@ class QueueDepthAutoscalingPolicy:
         queue_depth = max(depth_by_replica.values(), default=0.0)
         in_flight = max(sum(local_latest.values()), max(broker_by_replica.values(), default=0.0))
         if self._polled is not None:
-            queue_depth = max(queue_depth, float(self._polled[0]))
+            # A polled adapter reads the store; a polled broker (Ray's arguments)
+            # also counts cancelled tasks' messages, so the replicas' depth wins.
+            if self._broker is None or not depth_by_replica:
+                queue_depth = max(queue_depth, float(self._polled[0]))
             in_flight = max(in_flight, float(self._polled[1]))
         busy = sum(1 for value in local_peak.values() if value > 0)
         requests = float(getattr(ctx, "total_num_requests", 0.0) or 0.0)

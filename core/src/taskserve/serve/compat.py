@@ -24,7 +24,7 @@ from taskserve.adapter import TaskProcessorAdapter
 from taskserve.adapter_config import AdapterConfig
 from taskserve.config import TaskProcessorConfig
 from taskserve.errors import ConfigError
-from taskserve.factory import instantiate_adapter_from_config
+from taskserve.factory import count_in_ray, instantiate_adapter_from_config
 from taskserve.registry import resolve_adapter
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -116,7 +116,8 @@ def TaskAdapter(
     ``@task_consumer`` that handles its name, or to ``queue_name`` when given.
     The result is the adapter itself, initialized (see
     :class:`~taskserve.TaskProcessorAdapter` for building one from its typed
-    config alone).
+    config alone); inside Ray its enqueues and cancels are counted in Ray's
+    metrics, as with :func:`~taskserve.instantiate_adapter_from_config`.
     """
     if isinstance(config, Mapping):
         config = TaskProcessorConfig.from_dict(config)
@@ -130,6 +131,7 @@ def TaskAdapter(
             f"{type(config).__name__}"
         )
     selector = adapter if adapter is not None else (type(config).adapter_alias or "sqlite")
+    count_in_ray()
     producer = resolve_adapter(selector)(config, queue_name)
     producer.initialize()
     return producer

@@ -28,6 +28,7 @@ from taskserve.directory import publish_consumer
 from taskserve.models import AdapterMetrics, HealthReport
 from taskserve.registry import resolve_adapter
 from taskserve.serve.health import ConsumerUnhealthy, unhealthy_reason
+from taskserve.serve.metrics import RayMetricsPlugin, register_ray_metrics_in_ray
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class ConsumerRuntime:
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._metrics: AdapterMetrics | None = None
-        self._metrics_plugin: Any = None
+        self._metrics_plugin: RayMetricsPlugin | None = None
 
     @property
     def adapter(self) -> TaskProcessorAdapter:
@@ -175,7 +176,9 @@ class ConsumerRuntime:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
-        """Create the adapter, register the handlers and start consuming."""
+        """Create the adapter, register the handlers and start consuming. In a
+        process connected to Ray the Ray metrics plugin is registered too (once
+        per process) and the queue gauges are set about once a second."""
         if self._started:
             return
         self._settings = replica_settings()
@@ -192,10 +195,7 @@ class ConsumerRuntime:
                 self.owner or "a task consumer",
                 self.config.queue_name,
             )
-        if self._settings.in_replica:
-            from taskserve.serve.metrics import register_ray_metrics
-
-            self._metrics_plugin = register_ray_metrics()
+        self._metrics_plugin = register_ray_metrics_in_ray()
         self._adapter = adapter
         adapter.start_consumer()
         self._started = True

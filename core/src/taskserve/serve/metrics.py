@@ -1,21 +1,31 @@
 """Ray metrics of task processing, built on taskserve's lifecycle hooks.
 
 :class:`RayMetricsPlugin` implements the ``taskserve_task_*`` hooks and records
-them with ``ray.util.metrics``; every consumer replica registers it when its
-consumer starts (:func:`register_ray_metrics`). Exported (with Ray's ``ray_``
-prefix) on the Ray metrics endpoint and dashboards:
+them with ``ray.util.metrics``. Every process connected to Ray registers it,
+once (:func:`register_ray_metrics_in_ray`), when it starts a consumer (a
+``@task_consumer`` replica) or builds a producer
+(:func:`~taskserve.instantiate_adapter_from_config`, which the HTTP ingress
+uses, or :func:`~taskserve.serve.TaskAdapter`), so each event is counted once,
+in the process where it happened: enqueues and cancels of queued tasks where
+they are requested, attempts in the consumer. A process not connected to Ray
+(a plain script) registers nothing and never imports Ray. Exported (with Ray's
+``ray_`` prefix) on the Ray metrics endpoint and dashboards:
 
 - counters ``taskserve_tasks_{enqueued,started,succeeded,failed,retried,
   dead_lettered,cancelled}_total``
 - histograms ``taskserve_task_run_time_seconds`` and
   ``taskserve_task_queue_wait_seconds``
-- gauges ``taskserve_queue_depth`` and ``taskserve_queue_in_flight``
+- gauges ``taskserve_queue_depth`` and ``taskserve_queue_in_flight``, set by
+  each consumer replica about once a second from ``get_metrics_sync()``: the
+  depth counts the tasks that can still run (PENDING or RETRY in the task
+  store), never a cancelled task whose message is still on the broker
 
 Tags: ``queue``, ``adapter`` and, where known, ``task``.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -79,7 +89,7 @@ class RayMetricsPlugin:
         )
         self.queue_depth = made["gauge"](
             "taskserve_queue_depth",
-            description="Tasks waiting in the queue (PENDING or RETRY).",
+            description="Tasks waiting to run (PENDING or RETRY; cancelled ones not counted).",
             tag_keys=QUEUE_TAGS,
         )
         self.queue_in_flight = made["gauge"](
@@ -167,3 +177,26 @@ def register_ray_metrics(plugin: RayMetricsPlugin | None = None) -> RayMetricsPl
         registered = plugin or RayMetricsPlugin()
         manager.register(registered, name=PLUGIN_NAME)
         return registered
+
+
+def ray_is_initialized() -> bool:
+    """Whether this process is connected to Ray (a driver after ``ray.init``, a
+    Serve replica, a task or actor worker). Never imports Ray: a process that has
+    not imported it is not connected."""
+    ray = sys.modules.get("ray")
+    is_initialized = getattr(ray, "is_initialized", None)
+    if not callable(is_initialized):
+        return False
+    try:
+        return bool(is_initialized())
+    except Exception:
+        return False
+
+
+def register_ray_metrics_in_ray() -> RayMetricsPlugin | None:
+    """Register the metrics plugin (:func:`register_ray_metrics`, once per process)
+    if this process is connected to Ray, and return it; otherwise register
+    nothing, import nothing and return None."""
+    if not ray_is_initialized():
+        return None
+    return register_ray_metrics()

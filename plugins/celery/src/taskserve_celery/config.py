@@ -29,13 +29,13 @@ from taskserve.kit import (
     MAX_PRIORITY,
     MIN_PRIORITY,
     AdapterConfig,
-    ConfigError,
     InvalidArgument,
     RedactedUrl,
     TaskProcessorConfig,
     secret_value,
     task_priority,
     warn_ignored,
+    with_engine_time_limit,
 )
 from taskserve_celery.settings import (
     app_settings_problems,
@@ -405,17 +405,12 @@ class CeleryAdapterConfig(AdapterConfig):
         """``config`` (whose adapter_config is this one) with Celery's time limit
         (:attr:`time_limit_s`) as its ``task_time_limit_s``; raise ConfigError if
         ``config`` sets another limit, which one of them would silently lose."""
-        limit = self.time_limit_s
-        if limit is None or config.task_time_limit_s == limit:
-            return config
-        if config.task_time_limit_s is not None:
-            raise ConfigError(
-                f"TaskProcessorConfig.task_time_limit_s ({config.task_time_limit_s!r}) and "
-                f"Celery's time limit in adapter_config ({limit!r}: app_custom_config's "
-                "task_time_limit or task_custom_config's time_limit) disagree; give the "
-                "limit once, as task_time_limit_s"
-            )
-        return config.model_copy(update={"task_time_limit_s": limit})
+        return with_engine_time_limit(
+            config,
+            self.time_limit_s,
+            "Celery's time limit in adapter_config (app_custom_config's task_time_limit "
+            "or task_custom_config's time_limit)",
+        )
 
     @property
     def broker_kind(self) -> BrokerKind:

@@ -18,6 +18,7 @@ from taskserve.kit import (
     BrokerUnavailable,
     Capability,
     ConfigError,
+    EnqueueOptions,
     RedisTaskStore,
     StoreAdapter,
     TaskMessage,
@@ -30,6 +31,7 @@ from taskserve.kit import (
 from taskserve_dramatiq.config import DramatiqAdapterConfig
 from taskserve_dramatiq.consumer import DramatiqConsumer
 from taskserve_dramatiq.engine import TaskBroker, build_broker
+from taskserve_dramatiq.settings import DRAMATIQ_OPTIONS
 from taskserve_dramatiq.wire import check_json_encoder, to_dramatiq
 
 logger = logging.getLogger(__name__)
@@ -53,11 +55,9 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
                 f"queue_name '{self.config.queue_name}' ends with .DQ or .XQ, which Dramatiq "
                 "reserves for its delay and dead-letter queues; choose another name"
             )
-        limit = self.settings.time_limit_s
-        if limit is not None and self.config.task_time_limit_s is None:
-            # Dramatiq's time limit is the core one: the same interruption, for
-            # async handlers too, and handlers outliving it are detected.
-            self.config = self.config.model_copy(update={"task_time_limit_s": limit})
+        # Dramatiq's time limit is the core one: the same interruption, for
+        # async handlers too, and handlers outliving it are detected.
+        self.config = self.settings.processor_config(self.config)
         self.broker: TaskBroker = build_broker(self.settings, self.config)
 
     @property
@@ -101,6 +101,19 @@ class DramatiqAdapter(StoreAdapter[RedisTaskStore]):
         self._broker_call("ping", self.broker.ping)
 
     # -- producer ---------------------------------------------------------------
+    def _enqueue_options(self, options: dict[str, Any]) -> EnqueueOptions:
+        """No engine option is taken: Dramatiq's message options (``delay``,
+        ``max_retries``, ...) are refused, each naming what to use instead."""
+        if not options:
+            return EnqueueOptions()
+        reasons = [
+            f"{key}: {DRAMATIQ_OPTIONS.get(key, 'not an option taskserve-dramatiq takes')}"
+            for key in sorted(options)
+        ]
+        raise ConfigError(
+            "unsupported enqueue option(s); taskserve-dramatiq takes none: " + "; ".join(reasons)
+        )
+
     def _enqueue(self, message: TaskMessage, idempotency_key: str | None) -> TaskResult:
         check_json_encoder()
         return super()._enqueue(message, idempotency_key)

@@ -1,7 +1,17 @@
-"""Configuration of the Dramatiq adapter."""
+"""Configuration of the Dramatiq adapter.
+
+Every field takes effect (see each one's description), ``time_limit_s`` as
+the core time limit under Dramatiq's name (:meth:`DramatiqAdapterConfig.processor_config`).
+Every other key is refused, and Dramatiq's own option names (of its
+middleware, actors, messages, workers and brokers) are refused saying what
+takes their place, at the top of the config and in ``broker_options`` alike
+(:mod:`taskserve_dramatiq.settings`): no Dramatiq option is accepted and then
+silently dropped.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Any, ClassVar
@@ -9,31 +19,38 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from taskserve.kit import MAX_PRIORITY, AdapterConfig, RedactedUrl, redact_url
+from taskserve.kit import (
+    MAX_PRIORITY,
+    AdapterConfig,
+    RedactedUrl,
+    TaskProcessorConfig,
+    redact_url,
+    warn_ignored,
+    with_engine_time_limit,
+)
+from taskserve_dramatiq.settings import (
+    BROKER_OPTIONS,
+    RABBITMQ_MAX_PRIORITY,
+    broker_option_problems,
+    ignored_environment,
+    option_refusal,
+)
+
+__all__ = [
+    "BROKER_OPTIONS",
+    "QUEUE_NAME",
+    "RABBITMQ_MAX_PRIORITY",
+    "RABBITMQ_SCHEMES",
+    "REDIS_SCHEMES",
+    "DramatiqAdapterConfig",
+    "broker_kind",
+]
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 """URL schemes served by Dramatiq's Redis broker (and usable as results store)."""
 
 RABBITMQ_SCHEMES = frozenset({"amqp", "amqps"})
 """URL schemes served by Dramatiq's RabbitMQ broker."""
-
-BROKER_OPTIONS: dict[str, dict[str, type]] = {
-    "redis": {"namespace": str, "dead_message_ttl": int},
-    "rabbitmq": {"confirm_delivery": bool, "max_priority": int},
-}
-"""``broker_options`` each broker accepts, with their types."""
-
-RABBITMQ_MAX_PRIORITY = 255
-"""The largest ``x-max-priority`` RabbitMQ (and Dramatiq) accepts."""
-
-_DERIVED_OPTIONS = {
-    "url": "it is broker_url",
-    "middleware": "the adapter installs the middleware it needs",
-    "client": "the adapter builds the client from broker_url",
-    "parameters": "put connection parameters in broker_url",
-    "heartbeat_timeout": "it is derived from TaskProcessorConfig.lease_s",
-    "maintenance_chance": "the adapter runs maintenance on a timer derived from lease_s",
-}
 
 
 QUEUE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
@@ -62,6 +79,10 @@ class DramatiqAdapterConfig(AdapterConfig):
     Messages travel through Dramatiq's Redis or RabbitMQ broker; task status,
     results, cancel requests and dead letters are kept in Redis
     (``state_url``), which is the broker itself when the broker is Redis.
+
+    Every field takes effect; any other key is refused, Dramatiq's own option
+    names with what takes their place (:mod:`taskserve_dramatiq.settings`).
+    ``time_limit_s`` is the core time limit: see :meth:`processor_config`.
     """
 
     adapter_alias: ClassVar[str | None] = "dramatiq"
@@ -87,38 +108,49 @@ class DramatiqAdapterConfig(AdapterConfig):
         default_factory=dict,
         description=(
             "Options passed to Dramatiq's broker. Redis: namespace (key prefix, default "
-            "'dramatiq'), dead_message_ttl (ms). RabbitMQ: confirm_delivery (default true: "
-            "publishes wait for the broker's confirm), max_priority (the queue's "
-            f"x-max-priority, {MAX_PRIORITY} to {RABBITMQ_MAX_PRIORITY}, default "
-            f"{MAX_PRIORITY}: every task priority its own)."
+            "'dramatiq'), dead_message_ttl (ms a message stays in Dramatiq's dead-letter "
+            "queue <queue>.XQ, where only plain Dramatiq workers put messages, before queue "
+            "maintenance deletes it). RabbitMQ: confirm_delivery (default true: publishes "
+            "wait for the broker's confirm), max_priority (the queue's x-max-priority, "
+            f"{MAX_PRIORITY} to {RABBITMQ_MAX_PRIORITY}, default {MAX_PRIORITY}: every task "
+            "priority its own). Any other key is refused saying what to use instead "
+            "(connection parameters go in broker_url)."
         ),
     )
     worker_timeout_s: float = Field(
         default=0.5,
         gt=0,
         le=10,
+        allow_inf_nan=False,
         description=(
-            "How long an idle Dramatiq consumer waits before polling again; bounds the "
-            "pickup latency on Redis and the reaction time of a stop."
+            "How long an idle Dramatiq consumer waits before polling again (Dramatiq's "
+            "worker_timeout, in seconds); bounds the pickup latency on Redis and the "
+            "reaction time of a stop."
         ),
     )
     time_limit_s: float | None = Field(
         default=None,
         gt=0,
+        allow_inf_nan=False,
         description=(
-            "Dramatiq's name for TaskProcessorConfig.task_time_limit_s, used as it when "
-            "that is not set (the core limit: sync handlers interrupted, async ones "
-            "cancelled, the attempt failing with TaskTimeLimitExceeded and retried). None, "
-            "the default, sets no limit: unlike plain Dramatiq, long inference is never "
-            "killed after 10 minutes."
+            "Dramatiq's name for TaskProcessorConfig.task_time_limit_s (in seconds, where "
+            "Dramatiq's time_limit is milliseconds), used as it when that is not set (the "
+            "core limit: sync handlers interrupted, async ones cancelled, the attempt "
+            "failing with TaskTimeLimitExceeded and retried); a different "
+            "task_time_limit_s is a ConfigError. None, the default, sets no limit: unlike "
+            "plain Dramatiq, long inference is never killed after 10 minutes."
         ),
     )
     delay_prefetch: int | None = Field(
         default=None,
         ge=1,
         description=(
-            "Delayed retries a consumer holds in memory until they are due (Dramatiq's "
-            "delay-queue prefetch). Default: Dramatiq's, 1000 per worker thread."
+            "Messages of Dramatiq's delay queue <queue>.DQ a consumer holds in memory until "
+            "they are due (Dramatiq's delay-queue prefetch): messages published again one "
+            "second after their outcome could not be recorded, and those plain Dramatiq "
+            "producers send with a delay (taskserve's retries and delayed tasks wait in its "
+            "store instead). Default: Dramatiq's, 1000 per worker thread, or the "
+            "environment variable dramatiq_delay_queue_prefetch."
         ),
     )
 
@@ -130,6 +162,24 @@ class DramatiqAdapterConfig(AdapterConfig):
                 f"{name!r} cannot be a Dramatiq queue: Dramatiq takes only names that "
                 "start with a letter or '_' followed by letters, digits, '.', '_' or '-'"
             )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_dramatiq_options(cls, data: Any) -> Any:
+        """Refuse Dramatiq's own option names given as fields, each saying what
+        takes its place (:func:`~taskserve_dramatiq.settings.option_refusal`)."""
+        if not isinstance(data, dict):
+            return data
+        problems = []
+        for key in sorted(data, key=str):
+            reason = None if key in cls.model_fields else option_refusal(str(key))
+            if reason is not None:
+                problems.append(f"{key}: {reason}")
+        if problems:
+            raise ValueError(
+                "these Dramatiq options are not taken by taskserve-dramatiq: " + "; ".join(problems)
+            )
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -162,29 +212,18 @@ class DramatiqAdapterConfig(AdapterConfig):
     @field_validator("broker_options")
     @classmethod
     def _check_broker_options(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Refuse every key that cannot take effect on the broker, each with why and
+        what to use instead (:func:`~taskserve_dramatiq.settings.broker_option_problems`)."""
         broker_url = info.data.get("broker_url")
         if not isinstance(broker_url, str):
             return options  # broker_url itself is invalid and reported
         kind = broker_kind(broker_url)
-        allowed = BROKER_OPTIONS[kind]
-        for key, value in options.items():
-            if key in _DERIVED_OPTIONS:
-                raise ValueError(f"'{key}' cannot be set: {_DERIVED_OPTIONS[key]}")
-            if key not in allowed:
-                raise ValueError(
-                    f"'{key}' is not an option of Dramatiq's {kind} broker; "
-                    f"allowed: {', '.join(sorted(allowed))}"
-                )
-            expected = allowed[key]
-            if type(value) is not expected:
-                raise ValueError(
-                    f"'{key}' must be of type {expected.__name__}, got {type(value).__name__}"
-                )
-            if key == "max_priority" and not MAX_PRIORITY <= options[key] <= RABBITMQ_MAX_PRIORITY:
-                raise ValueError(
-                    f"'max_priority' must be from {MAX_PRIORITY} to {RABBITMQ_MAX_PRIORITY}, "
-                    f"got {value}: below {MAX_PRIORITY} RabbitMQ would merge task priorities"
-                )
+        problems = broker_option_problems(kind, options)
+        if problems:
+            raise ValueError(
+                f"these options cannot take effect on Dramatiq's {kind} broker: "
+                + "; ".join(problems)
+            )
         return options
 
     @model_validator(mode="after")
@@ -200,6 +239,32 @@ class DramatiqAdapterConfig(AdapterConfig):
                 "(redis://, rediss:// or unix://)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _warn_ignored_environment(self) -> DramatiqAdapterConfig:
+        """Warn (once per process and variable) about Dramatiq environment
+        variables that are set but have no effect on the adapter's consumers."""
+        ignored = ignored_environment(
+            os.environ, delay_prefetch_set=self.delay_prefetch is not None
+        )
+        for name, why in ignored.items():
+            warn_ignored(
+                f"the environment variable {name}",
+                f"taskserve-dramatiq's consumers do not read it: {why}",
+            )
+        return self
+
+    def processor_config(self, config: TaskProcessorConfig) -> TaskProcessorConfig:
+        """``config`` (whose adapter_config is this one) with ``time_limit_s`` as its
+        ``task_time_limit_s`` when that is not set; ``config`` itself when
+        ``time_limit_s`` is not set or both are equal. Raise ConfigError if both
+        are set and differ, since one of them would be silently lost: this is how
+        Celery's ``task_time_limit`` maps onto the same limit."""
+        return with_engine_time_limit(
+            config,
+            self.time_limit_s,
+            "Dramatiq's time limit, adapter_config.time_limit_s,",
+        )
 
     @property
     def kind(self) -> str:
