@@ -15,6 +15,13 @@ Modules, one job each:
 - :mod:`bench.runner` - the one runner: N tasks through one system,
   throughput and enqueue-to-SUCCESS-visible latency;
 - :mod:`bench.scenarios` - crash-to-redelivery, ``serve.run`` to first
-  SUCCESS, and the autoscaling comparison;
-- :mod:`bench.report`, :mod:`bench.plot`, :mod:`bench.machine` - the results.
+  SUCCESS, the autoscaling comparison, and the scenarios of real use run by
+  :mod:`bench.usage_suite`: a producer running, enqueue cost, Redis round
+  trips per task, and what is left after the result TTL;
+- :mod:`bench.redis_private`, :mod:`bench.redis_monitor`, :mod:`bench.redis_counts`,
+  :mod:`bench.isolated`
+  - a private Redis to count commands and keys on, and a child process
+  running a measurement against it;
+- :mod:`bench.report`, :mod:`bench.report_usage`, :mod:`bench.plot`,
+  :mod:`bench.machine` - the results.
 """

@@ -349,6 +349,9 @@ def render(
             *_table(header, rows),
             "",
         ]
+    from bench.report_usage import usage_sections
+
+    lines += usage_sections(results)
     if chaos is not None:
         lines += _chaos_section(chaos)
     if notes:

@@ -11,6 +11,10 @@ from bench.runner import RunResult
 from bench.scenarios.autoscaling import AutoscalingResult
 from bench.scenarios.crash import CrashResult
 from bench.scenarios.delayed import DelayResult
+from bench.scenarios.enqueue_cost import EnqueueResult
+from bench.scenarios.leftovers import LeftoverResult
+from bench.scenarios.producers import ProducerResult
+from bench.scenarios.roundtrips import RoundTripResult
 from bench.scenarios.startup import StartupResult
 
 
@@ -28,6 +32,12 @@ class Results:
     serve_cold_start_s: float | None = None
     startups: list[StartupResult] = field(default_factory=list)
     autoscaling: list[AutoscalingResult] = field(default_factory=list)
+    producers: list[ProducerResult] = field(default_factory=list)
+    baselines: dict[str, float] = field(default_factory=dict)
+    """``<system key> <task>`` -> the drain rate the paced producers were set from."""
+    enqueues: list[EnqueueResult] = field(default_factory=list)
+    roundtrips: list[RoundTripResult] = field(default_factory=list)
+    leftovers: list[LeftoverResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
@@ -52,5 +62,10 @@ class Results:
                 AutoscalingResult(**{**item, "timeline": [tuple(p) for p in item["timeline"]]})
                 for item in data["autoscaling"]
             ],
+            producers=[ProducerResult(**item) for item in data.get("producers", [])],
+            baselines=data.get("baselines", {}),
+            enqueues=[EnqueueResult(**item) for item in data.get("enqueues", [])],
+            roundtrips=[RoundTripResult(**item) for item in data.get("roundtrips", [])],
+            leftovers=[LeftoverResult(**item) for item in data.get("leftovers", [])],
             skipped=data["skipped"],
         )

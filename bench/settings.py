@@ -28,6 +28,26 @@ class Settings:
     tasks: int | None = None
     delayed_tasks: int = 200
     """Tasks of the delayed-task scenario, per adapter and broker."""
+    producer_tasks: tuple[str, ...] = ("noop", "sleep_10ms")
+    """Tasks of the scenario with a producer running."""
+    producer_s: float = 6.0
+    """How long the producer enqueues, per run."""
+    producer_load: float = 0.7
+    """The paced producer's rate, as a fraction of the baseline's drain rate."""
+    enqueue_calls: int = 2000
+    """Enqueue calls per measurement of the enqueue cost."""
+    enqueue_threads: tuple[int, ...] = (1, 4)
+    """Producer threads of the enqueue-cost measurements."""
+    roundtrip_tasks: int = 200
+    """Tasks per run of the round-trip count."""
+    roundtrip_idle_s: float = 2.0
+    """How long an idle consumer's commands are counted."""
+    leftover_tasks: int = 100
+    """Tasks run with a short result TTL, per adapter and broker."""
+    leftover_ttl_s: float = 3.0
+    """Their ``result_ttl_s``."""
+    leftover_wait_s: float = 45.0
+    """Longest wait past the TTL for nothing to be left."""
 
     def with_overrides(self, repetitions: int | None, tasks: int | None) -> Settings:
         """These settings with the command line's overrides applied."""
@@ -64,6 +84,14 @@ QUICK = replace(
     serve_repetitions=1,
     autoscaling_task_s=4.0,
     delayed_tasks=60,
+    producer_tasks=("sleep_10ms",),
+    producer_s=3.0,
+    enqueue_calls=600,
+    roundtrip_tasks=100,
+    roundtrip_idle_s=1.0,
+    leftover_tasks=50,
+    leftover_ttl_s=2.0,
+    leftover_wait_s=40.0,
 )
 SMOKE = replace(
     QUICK,
@@ -73,5 +101,12 @@ SMOKE = replace(
     crash_lease_s=1.0,
     crash_wait_s=6.0,
     delayed_tasks=10,
+    producer_s=1.0,
+    enqueue_calls=40,
+    roundtrip_tasks=10,
+    roundtrip_idle_s=0.5,
+    leftover_tasks=10,
+    leftover_ttl_s=1.0,
+    leftover_wait_s=10.0,
 )
 PRESETS = {settings.preset: settings for settings in (FULL, QUICK, SMOKE)}

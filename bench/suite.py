@@ -24,13 +24,15 @@ from bench.results import Results
 from bench.runner import RunPlan, run, size_tasks
 from bench.settings import Settings
 from bench.tasks import TASK_LABELS
+from bench.usage_suite import USAGE_SCENARIOS, enqueues, leftovers, producers, roundtrips
 
 THROUGHPUT = "throughput"
 CRASH = "crash"
 SERVE = "serve"
 AUTOSCALING = "autoscaling"
 DELAY = "delay"
-SCENARIOS = (THROUGHPUT, CRASH, DELAY, SERVE, AUTOSCALING)
+SCENARIOS = (THROUGHPUT, CRASH, DELAY, *USAGE_SCENARIOS, SERVE, AUTOSCALING)
+_USAGE_RUNS = dict(zip(USAGE_SCENARIOS, (producers, enqueues, roundtrips, leftovers), strict=True))
 
 Log = Callable[[str], None]
 _T = TypeVar("_T")
@@ -81,7 +83,7 @@ class Suite:
             started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )
 
-    def _measure(self, what: str, measure: Callable[[], _T]) -> _T | None:
+    def measure(self, what: str, measure: Callable[[], _T]) -> _T | None:
         """``measure()``, or None (logged, listed as skipped) if it raised."""
         try:
             return measure()
@@ -109,6 +111,10 @@ class Suite:
         if DELAY in scenarios:
             for engine, broker in reachable_groups:
                 self._delay(engine, broker)
+        for name, measure_group in _USAGE_RUNS.items():
+            if name in scenarios:
+                for engine, broker in reachable_groups:
+                    measure_group(self, engine, broker)
         if SERVE in scenarios or AUTOSCALING in scenarios:
             if importlib.util.find_spec("ray") is None:
                 self.results.skipped.append("serve, autoscaling: ray[serve] is not installed")
@@ -129,7 +135,7 @@ class Suite:
                     sizes[contender] = settings.tasks
                     continue
                 plan = RunPlan(task, settings.calibration_tasks, concurrency, latency_samples=0)
-                calibration = self._measure(
+                calibration = self.measure(
                     f"{contender.key} {task} calibration",
                     partial(run, contender, plan, self.workdir),
                 )
@@ -140,7 +146,7 @@ class Suite:
                     if contender not in sizes:
                         continue
                     plan = RunPlan(task, sizes[contender], concurrency, settings.latency_samples)
-                    result = self._measure(
+                    result = self.measure(
                         f"{contender.key} {task} #{repetition}",
                         partial(run, contender, plan, self.workdir),
                     )
@@ -162,7 +168,7 @@ class Suite:
         for contender in contenders(engine, broker):
             if contender.system not in (TASKSERVE, RAY):
                 continue
-            result = self._measure(
+            result = self.measure(
                 f"{contender.key} crash",
                 partial(
                     crash_to_redelivery,
@@ -189,7 +195,7 @@ class Suite:
         for contender in contenders(engine, broker):
             if contender.system != TASKSERVE:
                 continue
-            result = self._measure(
+            result = self.measure(
                 f"{contender.key} delay",
                 partial(
                     delayed_lateness,
@@ -230,7 +236,7 @@ class Suite:
         systems = [s for s in SYSTEMS if reachable(s.broker)]
         for _ in range(self.settings.serve_repetitions):
             for contender in systems:
-                startup = self._measure(
+                startup = self.measure(
                     f"{contender.key} serve.run",
                     partial(serve_run_to_first_success, contender, self.workdir),
                 )
@@ -248,7 +254,7 @@ class Suite:
 
         settings = self.settings
         for policy in POLICIES:
-            outcome = self._measure(
+            outcome = self.measure(
                 f"autoscaling, {policy}",
                 partial(
                     run_policy,

@@ -125,7 +125,8 @@ class AdapterTrial(Trial):
         if (adapter == "sqlite") != (broker == SQLITE_FILE):
             raise ValueError(f"adapter '{adapter}' does not run on '{broker}'")
         self.adapter_name = adapter
-        self.config = processor_config(adapter, broker, options)
+        fields = {} if options.result_ttl_s is None else {"result_ttl_s": options.result_ttl_s}
+        self.config = processor_config(adapter, broker, options, **fields)
         self.producer = instantiate_adapter_from_config(self.config)
         self.producer.initialize()
 

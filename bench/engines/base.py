@@ -24,7 +24,8 @@ class TrialOptions:
 
     ``run_id`` makes the queue and key names unique; ``workdir`` holds the
     run's files (sqlite database, consumer logs); ``markers`` is where the
-    ``hold`` task records its starts.
+    ``hold`` task records its starts; ``result_ttl_s``, when set, is given to
+    taskserve's adapters (the other systems keep their own).
     """
 
     run_id: str
@@ -32,6 +33,7 @@ class TrialOptions:
     workdir: Path
     markers: Path
     lease_s: float = 30.0
+    result_ttl_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,21 @@ def test_inserts_sweep_expired_ids_out_without_a_listing(redis_store: RedisTaskS
     short.close()
 
 
+def test_a_purge_sweeps_the_ids_of_expired_records_out_of_an_idle_queue(
+    redis_store: RedisTaskStore,
+) -> None:
+    key = redis_store._tasks_key
+    kept = [_queued(redis_store, n) for n in range(3)]
+    gone = [_queued(redis_store, 10 + n) for n in range(1200)]  # more than one sweep step
+    pipe = redis_store.client.pipeline(transaction=False)
+    for message in gone:  # as an expiry would: the record goes, its id stays
+        pipe.delete(redis_store.task_key(message.id))
+    pipe.execute()
+    assert redis_store.purge_expired() == len(gone)
+    assert sorted(redis_store.client.zrange(key, 0, -1)) == sorted(m.id.encode() for m in kept)
+    assert redis_store.purge_expired() == 0
+
+
 def test_a_filtered_listing_reads_in_steps(
     redis_store: RedisTaskStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,6 +75,9 @@ WORKER_TTL_S = 10.0
 BEGIN_WAIT_S = 5.0
 """Longest wait of a stop for deliveries in the middle of the store's begin."""
 
+PURGE_EVERY_S = 30.0
+"""How often a consumer has its store delete what expired (``purge_expired``)."""
+
 LEASE_TAKEOVER_S = 0.1
 """How long after another delivery's lease ran out a delivery that waited for
 it begins the task (before the ledger publishes it again)."""
@@ -170,6 +173,7 @@ class ConsumerBase(ABC):
             if isinstance(store, LedgerStore) and publish is not None
             else None
         )
+        self._last_purge = time.monotonic()
         self._keeper = LeaseKeeper(
             runner,
             config.lease_s,
@@ -477,7 +481,24 @@ class ConsumerBase(ABC):
         if self._reconciler is not None:
             self._reconciler.tick()
         self._beat()
+        self._purge()
         self._housekeeping()
+
+    def _purge(self) -> None:
+        """Every :data:`PURGE_EVERY_S`, the store deletes records (and their
+        traces) whose result TTL has passed; a failure is retried next time."""
+        now = time.monotonic()
+        if now - self._last_purge < PURGE_EVERY_S:
+            return
+        self._last_purge = now
+        try:
+            self.store.purge_expired()
+        except Exception:
+            logger.warning(
+                "taskserve: purging expired records of '%s' failed",
+                self.config.queue_name,
+                exc_info=True,
+            )
 
     # -- the queue's directory of workers -------------------------------------------
     def worker_stats(self) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from taskserve.config import TaskProcessorConfig
@@ -23,9 +22,6 @@ from taskserve.engine.runner import TaskRunner
 from taskserve.engine.store import QueueStore
 
 logger = logging.getLogger("taskserve.consumer")
-
-PURGE_EVERY_S = 30.0
-"""How often a consumer deletes expired results."""
 
 WaitForWork = Callable[[float], object]
 """Block up to the given seconds, returning early when work may be there."""
@@ -58,7 +54,6 @@ class PollingConsumer(ConsumerBase):
         self._fetcher = threading.Thread(
             target=self._fetch_loop, name=f"taskserve-{name}-fetch", daemon=True
         )
-        self._last_purge = time.monotonic()
 
     # -- the engine's part -------------------------------------------------------
     def _start_engine(self) -> None:
@@ -81,12 +76,6 @@ class PollingConsumer(ConsumerBase):
         if how is Settlement.HAND_BACK and delivery.task_id is not None:
             # Claimed but never run (a stop came first): the claim did not count.
             self.queue_store.release([delivery.task_id], self.owner, uncount=True)
-
-    def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if now - self._last_purge >= PURGE_EVERY_S:
-            self._last_purge = now
-            self.queue_store.purge_expired()
 
     # -- the fetch thread ------------------------------------------------------------
     def _fetch_loop(self) -> None:

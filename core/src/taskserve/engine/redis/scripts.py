@@ -16,6 +16,20 @@ local function expire(task_key, ttl)
   local idem = redis.call('HGET', task_key, 'idem')
   if idem and idem ~= '' then redis.call('EXPIRE', idem, ttl) end
 end
+-- step entries of a queue's listing, from where the last sweep stopped,
+-- lose those whose record is gone; returns how many
+local function sweep_listing(listing, position, prefix, step)
+  local at = tonumber(redis.call('GET', position) or '0')
+  local swept = redis.call('ZRANGE', listing, at, at + step - 1)
+  local gone = {}
+  for _, id in ipairs(swept) do
+    if redis.call('EXISTS', prefix .. id) == 0 then table.insert(gone, id) end
+  end
+  if #gone > 0 then redis.call('ZREM', listing, unpack(gone)) end
+  if #swept < step then at = 0 else at = at + #swept - #gone end
+  redis.call('SET', position, at)
+  return #gone
+end
 local function new_record(task_key, id, queue, name, payload, now, retried_from)
   redis.call('HSET', task_key, 'id', id, 'queue', queue, 'name', name,
     'payload', payload, 'status', 'PENDING', 'attempts', 0,
@@ -53,19 +67,9 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'', 0} end
 new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])
-local at = tonumber(redis.call('GET', KEYS[7]) or '0')
-local gone = {}
-local swept = redis.call('ZRANGE', KEYS[6], at, at + """
-    + str(SWEEP_STEP - 1)
-    + """)
-for _, id in ipairs(swept) do
-  if redis.call('EXISTS', ARGV[7] .. id) == 0 then table.insert(gone, id) end
-end
-if #gone > 0 then redis.call('ZREM', KEYS[6], unpack(gone)) end
-if #swept < """
+sweep_listing(KEYS[6], KEYS[7], ARGV[7], """
     + str(SWEEP_STEP)
-    + """ then at = 0 else at = at + #swept - #gone end
-redis.call('SET', KEYS[7], at)
+    + """)
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'publishes', 0, 'idem', KEYS[2], 'due', ARGV[8])
   if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[1]) end
@@ -362,3 +366,17 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[2])
 return 1
 """
+
+
+PURGE_SWEEP_STEP = 500
+"""Entries of a queue's listing one :data:`SWEEP` call checks."""
+
+# KEYS: tasks (the queue's listing), tasks-sweep;  ARGV: task key prefix, step
+# -> how many entries were removed. The listing's sweep without a new task: a
+# queue that gets no more tasks still loses the entries of expired records.
+SWEEP = (
+    _COMMON
+    + """
+return sweep_listing(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
+"""
+)

@@ -185,6 +185,11 @@ def _dead_letter(record_id: str, queue: str, stored: bytes) -> DeadLetter:
     )
 
 
+_PURGE_SWEEPS = 20
+"""Most listing sweeps one ``purge_expired`` runs (it stops at the first that
+removes nothing)."""
+
+
 class RedisTaskStore:
     """The state of one queue's tasks, kept in Redis (a :class:`TaskStore`)."""
 
@@ -234,6 +239,7 @@ class RedisTaskStore:
         self._discard = self.client.register_script(scripts.DISCARD)
         self._progress = self.client.register_script(scripts.PROGRESS)
         self._list = self.client.register_script(scripts.LIST)
+        self._sweep = self.client.register_script(scripts.SWEEP)
 
     # -- keys --------------------------------------------------------------
     def task_key(self, task_id: str) -> str:
@@ -586,8 +592,25 @@ class RedisTaskStore:
         return [tid for tid, flag in zip(task_ids, flags, strict=True) if flag == b"1"]
 
     def purge_expired(self) -> int:
-        """Nothing to do: Redis expires finished records itself."""
-        return 0
+        """Redis expires finished records itself; what is left is their entries
+        in the queue's listing, which each new task's script sweeps a few of at
+        a time. This sweeps on through the listing (up to
+        :data:`_PURGE_SWEEPS` steps of ``PURGE_SWEEP_STEP`` entries), so that a
+        queue that gets no more tasks keeps no trace of expired ones; returns
+        how many entries it removed."""
+        removed = 0
+        for _ in range(_PURGE_SWEEPS):
+            gone = int(
+                self._call(
+                    self._sweep,
+                    keys=[self._tasks_key, self._sweep_key],
+                    args=[f"{self.prefix}:task:", scripts.PURGE_SWEEP_STEP],
+                )
+            )
+            removed += gone
+            if not gone:
+                break
+        return removed
 
     def counts(self) -> QueueCounts:
         """Running tasks (live leases) and tasks waiting in the ledger to be
