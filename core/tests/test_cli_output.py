@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -376,6 +377,9 @@ def test_bad_handlers_are_usage_errors(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    root = logging.getLogger()  # the worker command sets up logging before it fails
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     fields: dict[str, Any] = {"module": _handlers_module(tmp_path), "uid": uuid.uuid4().hex[:8]}
     status, _ = run("worker", "-c", str(config_file), "--handlers", spec.format(**fields))
     assert status == EXIT_USAGE
