@@ -7,6 +7,17 @@ runnable example needs: the adapter config comes from configuration
 offline one; and one thing taskserve adds: the handler reports its progress
 (``current_task().report_progress``), which the task's status shows. ``serve.run(app_graph)`` runs only when this file is executed;
 ``quickstart.py`` imports ``app_graph`` and drives it over HTTP.
+
+The guide's deployments ask for a CPU per replica, three in all. Executed, this
+file first starts a local Ray with that many logical CPUs (``example_ray.py``;
+Serve on port ``TASKSERVE_EXAMPLE_PORT``, default 8000), so it runs on a
+two-core machine::
+
+    python examples/document_indexing.py
+
+``serve run document_indexing:app_graph`` starts a Ray with the machine's own
+CPUs instead, and needs three; ``serve run document_indexing_serve.yaml`` (in
+this folder) gives each replica a fraction of a CPU, without a code change.
 """
 
 import hashlib
@@ -116,10 +127,25 @@ consumer = DocumentIndexingConsumer.bind()
 app_graph = API.bind(consumer, processor_config)
 
 if __name__ == "__main__":
+    # The guide's replicas ask for a CPU each, three in all: start a Ray that
+    # holds them (example_ray.py), then run the application as the guide does.
+    import os
+
+    import ray
+    from example_ray import start_ray
+
+    start_ray("document_indexing.py", DocumentIndexingConsumer, API, log_to_driver=True)
+    port = int(os.environ.get("TASKSERVE_EXAMPLE_PORT", "8000"))
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app_graph)
-    print("Document indexing is running: POST http://127.0.0.1:8000/submit; Ctrl-C stops it.")
+    print(
+        f"Document indexing is running: POST http://127.0.0.1:{port}/submit; Ctrl-C stops it.",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        serve.shutdown()
+        # Replicas stop gracefully (consumers drain); then Ray stops, Serve with it.
+        serve.delete("default")
+        ray.shutdown()

@@ -13,7 +13,6 @@ on an installed plugin instead (see ``example_config.py``).
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import sys
@@ -67,31 +66,27 @@ def main() -> int:
     """Run the quickstart; return the exit status."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import httpx
-    import ray
     from ray import serve
 
     from taskserve.client import TaskClient
 
     work = Path(tempfile.mkdtemp(prefix="taskserve-quickstart-"))
     os.environ.setdefault("TASKSERVE_EXAMPLE_SQLITE_PATH", str(work / "tasks.db"))
-    from document_indexing import app_graph  # reads the config selected by the environment
+    # document_indexing reads the queue's config selected by the environment.
+    from document_indexing import API, DocumentIndexingConsumer, app_graph
     from example_config import describe
+    from example_ray import start_ray, stop_ray
 
     port = int(os.environ.get("TASKSERVE_QUICKSTART_PORT") or free_port())
     base = f"http://127.0.0.1:{port}"
     print(f"taskserve quickstart: queue engine {describe()}")
-    print("starting a local Ray and Serve ...", flush=True)
-    # Keep the output to this script's own lines: Ray's notice that token
-    # authentication is on, and Serve's INFO lines, are not for this demo.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.ERROR
-    )
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    ray.init(
-        # Logical CPUs: each of the three replicas asks for one; they mostly wait.
-        num_cpus=max(4, os.cpu_count() or 1),
-        include_dashboard=False,
-        logging_level=logging.WARNING,
+    print("starting Ray and Serve ...", flush=True)
+    # A local Ray with a logical CPU for each of the guide's three replicas
+    # (or the cluster of RAY_ADDRESS): example_ray.py.
+    start_ray(
+        "quickstart.py",
+        DocumentIndexingConsumer,
+        API,
         log_to_driver=os.environ.get("TASKSERVE_QUICKSTART_LOGS") == "1",
     )
     started = time.monotonic()
@@ -135,9 +130,7 @@ def main() -> int:
         return 1 if failed else 0
     finally:
         print("\nshutting down ...", flush=True)
-        # ray.shutdown() ends Serve with the cluster; serve.shutdown() before it
-        # would have the raylet print a line about the controller it kills.
-        ray.shutdown()
+        stop_ray("document-indexing")
 
 
 def shown(record: dict) -> str:

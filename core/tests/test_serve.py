@@ -186,8 +186,12 @@ def test_drain_budget_leaves_room_before_the_kill() -> None:
     settings = ReplicaSettings(
         in_replica=True, graceful_shutdown_timeout_s=20.0, graceful_shutdown_wait_loop_s=2.0
     )
-    assert settings.drain_timeout_s() == pytest.approx(17.0)
+    assert settings.drain_timeout_s() == pytest.approx(16.0)
     assert ReplicaSettings(in_replica=False).drain_timeout_s() == 20.0
+    short = ReplicaSettings(
+        in_replica=True, graceful_shutdown_timeout_s=4.0, graceful_shutdown_wait_loop_s=0.5
+    )
+    assert short.drain_timeout_s() == pytest.approx(2.5)
     tight = ReplicaSettings(in_replica=True, graceful_shutdown_timeout_s=1.0)
     assert tight.drain_timeout_s() == 0.0
 

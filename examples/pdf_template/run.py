@@ -1,14 +1,14 @@
 """Runs the PDF template end to end on this machine (its notebook's steps 3 and 4).
 
 Writes sample PDFs and serves them on a local port (instead of downloading
-them), starts a local Ray and ``serve.run(target=app, blocking=False)`` with
+them), starts a local Ray sized for the template's replicas
+(``example_ray.py``) and ``serve.run(target=app, blocking=False)`` with
 ``server.app``, runs ``client.py``, and shuts down::
 
     python examples/pdf_template/run.py
 """
 
 import functools
-import logging
 import os
 import socket
 import sys
@@ -48,23 +48,14 @@ def main() -> int:
     os.environ["PDF_API_URL"] = f"http://127.0.0.1:{api_port}"
 
     import client
-    import ray
-    from server import app
+    from example_ray import start_ray, stop_ray
+    from server import AsyncPDFAPI, PDFProcessor, app
 
     from taskserve import serve
 
-    # Keep the output to this script's own lines: Ray's notice that token
-    # authentication is on, and Serve's INFO lines, are not for this demo.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.ERROR
-    )
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    ray.init(
-        num_cpus=max(4, os.cpu_count() or 1),
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    # A local Ray with a logical CPU for each of the template's three replicas
+    # (or the cluster of RAY_ADDRESS): example_ray.py.
+    start_ray("pdf_template/run.py", PDFProcessor, AsyncPDFAPI)
     try:
         serve.start(
             http_options={"host": "127.0.0.1", "port": api_port},
@@ -73,9 +64,7 @@ def main() -> int:
         serve.run(target=app, blocking=False)
         return client.main()
     finally:
-        # ray.shutdown() ends Serve with the cluster; serve.shutdown() before it
-        # would have the raylet print a line about the controller it kills.
-        ray.shutdown()
+        stop_ray("default")
         files.shutdown()
 
 

@@ -216,7 +216,10 @@ class ConsumerBase(ABC):
     def stop(self, timeout: float) -> None:
         """Stop fetching, hand back unbegun deliveries at once, let running ones
         finish for up to ``timeout`` s, then hand the rest back to the store.
-        Handlers abandoned past their time limit are not waited for."""
+        Handlers abandoned past their time limit are not waited for. The
+        ``timeout`` counts from this call, the hand-back of unbegun deliveries
+        included."""
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._stop_fetching()
         with self._idle:
@@ -226,7 +229,6 @@ class ConsumerBase(ABC):
         for delivery in unbegun:
             self._settle_quietly(delivery, Settlement.HAND_BACK)
             self._forget(delivery)
-        deadline = time.monotonic() + timeout
         with self._idle:
             while self._awaited() and time.monotonic() < deadline:
                 self._idle.wait(min(max(deadline - time.monotonic(), 0.0), MAX_TICK_S))

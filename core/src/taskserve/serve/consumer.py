@@ -37,6 +37,8 @@ STATS_INTERVAL_S = 1.0
 
 DEFAULT_WAIT_LOOP_S = 2.0
 """Serve's default ``graceful_shutdown_wait_loop_s``."""
+HAND_BACK_MARGIN_S = 2.0
+"""The most of the graceful timeout kept for handing running tasks back."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,16 @@ class ReplicaSettings:
         """How long running tasks may take to finish on shutdown.
 
         Serve spends one wait loop before calling the destructor and kills the
-        replica once the graceful timeout has passed; a small margin is kept so
-        that unfinished tasks are handed back before the kill.
+        replica once the graceful timeout has passed, counted by its controller
+        from the moment it asked the replica to stop (so the call's own latency
+        counts too, which grows on a busy machine). A margin of a quarter of the
+        budget, at most :data:`HAND_BACK_MARGIN_S`, is kept so that unfinished
+        tasks are handed back before the kill.
         """
         budget = self.graceful_shutdown_timeout_s
         if not self.in_replica:
             return budget
-        margin = min(1.0, budget * 0.1)
+        margin = min(HAND_BACK_MARGIN_S, budget * 0.25)
         return max(budget - self.graceful_shutdown_wait_loop_s - margin, 0.0)
 
 
