@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh
 scripts/ensure_brokers.sh
+scripts/ensure_browser.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

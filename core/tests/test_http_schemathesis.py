@@ -30,7 +30,7 @@ CONFIG = TaskProcessorConfig(
     failed_task_queue_name="fuzzed.failed",
     unprocessable_task_queue_name="fuzzed.unprocessable",
 )
-app = create_task_app(CONFIG, settings=HttpSettings(admin_token=TOKEN))
+app = create_task_app(CONFIG, dashboard=True, settings=HttpSettings(admin_token=TOKEN))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")

@@ -461,6 +461,12 @@ class TaskProcessorAdapter(ABC):
         """
         return self._get_status(task_id_of(task_id))
 
+    def get_task_payload_sync(self, task_id: TaskIdLike) -> TaskMessage:
+        """The task as first enqueued (name, args, kwargs, priority, times), while
+        its record lives. Raises :class:`TaskNotFound` for an id never enqueued
+        or expired."""
+        return self._get_message(task_id_of(task_id))
+
     def cancel_task_sync(self, task_id: TaskIdLike) -> CancelOutcome:
         """Cancel a task.
 
@@ -719,6 +725,7 @@ class TaskProcessorAdapter(ABC):
     # -- async twins -----------------------------------------------------
     enqueue_task_async = _async_twin(enqueue_task_sync)
     get_task_status_async = _async_twin(get_task_status_sync)
+    get_task_payload_async = _async_twin(get_task_payload_sync)
     cancel_task_async = _async_twin(cancel_task_sync)
     retry_task_async = _async_twin(retry_task_sync)
     health_check_async = _async_twin(health_check_sync)

@@ -42,7 +42,8 @@ def create_task_app(
 
     ``dependencies`` (FastAPI ``Depends(...)``) run on every route, the
     OpenAPI schema included; ``router_options`` go to :func:`task_router`
-    (``settings=HttpSettings(admin_token=...)``, ``admin_dependencies=[...]``...).
+    (``settings=HttpSettings(admin_token=...)``, ``admin_dependencies=[...]``,
+    ``dashboard=True``...).
     """
     if isinstance(dependencies, (str, bytes)) or not isinstance(dependencies, Sequence):
         raise ConfigError(

@@ -15,6 +15,8 @@ GET     ``/dead-letters``              list dead letters (``?kind=failed&limit=`
 POST    ``/dead-letters/redrive``      enqueue dead letters again; admin
 POST    ``/dead-letters/purge``        delete dead letters; admin
 GET     ``/health``                    broker health (503 when unreachable)
+GET     ``/dashboard/``                the operator dashboard (``dashboard=True``;
+                                       see :mod:`taskserve.http.dashboard`)
 ======  =============================  ==============================================
 
 Every request gets a documented answer, never a 500 or a dropped
@@ -88,6 +90,7 @@ from taskserve.errors import (
     UnsupportedCapability,
 )
 from taskserve.factory import instantiate_adapter_from_config
+from taskserve.http.dashboard import add_dashboard_routes
 from taskserve.http.edge import (
     SafeJSONResponse,
     guarded_route,
@@ -237,7 +240,7 @@ def admin_guard(token: str | None) -> list[Any]:
     bearer = HTTPBearer(
         auto_error=False,
         scheme_name="taskserveAdmin",
-        description="The admin token (HttpSettings.admin_token) of the dead-letter routes.",
+        description="The admin token (HttpSettings.admin_token) of the admin routes.",
     )
 
     def require_admin(
@@ -263,6 +266,7 @@ def task_router(
     name: str = "taskserve",
     dead_letters: bool = True,
     task_listing: bool = True,
+    dashboard: bool = False,
     settings: HttpSettings | Mapping[str, Any] | None = None,
     admin_dependencies: Sequence[Any] = (),
     dependencies: Sequence[Any] = (),
@@ -272,7 +276,9 @@ def task_router(
     ``task_names`` restricts which tasks ``/submit`` accepts (default: any);
     ``name`` prefixes the route names, so two routers can share one app;
     ``dead_letters=False`` leaves out the dead-letter endpoints and
-    ``task_listing=False`` the task listing (``GET /tasks``). ``settings``
+    ``task_listing=False`` the task listing (``GET /tasks``); ``dashboard=True``
+    adds the operator dashboard at ``dashboard/`` (:mod:`taskserve.http.dashboard`;
+    read-only unless the admin routes are protected). ``settings``
     (:class:`HttpSettings`) holds the limits, what errors show and the admin
     token; ``admin_dependencies`` are FastAPI dependencies (``Depends(...)``)
     every admin route runs, ``dependencies`` those every route runs.
@@ -619,4 +625,17 @@ def task_router(
 
         return guard(check)
 
+    if dashboard:
+        add_dashboard_routes(
+            router,
+            adapter=source.get,
+            config=source.config,
+            settings=http,
+            admin=admin,
+            admin_responses=admin_responses,
+            guard=guard,
+            name=name,
+            dead_letters=dead_letters,
+            task_listing=task_listing,
+        )
     return router

@@ -73,8 +73,10 @@ class HttpSettings(BaseModel):
     admin_token: SecretStr | None = Field(
         default=None,
         description=(
-            "Bearer token the admin routes (dead-letter list, redrive, purge) require; "
-            "None leaves them open (or guarded by admin_dependencies only)."
+            "Bearer token the admin routes (task listing, dead-letter list, redrive, "
+            "purge, the dashboard's queue figures and payloads) require; None leaves "
+            "them open (or guarded by admin_dependencies only). The dashboard offers "
+            "redrive and purge only when the admin routes are protected."
         ),
     )
 
