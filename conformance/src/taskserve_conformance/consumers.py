@@ -25,6 +25,9 @@ from taskserve_conformance.launcher import ProcessHandle, launch
 HANDLERS_SPEC = "taskserve_conformance.handlers:HANDLERS"
 """The ``--handlers`` argument of every consumer process."""
 
+BATCH_HANDLERS_SPEC = "taskserve_conformance.handlers:BATCH_HANDLERS"
+"""The ``--handlers`` argument of the batching group's consumer processes."""
+
 DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
 """Graceful timeout of consumer processes unless a test sets one."""
 

@@ -1,7 +1,9 @@
 """Task handlers run by the suite's consumer processes.
 
 Consumers load them with ``--handlers taskserve_conformance.handlers:HANDLERS``;
-each task name is the function's name. Every handler records its runs in the
+each task name is the function's name. The batched handlers are apart, in
+``BATCH_HANDLERS``, so that only consumers of the batching group (adapters
+declaring ``batching``) register them. Every handler records its runs in the
 journal (``start``, then ``end``, ``raise`` or ``interrupted``) with its task
 id, attempt, arguments and process id, so tests count runs and duplicates
 without asking the adapter under test. This module imports neither pytest nor
@@ -20,12 +22,22 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from taskserve import NonRetryableError, current_task
+from taskserve import BatchItem, NonRetryableError, current_task
 from taskserve.context import TaskContext
 from taskserve.serve import task_handler
 from taskserve_conformance.journal import gate_is_open, write_event
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+BATCH_MAX_SIZE = 4
+"""``batch_max_size`` of the batched handlers."""
+
+BATCH_WAIT_S = 0.5
+"""``batch_wait_timeout_s`` of the batched handlers that run what has arrived soon."""
+
+PATIENT_BATCH_WAIT_S = 60.0
+"""``batch_wait_timeout_s`` of the patient batched handlers: within a test their
+batches start only once full (or when every task of one was cancelled)."""
 
 GATE_MAX_WAIT_S = 300.0
 """A handler waiting for a gate gives up after this long, so nothing hangs forever."""
@@ -71,6 +83,61 @@ def journaled(func: _F) -> _F:
             raise
         _record("end", task, detail=result)
         return result
+
+    return run  # type: ignore[return-value]
+
+
+def _record_batch_start(items: list[BatchItem]) -> None:
+    batch = [item.task_id for item in items]
+    for item in items:
+        _record("start", item.task, args=list(item.args), kwargs=item.kwargs, detail=batch)
+
+
+def _record_batch_end(items: list[BatchItem], results: Any) -> None:
+    if not isinstance(results, list) or len(results) != len(items):
+        return
+    for item, result in zip(items, results, strict=True):
+        if isinstance(result, BaseException):
+            _record("raise", item.task, detail=type(result).__name__)
+        else:
+            _record("end", item.task, detail=result)
+
+
+def _record_batch_error(items: list[BatchItem], error: BaseException) -> None:
+    event = "interrupted" if isinstance(error, asyncio.CancelledError) else "raise"
+    for item in items:
+        _record(event, item.task, detail=type(error).__name__)
+
+
+def journaled_batch(func: _F) -> _F:
+    """Record each call of the batched handler ``func``: a ``start`` for each
+    of its tasks (``detail``: the ids of the call's tasks, in order), then an
+    ``end`` (``detail``: the task's result) or a ``raise`` for each task."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(items: list[BatchItem]) -> Any:
+            _record_batch_start(items)
+            try:
+                results = await func(items)
+            except BaseException as e:
+                _record_batch_error(items, e)
+                raise
+            _record_batch_end(items, results)
+            return results
+
+        return run_async  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def run(items: list[BatchItem]) -> Any:
+        _record_batch_start(items)
+        try:
+            results = func(items)
+        except BaseException as e:
+            _record_batch_error(items, e)
+            raise
+        _record_batch_end(items, results)
+        return results
 
     return run  # type: ignore[return-value]
 
@@ -426,3 +493,78 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     )
 }
 """Task name -> handler, as consumer processes register them."""
+
+
+def _echo_item(item: BatchItem) -> Any:
+    """``echo``'s result for one item, or a :class:`HandlerFailure` instance
+    while its attempt is at most its ``fail_attempts`` keyword argument."""
+    if item.kwargs.get("fail_attempts", 0) >= item.task.attempt:
+        return HandlerFailure(
+            f"batch item of task {item.task_id} fails attempt {item.task.attempt}"
+        )
+    return {"args": list(item.args), "kwargs": item.kwargs}
+
+
+@task_handler(batch_max_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
+@journaled_batch
+def batch_echo(items: list[BatchItem]) -> list[Any]:
+    """Return for each item what ``echo`` would, or fail that item alone (a
+    :class:`HandlerFailure` instance in its slot) while its attempt is at most
+    its ``fail_attempts`` keyword argument."""
+    return [_echo_item(item) for item in items]
+
+
+@task_handler(batch_max_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
+@journaled_batch
+async def async_batch_echo(items: list[BatchItem]) -> list[Any]:
+    """``batch_echo`` as an ``async def`` handler."""
+    await asyncio.sleep(0)
+    return [_echo_item(item) for item in items]
+
+
+@task_handler(batch_max_size=BATCH_MAX_SIZE, batch_wait_timeout_s=BATCH_WAIT_S)
+@journaled_batch
+def batch_always_fail(items: list[BatchItem]) -> list[Any]:
+    """Raise :class:`HandlerFailure` on every call: every task of the batch fails."""
+    raise HandlerFailure(f"batch_always_fail fails its batch of {len(items)} tasks")
+
+
+@task_handler(batch_max_size=BATCH_MAX_SIZE, batch_wait_timeout_s=PATIENT_BATCH_WAIT_S)
+@journaled_batch
+def batch_patient_echo(items: list[BatchItem]) -> list[Any]:
+    """``batch_echo`` whose batches start only once full."""
+    return [_echo_item(item) for item in items]
+
+
+@task_handler(batch_max_size=BATCH_MAX_SIZE, batch_wait_timeout_s=PATIENT_BATCH_WAIT_S)
+@journaled_batch
+def batch_wait_for_gate(items: list[BatchItem]) -> list[Any]:
+    """Once full, block until the gate named by the first item's first argument
+    opens, journaling ``saw_cancel`` for each task cancelled meanwhile; then
+    return for each item what ``echo`` would."""
+    gate = str(items[0].args[0])
+    deadline = time.monotonic() + GATE_MAX_WAIT_S
+    seen: set[str] = set()
+    while not gate_is_open(gate):
+        for item in items:
+            if item.task.cancelled and item.task_id not in seen:
+                seen.add(item.task_id)
+                _record("saw_cancel", item.task)
+        if time.monotonic() > deadline:
+            raise _gate_timeout(gate)
+        time.sleep(0.01)
+    return [_echo_item(item) for item in items]
+
+
+BATCH_HANDLERS: dict[str, Callable[..., Any]] = {
+    handler.__name__: handler
+    for handler in (
+        batch_echo,
+        async_batch_echo,
+        batch_always_fail,
+        batch_patient_echo,
+        batch_wait_for_gate,
+    )
+}
+"""Task name -> batched handler (``batch_max_size`` :data:`BATCH_MAX_SIZE`), as the
+batching group's consumer processes register them."""

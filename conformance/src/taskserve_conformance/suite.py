@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from taskserve_conformance.groups.at_least_once import AtLeastOnceTests
+from taskserve_conformance.groups.batching import BatchingTests
 from taskserve_conformance.groups.cancel import CancelTests
 from taskserve_conformance.groups.capabilities import CapabilityTests
 from taskserve_conformance.groups.chaos import ChaosTests
@@ -51,6 +52,7 @@ TEST_GROUPS: tuple[type, ...] = (
     DelayedTaskTests,
     PriorityTests,
     TimeLimitTests,
+    BatchingTests,
     TaskListingTests,
     ChaosTests,
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 from taskserve.adapter import MAX_TASK_LIST_LIMIT, TaskProcessorAdapter
 from taskserve.adapter_config import AdapterConfig
+from taskserve.batch import BatchItem, BatchOptions, BatchResultError
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
 from taskserve.context import TaskContext, current_task
@@ -101,6 +102,9 @@ __all__ = [
     "AdapterMetrics",
     "AdapterNotFound",
     "ArgumentBindingError",
+    "BatchItem",
+    "BatchOptions",
+    "BatchResultError",
     "BrokerUnavailable",
     "CancelOutcome",
     "Capability",

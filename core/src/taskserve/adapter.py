@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from taskserve.adapter_config import AdapterConfig
+from taskserve.batch import batch_options
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
 from taskserve.directory import queue_for
@@ -301,10 +302,14 @@ class TaskProcessorAdapter(ABC):
         self._connect()
 
     def register_task_handle(self, func: Handler, name: str | None = None) -> None:
-        """Route tasks called ``name`` (default: the function's name) to ``func``."""
+        """Route tasks called ``name`` (default: the function's name) to ``func``.
+        A batched handler (``@task_handler(batch_max_size=...)``) needs the
+        ``batching`` capability: UnsupportedCapability otherwise."""
         task_name = name or getattr(func, "__name__", None)
         if not task_name:
             raise ConfigError(f"cannot infer a task name for {func!r}; pass name=")
+        if batch_options(func) is not None:
+            self.require(Capability.BATCHING)
         if self._runner is not None:
             raise RuntimeError("register handlers before start_consumer()")
         self._handlers[task_name] = func

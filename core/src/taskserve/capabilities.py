@@ -76,6 +76,12 @@ class Capability(enum.StrEnum):
         "failed with TaskTimeLimitExceeded, and does one that outlives the limit by the "
         "grace period make its consumer unhealthy and its task run again elsewhere?",
     )
+    BATCHING = (
+        "batching",
+        "Does a handler declared with batch_max_size get the ready tasks of its name in "
+        "one call, up to that many or what arrived within batch_wait_timeout_s, each task "
+        "keeping its own status, result, attempts, lease and cancel?",
+    )
     TASK_LISTING = (
         "task_listing",
         "Does list_tasks_sync list the queue's live task records newest first, filtered by "

@@ -17,7 +17,10 @@ What is here, by job:
   :class:`SecretUrl` (read the real URL with :func:`secret_value`),
   :func:`redact_url`, :data:`REVEAL_SECRETS`;
 * running a delivery: :class:`TaskRunner`, :class:`DeliveryRecorder`,
-  :class:`Outcome`, :class:`LeaseKeeper`;
+  :class:`Outcome`, :class:`LeaseKeeper`; batched handlers (the
+  ``batching`` capability, which the kit's consumers give every engine):
+  :class:`BatchItem`, :class:`BatchOptions` and :func:`batch_options`, to
+  tell a batched handler (one call for several tasks) from another;
 * the store contract and its state-transition table: :class:`TaskStore`,
   :class:`QueueStore` (a store that is the queue), :class:`LedgerStore` (a
   store beside a message engine), :class:`StoreRecorder`;
@@ -49,6 +52,7 @@ from taskserve.adapter import (
     listing_limit,
 )
 from taskserve.adapter_config import AdapterConfig
+from taskserve.batch import BatchItem, BatchOptions, batch_options
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig, with_engine_time_limit
 from taskserve.context import TaskContext, current_task
@@ -151,6 +155,8 @@ __all__ = [
     "AdapterConfig",
     "AdapterMetrics",
     "ArgumentBindingError",
+    "BatchItem",
+    "BatchOptions",
     "Begun",
     "BrokerUnavailable",
     "CancelOutcome",
@@ -215,6 +221,7 @@ __all__ = [
     "UnknownTask",
     "UnsupportedCapability",
     "WorkerDirectory",
+    "batch_options",
     "current_task",
     "decode",
     "dumps_json",

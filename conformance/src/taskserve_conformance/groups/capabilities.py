@@ -23,6 +23,7 @@ from taskserve import (
 )
 from taskserve_conformance.configs import ConfigFactory
 from taskserve_conformance.gating import adapter_display_name
+from taskserve_conformance.handlers import batch_echo
 from taskserve_conformance.producers import ProducerFactory
 
 GATED_CALLS: dict[str, tuple[Capability, Callable[[TaskProcessorAdapter, str], Any]]] = {
@@ -36,6 +37,10 @@ GATED_CALLS: dict[str, tuple[Capability, Callable[[TaskProcessorAdapter, str], A
         lambda a, t: a.enqueue_task_sync("noop", priority=5),
     ),
     "metrics": (Capability.QUEUE_METRICS, lambda a, t: a.get_metrics_sync()),
+    "batched-handler": (
+        Capability.BATCHING,
+        lambda a, t: a.register_task_handle(batch_echo, "batch_echo"),
+    ),
     "list-dead-letters": (Capability.DEAD_LETTERS, lambda a, t: a.list_dead_letters_sync()),
     "redrive-dead-letters": (
         Capability.DEAD_LETTERS,

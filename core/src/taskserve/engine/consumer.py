@@ -17,6 +17,12 @@ same for every engine lives in :class:`ConsumerBase`:
   uncounted and delivered again after ``redelivery_delay_s``, and after
   ``max_recording_failures`` deliveries in a row it ends FAILURE with the
   recording error instead of looping for ever;
+* batches of batched handlers (:mod:`taskserve.batch`): the deliveries of a
+  batched name wait for each other in their own threads inside the
+  runner's ``process`` and share one handler call, each keeping its own
+  begin, outcome, record and settle. A batch holds at most ``concurrency``
+  tasks (``min(batch_max_size, concurrency)``; a warning at start says when
+  a handler asks for more), and a stop starts every waiting batch at once;
 * the lease keeper (leases renewed, cancel requests relayed), housekeeping,
   and for ledger stores the :class:`~taskserve.engine.reconciler.Reconciler`
   that publishes retries when due and what the engine lost;
@@ -187,6 +193,7 @@ class ConsumerBase(ABC):
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
         """Start the lease keeper, then the engine's fetching."""
+        self.runner.fit_batches(self.concurrency)
         self._keeper.start()
         try:
             self._start_engine()
@@ -222,6 +229,7 @@ class ConsumerBase(ABC):
         deadline = time.monotonic() + timeout
         self._stopping.set()
         self._stop_fetching()
+        self.runner.flush_batches()  # nothing more will join a waiting batch
         with self._idle:
             unbegun = [d for d in self._deliveries if not d.running and not d.settled]
             for delivery in unbegun:

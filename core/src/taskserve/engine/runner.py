@@ -15,20 +15,24 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import enum
+import functools
 import inspect
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from taskserve.batch import BatchItem, BatchResultError, batch_options
 from taskserve.config import TaskProcessorConfig
 from taskserve.context import TaskContext, reset_current_task, set_current_task
+from taskserve.engine.batching import Batcher
 from taskserve.engine.progress import ProgressThrottle, check_progress
 from taskserve.errors import (
     ArgumentBindingError,
+    ConfigError,
     ConsumerLost,
     PayloadError,
     TaskCancelled,
@@ -135,17 +139,18 @@ class _AsyncLoop:
             self.loop.close()
 
 
-class _Running:
-    """A task being run by this runner, with what it takes to cancel it."""
+class _Call:
+    """One handler call in progress - one task's, or one batch's - with what it
+    takes to interrupt it at its time limit or stop it once it is cancelled."""
 
-    def __init__(self, context: TaskContext, time_limit_s: float | None = None) -> None:
-        self.context = context
+    def __init__(self, contexts: list[TaskContext], time_limit_s: float | None) -> None:
+        self.contexts = contexts
+        """The tasks the call runs for (one, or the tasks of a batch)."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
-        self.progress: ProgressThrottle | None = None
         self.time_limit_s = time_limit_s
         self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-        """Monotonic time at which the attempt is interrupted; None: no limit."""
+        """Monotonic time at which the call is interrupted; None: no limit."""
         self.timed_out = False
         """Set once the time limit passed (the handler was interrupted)."""
         self.interrupted = False
@@ -154,6 +159,26 @@ class _Running:
         """Set once the handler outlived its limit by the grace."""
         self._guard = threading.Lock()
         self._thread_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The task name of the call."""
+        return self.contexts[0].name
+
+    @property
+    def label(self) -> str:
+        """What the call runs, for log lines: ``task <id>``, or ``the batch of
+        <n> tasks <id>, ...``."""
+        if len(self.contexts) == 1:
+            return f"task {self.contexts[0].id}"
+        ids = ", ".join(c.id for c in self.contexts)
+        return f"the batch of {len(self.contexts)} tasks {ids}"
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether every task of the call was cancelled: only then is an async
+        call cancelled (the other tasks of a batch still want their results)."""
+        return all(c.cancelled for c in self.contexts)
 
     def enter_thread(self) -> None:
         """The calling thread starts the sync handler: it may be interrupted
@@ -194,19 +219,77 @@ class _Running:
             self._guard.release()
         return True
 
-    def cancel(self) -> None:
-        """Set the cancel flag and, for an async handler, cancel its asyncio task.
-
-        The flag is set first: a coroutine that has not taken its first step
-        yet sees it and stops at once.
-        """
-        self.context.request_cancel()
-        if self.loop is not None:
+    def stop_if_cancelled(self) -> None:
+        """Cancel an async handler's asyncio task once every task of the call
+        was cancelled (a sync handler polls its tasks' flags instead)."""
+        if self.loop is not None and self.cancelled:
             self.loop.call_soon_threadsafe(self._cancel_task)
 
     def _cancel_task(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+
+class _Running:
+    """A task being run by this runner, with what it takes to cancel it."""
+
+    def __init__(self, context: TaskContext, call: _Call | None) -> None:
+        self.context = context
+        self.call = call
+        """The handler call running the task; None while a task of a batched
+        name waits for its batch to start."""
+        self.progress: ProgressThrottle | None = None
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether the task's call passed its time limit."""
+        return self.call is not None and self.call.timed_out
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the task's call outlived its time limit by the grace."""
+        return self.call is not None and self.call.abandoned
+
+    def cancel(self) -> None:
+        """Set the cancel flag and, for an async handler whose every task is now
+        cancelled, cancel its asyncio task.
+
+        The flag is set first: a coroutine that has not taken its first step
+        yet sees it and stops at once.
+        """
+        self.context.request_cancel()
+        if self.call is not None:
+            self.call.stop_if_cancelled()
+
+
+class _BatchMember:
+    """One task of a batch: its run, its item, and its slot of the result."""
+
+    __slots__ = ("error", "item", "result", "running")
+
+    def __init__(self, running: _Running, item: BatchItem) -> None:
+        self.running = running
+        self.item = item
+        self.result: Any = None
+        self.error: BaseException | None = BatchResultError(
+            f"the batch of task {item.task_id} ended without a result for it"
+        )
+
+    def take(self, result: Any) -> None:
+        """This task's slot of the call's result: an exception instance fails it."""
+        if isinstance(result, BaseException):
+            self.error = result
+        else:
+            self.result, self.error = result, None
+
+    def fail(self, error: BaseException) -> None:
+        """The whole call failed with ``error``."""
+        self.error = error
+
+    @staticmethod
+    def cancelled(member: _BatchMember) -> bool:
+        """Whether ``member``'s task was cancelled."""
+        return member.running.context.cancelled
 
 
 def _set_async_exc(thread_id: int, exception: type[BaseException] | None) -> None:
@@ -236,6 +319,16 @@ class TaskRunner:
     ``config.task_time_limit_grace_s`` later is abandoned: its task leaves
     :meth:`running_task_ids` (its lease is no longer renewed, so it is
     delivered again) and :attr:`healthy` turns False for good.
+
+    A handler with batch options (``@task_handler(batch_max_size=...)``, see
+    :mod:`taskserve.batch`) runs the tasks of its name in batches: each
+    delivery's thread takes the task through :meth:`process` as any other -
+    its own start, outcome, retry or dead letter, hooks and log lines - but
+    the handler call itself is shared with the other tasks of its batch
+    (:class:`~taskserve.engine.batching.Batcher`). The batch's call runs under
+    the handler's time limit, counted from the call's start; at the limit
+    every task of the batch fails with ``TaskTimeLimitExceeded``. A batch
+    holds at most the consumer's concurrency (:meth:`fit_batches`).
     """
 
     def __init__(
@@ -257,6 +350,17 @@ class TaskRunner:
             name: handler_policy(handler).time_limit(config)
             for name, handler in self.handlers.items()
         }
+        self._batchers: dict[str, Batcher[_BatchMember]] = {}
+        for name, handler in self.handlers.items():
+            options = batch_options(handler)
+            if options is not None:
+                _check_batched_signature(name, handler)
+                self._batchers[name] = Batcher(
+                    options.max_size,
+                    options.wait_timeout_s,
+                    functools.partial(self._run_batch, handler, name),
+                    _BatchMember.cancelled,
+                )
         self._overran = False
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
@@ -321,40 +425,41 @@ class TaskRunner:
         return not self._overran
 
     def check_time_limits(self) -> None:
-        """Interrupt each running task whose time limit passed, and abandon
-        each one still running ``task_time_limit_grace_s`` after it (the
-        consumer's lease keeper calls this every tick)."""
+        """Interrupt each running call (of one task, or of a batch) whose time
+        limit passed, and abandon each one still running
+        ``task_time_limit_grace_s`` after it (the consumer's lease keeper calls
+        this every tick)."""
         now = time.monotonic()
         with self._lock:
-            limited = [
-                r
-                for r in self._running.values()
-                if r.deadline is not None and now >= r.deadline and not r.abandoned
-            ]
-        for running in limited:
-            assert running.deadline is not None
-            if not running.interrupted:
-                running.interrupted = running.interrupt()
-                if running.interrupted:
+            calls = {id(r.call): r.call for r in self._running.values() if r.call is not None}
+        limited = [
+            c
+            for c in calls.values()
+            if c.deadline is not None and now >= c.deadline and not c.abandoned
+        ]
+        for call in limited:
+            assert call.deadline is not None
+            if not call.interrupted:
+                call.interrupted = call.interrupt()
+                if call.interrupted:
                     logger.info(
-                        "taskserve: task %s ('%s') reached its time limit of %gs; it is "
-                        "interrupted",
-                        running.context.id,
-                        running.context.name,
-                        running.time_limit_s,
+                        "taskserve: %s ('%s') reached its time limit of %gs; it is interrupted",
+                        call.label,
+                        call.name,
+                        call.time_limit_s,
                     )
-            elif now >= running.deadline + self.config.task_time_limit_grace_s:
+            elif now >= call.deadline + self.config.task_time_limit_grace_s:
                 with self._lock:
-                    running.abandoned = True
+                    call.abandoned = True
                     self._overran = True
                 logger.warning(
-                    "taskserve: handler '%s' of task %s is still running %gs after its time "
+                    "taskserve: handler '%s' of %s is still running %gs after its time "
                     "limit of %gs; its lease is no longer renewed, so the task is delivered "
                     "again to another consumer, and this consumer reports itself unhealthy",
-                    running.context.name,
-                    running.context.id,
+                    call.name,
+                    call.label,
                     self.config.task_time_limit_grace_s,
-                    running.time_limit_s,
+                    call.time_limit_s,
                 )
 
     def flush_progress(self) -> None:
@@ -376,7 +481,37 @@ class TaskRunner:
         if running is None:
             return False
         running.cancel()
+        batcher = self._batchers.get(running.context.name)
+        if batcher is not None:
+            batcher.wake()  # a task waiting for its batch to start leaves it
         return True
+
+    def fit_batches(self, concurrency: int) -> None:
+        """Hold every batch to at most ``concurrency`` tasks: a consumer never
+        holds more deliveries than that, so a batch waiting for more would wait
+        in vain. Logs a warning for each handler whose ``batch_max_size`` is
+        larger (the consumer calls this once, when it starts)."""
+        for name, batcher in self._batchers.items():
+            options = batch_options(self.handlers[name])
+            assert options is not None
+            if options.max_size > concurrency:
+                logger.warning(
+                    "taskserve: handler '%s' has batch_max_size=%d, but the consumer of queue "
+                    "'%s' holds at most %d tasks at once (consumer_concurrency, by default "
+                    "Serve's max_ongoing_requests); its batches hold at most %d tasks",
+                    name,
+                    options.max_size,
+                    self.config.queue_name,
+                    concurrency,
+                    concurrency,
+                )
+            batcher.max_size = max(min(options.max_size, concurrency), 1)
+
+    def flush_batches(self) -> None:
+        """Start every batch that waits for more tasks now, and every later one
+        at once (the consumer stops fetching: no more tasks will join)."""
+        for batcher in self._batchers.values():
+            batcher.flush()
 
     def close(self) -> None:
         """Stop the event loop used by async handlers."""
@@ -468,48 +603,23 @@ class TaskRunner:
             attempt=attempt,
             _report=self._progress_reporter(message, attempt, progress),
         )
-        running = _Running(context, self.time_limit(message.name))
+        batched = message.name in self._batchers
+        running = _Running(
+            context, None if batched else _Call([context], self.time_limit(message.name))
+        )
         running.progress = progress
         with self._lock:
             self._running[message.id] = running
             self._runs[message.name] += 1
         started = time.monotonic()
         try:
-            try:
-                inspect.signature(handler).bind(*message.args, **message.kwargs)
-            except TypeError as e:
-                raise ArgumentBindingError(
-                    f"arguments do not fit handler '{message.name}': {e}"
-                ) from e
-            result = self._call(handler, message, running)
+            result, error = self._attempt(handler, message, running)
             self._end_progress(running)
-            if context.cancelled:
-                raise TaskCancelled(f"task {message.id} was cancelled")
-            if running.timed_out:
-                raise TaskTimeLimitExceeded
-            dumps_json(result, f"the result of task '{message.name}'")
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            self._end_progress(running)
-            run_time = time.monotonic() - started
-            if context.cancelled:
-                recorder.record_cancelled(message, attempt)
-                emit("cancelled", self._event(message, attempt, run_time_s=run_time))
-                return Outcome.CANCELLED
-            if running.abandoned:
-                logger.warning(
-                    "taskserve: abandoned handler '%s' of task %s ended %.1fs past its time "
-                    "limit of %gs; nothing is recorded, the task is delivered again",
-                    message.name,
-                    message.id,
-                    run_time - (running.time_limit_s or 0.0),
-                    running.time_limit_s,
-                )
-                return Outcome.ABANDONED
-            if running.timed_out:
-                exc = self._time_limit_error(message, running, exc)
-            return self._handle_error(exc, message, attempt, run_time, recorder)
+            if error is None:
+                error = self._result_error(message, running, result)
+            if error is not None:
+                run_time = time.monotonic() - started
+                return self._attempt_failed(error, message, attempt, run_time, running, recorder)
         finally:
             with self._lock:
                 self._running.pop(message.id, None)
@@ -518,14 +628,130 @@ class TaskRunner:
         emit("succeeded", self._event(message, attempt, run_time_s=run_time))
         return Outcome.SUCCEEDED
 
+    def _attempt(
+        self, handler: Handler, message: TaskMessage, running: _Running
+    ) -> tuple[Any, BaseException | None]:
+        """Run the handler for ``message``: (its result, None), or (None, the
+        error it raised). A task of a batched name waits for its batch and
+        takes its slot of the batch's call."""
+        batcher = self._batchers.get(message.name)
+        if batcher is not None:
+            item = BatchItem(
+                args=tuple(message.args), kwargs=dict(message.kwargs), task=running.context
+            )
+            member = _BatchMember(running, item)
+            if not batcher.join(member):
+                return None, TaskCancelled(
+                    f"task {message.id} was cancelled before its batch started"
+                )
+            return member.result, member.error
+        assert running.call is not None
+        try:
+            try:
+                inspect.signature(handler).bind(*message.args, **message.kwargs)
+            except TypeError as e:
+                raise ArgumentBindingError(
+                    f"arguments do not fit handler '{message.name}': {e}"
+                ) from e
+            call = running.call
+            return self._invoke(handler, message.args, message.kwargs, call, running.context), None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            return None, exc
+
+    def _run_batch(self, handler: Handler, name: str, members: list[_BatchMember]) -> None:
+        """Run one batch of ``name`` (in the thread of its first task): one call
+        of ``handler`` with the items of ``members``, then each member's slot of
+        the result, or the call's error for all of them."""
+        call = _Call([m.running.context for m in members], self.time_limit(name))
+        with self._lock:
+            for member in members:
+                member.running.call = call
+        try:
+            result = self._invoke(handler, [[m.item for m in members]], {}, call, None)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            for member in members:
+                member.fail(exc)
+            return
+        if not isinstance(result, (list, tuple)) or len(result) != len(members):
+            shown = (
+                f"{len(result)} results"
+                if isinstance(result, (list, tuple))
+                else f"a {type(result).__name__}"
+            )
+            error = BatchResultError(
+                f"batched handler '{name}' returned {shown} for a batch of {len(members)} "
+                "tasks; it must return a list with one result per task, in the order of "
+                "its items"
+            )
+            for member in members:
+                member.fail(error)
+            return
+        for member, slot in zip(members, result, strict=True):
+            member.take(slot)
+
+    @staticmethod
+    def _result_error(message: TaskMessage, running: _Running, result: Any) -> BaseException | None:
+        """Why the attempt that returned ``result`` did not succeed (cancelled,
+        past its time limit, a result that is not JSON); None if it did."""
+        if running.context.cancelled:
+            return TaskCancelled(f"task {message.id} was cancelled")
+        if running.timed_out:
+            return TaskTimeLimitExceeded()
+        try:
+            dumps_json(result, f"the result of task '{message.name}'")
+        except Exception as e:
+            return e
+        return None
+
+    def _attempt_failed(
+        self,
+        exc: BaseException,
+        message: TaskMessage,
+        attempt: int,
+        run_time: float,
+        running: _Running,
+        recorder: DeliveryRecorder,
+    ) -> Outcome:
+        """Record an attempt that ended with ``exc``: cancelled, abandoned, or
+        failed (retried or dead-lettered)."""
+        if running.context.cancelled:
+            recorder.record_cancelled(message, attempt)
+            emit("cancelled", self._event(message, attempt, run_time_s=run_time))
+            return Outcome.CANCELLED
+        if running.abandoned:
+            assert running.call is not None
+            logger.warning(
+                "taskserve: abandoned handler '%s' of task %s ended %.1fs past its time "
+                "limit of %gs; nothing is recorded, the task is delivered again",
+                message.name,
+                message.id,
+                run_time - (running.call.time_limit_s or 0.0),
+                running.call.time_limit_s,
+            )
+            return Outcome.ABANDONED
+        if running.timed_out:
+            exc = self._time_limit_error(message, running, exc)
+        return self._handle_error(exc, message, attempt, run_time, recorder)
+
     @staticmethod
     def _time_limit_error(
         message: TaskMessage, running: _Running, exc: BaseException
     ) -> TaskTimeLimitExceeded:
         """The error an attempt interrupted at its time limit fails with."""
+        call = running.call
+        assert call is not None
+        batch = (
+            f" (the call of its batch of {len(call.contexts)} tasks)"
+            if len(call.contexts) > 1
+            else ""
+        )
         error = TaskTimeLimitExceeded(
             f"task {message.id} ('{message.name}') exceeded its time limit of "
-            f"{running.time_limit_s:g}s"
+            f"{call.time_limit_s:g}s{batch}"
         )
         if not isinstance(exc, TaskTimeLimitExceeded):
             error.__cause__ = exc
@@ -563,36 +789,52 @@ class TaskRunner:
         if running.progress is not None:
             running.progress.close()
 
-    def _call(self, handler: Handler, message: TaskMessage, running: _Running) -> Any:
+    def _invoke(
+        self,
+        handler: Handler,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        call: _Call,
+        context: TaskContext | None,
+    ) -> Any:
+        """Call ``handler(*args, **kwargs)`` as ``call``, with ``context`` as the
+        current task (None for a batch: each item carries its own)."""
         if inspect.iscoroutinefunction(handler):
-            return self._call_async(handler, message, running)
-        token = set_current_task(running.context)
+            return self._invoke_async(handler, args, kwargs, call, context)
+        token = set_current_task(context)
         try:
-            running.enter_thread()
+            call.enter_thread()
             try:
-                return handler(*message.args, **message.kwargs)
+                return handler(*args, **kwargs)
             finally:
-                running.leave_thread()
+                call.leave_thread()
         finally:
             reset_current_task(token)
 
-    def _call_async(self, handler: Handler, message: TaskMessage, running: _Running) -> Any:
+    def _invoke_async(
+        self,
+        handler: Handler,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        call: _Call,
+        context: TaskContext | None,
+    ) -> Any:
         with self._lock:
             if self._async_loop is None:
                 self._async_loop = _AsyncLoop()
             loop = self._async_loop.loop
 
         async def run_with_context() -> Any:
-            running.task = asyncio.current_task()
-            if running.context.cancelled or running.timed_out:
+            call.task = asyncio.current_task()
+            if call.cancelled or call.timed_out:
                 raise asyncio.CancelledError
-            token = set_current_task(running.context)
+            token = set_current_task(context)
             try:
-                return await handler(*message.args, **message.kwargs)
+                return await handler(*args, **kwargs)
             finally:
                 reset_current_task(token)
 
-        running.loop = loop
+        call.loop = loop
         # The future ends only once the coroutine has really stopped, so a
         # cancelled handler's cleanup has run before CANCELLED is recorded.
         return asyncio.run_coroutine_threadsafe(run_with_context(), loop).result()
@@ -703,3 +945,18 @@ class TaskRunner:
             attempt=attempt,
             **fields,
         )
+
+
+def _check_batched_signature(name: str, handler: Handler) -> None:
+    """A batched handler must take one argument, the list of its batch's items."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin): the call will tell
+    try:
+        signature.bind([])
+    except TypeError as e:
+        raise ConfigError(
+            f"batched handler '{name}' must take one argument, the list of its tasks' "
+            f"BatchItems (def {name}(self, items)); its signature {signature} does not: {e}"
+        ) from e

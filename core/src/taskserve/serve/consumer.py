@@ -22,6 +22,7 @@ from taskserve.adapter import (
     DEFAULT_GRACEFUL_TIMEOUT_S,
     TaskProcessorAdapter,
 )
+from taskserve.batch import batch_options
 from taskserve.capabilities import Capability
 from taskserve.config import TaskProcessorConfig
 from taskserve.directory import publish_consumer
@@ -106,26 +107,34 @@ class _InFlight:
         self.count = 0
 
     def wrap(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        """``handler`` with the same signature, counted while it runs."""
+        """``handler`` with the same signature, counted while it runs: one per
+        call, or for a batched handler one per task of the batch."""
+        batched = batch_options(handler) is not None
+
+        def tasks(args: tuple[Any, ...]) -> int:
+            return len(args[0]) if batched and args and isinstance(args[0], list) else 1
+
         if inspect.iscoroutinefunction(handler):
 
             @functools.wraps(handler)
             async def counted_async(*args: Any, **kwargs: Any) -> Any:
-                self._add(1)
+                count = tasks(args)
+                self._add(count)
                 try:
                     return await handler(*args, **kwargs)
                 finally:
-                    self._add(-1)
+                    self._add(-count)
 
             return counted_async
 
         @functools.wraps(handler)
         def counted(*args: Any, **kwargs: Any) -> Any:
-            self._add(1)
+            count = tasks(args)
+            self._add(count)
             try:
                 return handler(*args, **kwargs)
             finally:
-                self._add(-1)
+                self._add(-count)
 
         return counted
 
@@ -176,7 +185,8 @@ class ConsumerRuntime:
 
     @property
     def local_in_flight(self) -> int:
-        """Handlers running in this replica right now."""
+        """Tasks whose handlers run in this replica right now (each task of a
+        running batch counted)."""
         return self._in_flight.count
 
     # -- lifecycle ---------------------------------------------------------

@@ -31,6 +31,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
+from taskserve.batch import BATCH_ATTRIBUTE, BatchOptions
 from taskserve.config import TaskProcessorConfig
 from taskserve.directory import declare_consumer
 from taskserve.errors import ConfigError
@@ -60,6 +61,8 @@ def task_handler(
     retry_backoff_max_s: float | NotGiven = NOT_GIVEN,
     non_retryable: type[BaseException] | tuple[type[BaseException], ...] = (),
     time_limit_s: float | NotGiven | None = NOT_GIVEN,
+    batch_max_size: int | None = None,
+    batch_wait_timeout_s: float | None = None,
 ) -> _F: ...
 
 
@@ -73,6 +76,8 @@ def task_handler(
     retry_backoff_max_s: float | NotGiven = NOT_GIVEN,
     non_retryable: type[BaseException] | tuple[type[BaseException], ...] = (),
     time_limit_s: float | NotGiven | None = NOT_GIVEN,
+    batch_max_size: int | None = None,
+    batch_wait_timeout_s: float | None = None,
 ) -> Callable[[_F], _F]: ...
 
 
@@ -85,14 +90,17 @@ def task_handler(
     retry_backoff_max_s: float | NotGiven = NOT_GIVEN,
     non_retryable: type[BaseException] | tuple[type[BaseException], ...] = (),
     time_limit_s: float | NotGiven | None = NOT_GIVEN,
+    batch_max_size: int | None = None,
+    batch_wait_timeout_s: float | None = None,
 ) -> _F | Callable[[_F], _F]:
     """Mark a method of a ``@task_consumer`` class as the handler of task ``name``.
 
     ``name`` defaults to the method's name. Works with and without
     parentheses, on ``def`` and ``async def`` methods, and on plain functions
     registered with ``register_task_handle`` or a worker's ``--handlers``. The
-    function itself is returned unchanged apart from three attributes: two
-    markers and its :class:`~taskserve.policy.HandlerPolicy`.
+    function itself is returned unchanged apart from a few attributes: two
+    markers, its :class:`~taskserve.policy.HandlerPolicy` and, for a batched
+    handler, its :class:`~taskserve.batch.BatchOptions`.
 
     The retry options override the consumer's ``TaskProcessorConfig`` for
     this task name only; each one not given is the config's:
@@ -105,6 +113,24 @@ def task_handler(
     :class:`~taskserve.TaskTimeLimitExceeded` (None: no limit for this task
     name). A bad value raises :class:`ConfigError` naming the argument, here
     and now.
+
+    ``batch_max_size`` makes the handler a batched one (see
+    :mod:`taskserve.batch`): it is called with one argument, a list of
+    :class:`~taskserve.BatchItem` (one per task: ``args``, ``kwargs``,
+    ``task_id`` and the task's own context ``task``), and must return a list
+    of results of the same length, in order; a slot holding an exception
+    instance fails that task alone. A call takes up to ``batch_max_size``
+    ready tasks of its name, or whatever has arrived ``batch_wait_timeout_s``
+    (default :data:`~taskserve.batch.DEFAULT_BATCH_WAIT_TIMEOUT_S`) after the
+    first one, and never more than the consumer's concurrency. Each task
+    keeps its own status, result, attempts, retries, lease, cancel and hooks;
+    ``current_task()`` is not set in a batched handler (each item's ``task``
+    is). The call runs under the handler's time limit, from its start.
+    Without ``batch_max_size`` the handler takes each task's own arguments.
+    A ``batch_max_size`` that is not an int, or a ``batch_wait_timeout_s``
+    that is not a number, raises TypeError; one below 1, a negative or
+    infinite wait, or a wait without a size raise :class:`ConfigError`; each
+    names the handler.
     """
     if name is not None and (not isinstance(name, str) or not name.strip()):
         shown = f"{name!r}" if isinstance(name, str) else f"a {type(name).__name__}"
@@ -121,9 +147,13 @@ def task_handler(
     def mark(func: _F) -> _F:
         if not callable(func):
             raise TypeError(f"@task_handler decorates a method, got {func!r}")
+        task_name = name or func.__name__
+        batch = BatchOptions.checked(task_name, batch_max_size, batch_wait_timeout_s)
         setattr(func, HANDLER_MARK, True)
-        setattr(func, HANDLER_NAME, name or func.__name__)
+        setattr(func, HANDLER_NAME, task_name)
         setattr(func, POLICY_ATTRIBUTE, policy)
+        if batch is not None:
+            setattr(func, BATCH_ATTRIBUTE, batch)
         return func
 
     if _func is not None:

@@ -31,6 +31,7 @@ from taskserve.kit import (
     TaskProcessorConfig,
     TaskResult,
     TaskRunner,
+    batch_options,
     redact_url,
     redis_unavailable,
     secret_value,
@@ -108,7 +109,12 @@ class RQAdapter(StoreAdapter[RedisTaskStore]):
 
     # -- handlers -------------------------------------------------------------
     def register_task_handle(self, func: Handler, name: str | None = None) -> None:
-        """Route tasks called ``name`` to ``func``, under the job's RQ timeout."""
+        """Route tasks called ``name`` to ``func``, under the job's RQ timeout. A
+        batched handler runs several jobs in one call: the core's time limit
+        bounds that call, RQ's job timeout does not apply to it."""
+        if batch_options(func) is not None:
+            super().register_task_handle(func, name)
+            return
         super().register_task_handle(time_limited(func, self._time_limit), name)
 
     def _time_limit(self, task_id: str) -> float | None:
