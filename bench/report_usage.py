@@ -9,12 +9,15 @@ for sqlite), both taken in the same run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bench.brokers import RABBITMQ
-from bench.contenders import Contender, contenders
+from bench.contenders import GROUPS, Contender, contenders
 from bench.report import _BROKER_NAMES, DASH, TIMES, _contender, _table
 from bench.results import Results
+from bench.scenarios.backlog import BacklogResult
+from bench.scenarios.consumers import ConsumersResult
+from bench.scenarios.two_node_ray import NODE_CPUS as TWO_NODE_CPUS
 from bench.stats import Spread
 from bench.tasks import TASK_LABELS
 
@@ -301,6 +304,254 @@ def leftovers_section(results: Results) -> list[str]:
     ]
 
 
+def _against(value: float | None, reference: float | None) -> str:
+    if value is None or not reference:
+        return DASH
+    return f"{value / reference:.2f}{TIMES}"
+
+
+def _ms_of(value: float | None) -> str:
+    return DASH if value is None else f"{1000 * value:,.2f}"
+
+
+def _at_sizes(results: Results) -> dict[str, list[BacklogResult]]:
+    """Each system's backlog results, smallest backlog first."""
+    found = _grouped(results.backlogs, lambda r: (r.key,))
+    return {key: sorted(mine, key=lambda r: r.size) for (key,), mine in found.items()}
+
+
+def backlog_section(results: Results) -> list[str]:
+    """Costs at each backlog size, and at the largest against the smallest."""
+    if not results.backlogs:
+        return []
+    rows = []
+    summary = []
+    for key, mine in _at_sizes(results).items():
+        contender = _contender(key)
+        broker = _BROKER_NAMES[contender.broker]
+        first, last = mine[0], mine[-1]
+        for r in mine:
+            rows.append(
+                [
+                    contender.label,
+                    broker,
+                    f"{r.size:,}",
+                    f"{r.fill_rate:,.0f}",
+                    f"{r.enqueue_rate:,.0f}",
+                    _against(r.enqueue_rate, first.enqueue_rate),
+                    _ms_of(r.status_p50_s),
+                    _ms_of(r.status_p99_s),
+                    _against(r.status_p99_s, first.status_p99_s),
+                    _ms_of(r.metrics_p50_s),
+                    _ms_of(r.metrics_p99_s),
+                    DASH if r.queue_length is None else f"{r.queue_length:,}",
+                    DASH if r.bytes_per_task is None else f"{r.bytes_per_task:,.0f}",
+                    r.store,
+                ]
+            )
+        if last.size == first.size:
+            continue
+        enqueue = last.enqueue_rate / first.enqueue_rate if first.enqueue_rate else None
+        status = (
+            last.status_p99_s / first.status_p99_s
+            if last.status_p99_s is not None and first.status_p99_s
+            else None
+        )
+        kept = (enqueue is None or enqueue >= 0.9) and (status is None or status <= 1.1)
+        summary.append(
+            [
+                contender.label,
+                broker,
+                f"{last.size:,} / {first.size:,}",
+                _against(last.enqueue_rate, first.enqueue_rate),
+                _against(last.status_p99_s, first.status_p99_s),
+                _against(last.metrics_p99_s, first.metrics_p99_s),
+                "yes" if kept else "no",
+            ]
+        )
+    header = [
+        "system",
+        "broker",
+        "backlog",
+        "fill tasks/s",
+        "enqueue calls/s",
+        "over the smallest",
+        "status p50 ms",
+        "status p99 ms",
+        "over the smallest",
+        "length p50 ms",
+        "length p99 ms",
+        "length read",
+        "bytes per task",
+        "bytes counted",
+    ]
+    s = results.settings
+    first_result = results.backlogs[0]
+    text = [
+        "## Cost as the backlog grows",
+        "",
+        "No consumer runs. A fresh queue is filled with no-op tasks by "
+        f"{first_result.fill_threads} producer threads sharing one producer of the system (its "
+        f"own enqueue call); then, at that backlog, {first_result.enqueue_calls:,} more enqueue "
+        f"calls from one thread, {s.get('backlog_status_reads', 0):,} status reads of tasks "
+        "drawn at random from the backlog (taskserve: `get_task_status_sync`; raw Celery: "
+        "`AsyncResult.state`; raw RQ: `Job.fetch().get_status()`; raw PostgreSQL: the job "
+        f"row; raw Dramatiq has none) and {s.get('backlog_metrics_reads', 0):,} calls of the "
+        "queue-length call (taskserve: `get_metrics_sync`; raw Celery: a passive "
+        "`queue_declare`; RQ: `Queue.count`; Dramatiq: its broker's queue size; raw "
+        "PostgreSQL: `count(*)` of queued rows). Length read: what the last call said (the "
+        "backlog, one warm-up task and the further calls). Bytes per task: what the store "
+        "holds more after the fill, over the backlog: a private Redis's `used_memory` (on "
+        "RabbitMQ only taskserve's Redis state store; the broker's memory is not read), the "
+        "sqlite file after a WAL checkpoint, `pg_total_relation_size` of the queue's tables. "
+        "One run per system and size.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+    largest = s.get("backlog_largest_groups")
+    restricted = s.get("backlog_others_max")
+    if largest and restricted:
+        text += [
+            f"Backlogs above {restricted:,} run on {', '.join(largest)} only.",
+            "",
+        ]
+    if summary:
+        text += [
+            "At the largest backlog against the smallest (target: enqueue rate and status "
+            "p99 within 10 %, that is enqueue calls/s at least 0.90\u00d7 and status p99 at "
+            "most 1.10\u00d7; faster is within it):",
+            "",
+            *_table(
+                [
+                    "system",
+                    "broker",
+                    "backlogs",
+                    "enqueue calls/s",
+                    "status p99",
+                    "length p99",
+                    "within 10 %",
+                ],
+                summary,
+            ),
+            "",
+        ]
+    return text
+
+
+def _cpu_share(runs: Sequence[ConsumersResult]) -> str:
+    mean = [100 * sum(r.cpu_s) / len(r.cpu_s) / r.cpu_window_s for r in runs if r.cpu_s]
+    busiest = [100 * max(r.cpu_s) / r.cpu_window_s for r in runs if r.cpu_s]
+    if not mean:
+        return DASH
+    return f"{Spread.of(mean).median:.0f} ({Spread.of(busiest).median:.0f})"
+
+
+def consumers_section(results: Results) -> list[str]:
+    """Throughput and CPU of 1, 2, 4 consumer processes, and on two Ray nodes."""
+    lines: list[str] = []
+    if results.consumers:
+        groups = _grouped(results.consumers, lambda r: (r.key, r.task, str(r.processes)))
+        rows = []
+
+        def order(item: tuple[tuple[str, ...], list[ConsumersResult]]) -> tuple[Any, ...]:
+            key, task, processes = item[0]
+            contender = _contender(key)
+            return (
+                GROUPS.index((contender.engine, contender.broker)),
+                list(TASK_LABELS).index(task) if task in TASK_LABELS else len(TASK_LABELS),
+                int(processes),
+                _baseline(contender) != contender,
+            )
+
+        for (key, task, processes), mine in sorted(groups.items(), key=order):
+            contender = _contender(key)
+            base = groups.get((_baseline(contender).key, task, processes), [])
+            alone = groups.get((key, task, "1"), [])
+            rate = _median([r.throughput for r in mine])
+            rows.append(
+                [
+                    contender.label,
+                    _BROKER_NAMES[contender.broker],
+                    TASK_LABELS.get(task, task),
+                    processes,
+                    _spread([r.throughput for r in mine]),
+                    _against(rate, _median([r.throughput for r in alone])),
+                    _ratio(
+                        rate,
+                        _median([r.throughput for r in base]),
+                        _baseline(contender).key == key,
+                    ),
+                    _cpu_share(mine),
+                    _spread([1000 * sum(r.cpu_s) / r.tasks for r in mine], digits=2),
+                ]
+            )
+        header = [
+            "system",
+            "broker",
+            "task",
+            "processes",
+            "tasks/s",
+            "over 1 process",
+            "over baseline",
+            "CPU % of a core per process: mean (busiest)",
+            "consumer CPU ms per task",
+        ]
+        first = results.consumers[0]
+        lines += [
+            "## Several consumer processes on one queue",
+            "",
+            f"1, 2 and 4 consumer processes of the system (concurrency {first.concurrency} "
+            "each; RQ 1) start together on a fresh queue and are paused (SIGSTOP) once all "
+            f"consume; {first.tasks:,} tasks are enqueued, then every process is resumed and "
+            "the backlog drains; the same processes then drain a backlog of the other task. "
+            "tasks/s from the first to the last SUCCESS visible to a client; CPU: each "
+            "process's user + system time (`/proc`) from its resume until the last SUCCESS "
+            "was seen, as a share of one core over that time, "
+            "and all processes' CPU over the tasks. The baseline is the group's raw engine "
+            "(for sqlite, taskserve-sqlite itself), at the same number of processes; all "
+            "processes share the machine's cores with the broker.",
+            "",
+            *_table(header, rows),
+            "",
+        ]
+    if results.two_node:
+        one = _median([r.throughput for r in results.two_node if r.nodes == 1])
+        rows = [
+            [
+                str(r.nodes),
+                " + ".join(str(count) for count in r.replicas_per_node),
+                f"{r.tasks:,}",
+                f"{r.throughput:,.0f}",
+                _against(r.throughput, one),
+                " / ".join(f"{100 * cpu / r.cpu_window_s:.0f}" for cpu in r.cpu_s),
+            ]
+            for r in results.two_node
+        ]
+        header = [
+            "Ray nodes",
+            "replicas per node",
+            "tasks",
+            "tasks/s",
+            "over 1 node",
+            "CPU % of a core per replica",
+        ]
+        first_two = results.two_node[0]
+        lines += [
+            "## Consumer replicas on two Ray nodes",
+            "",
+            "Two Ray nodes on this machine (`ray start --head` and `ray start --address`, "
+            f"{TWO_NODE_CPUS} logical CPUs and one unit of a custom resource each, so no node "
+            "holds two replicas); taskserve-celery (Redis) consumer replicas of concurrency "
+            f"{first_two.concurrency}, one per node, drain {first_two.tasks:,} no-op tasks "
+            "enqueued while they were paused, as above. Both nodes share the machine's cores.",
+            "",
+            *_table(header, rows),
+            "",
+        ]
+    return lines
+
+
 def usage_sections(results: Results) -> list[str]:
     """Every section of the scenarios of real use that has results."""
     return [
@@ -308,4 +559,6 @@ def usage_sections(results: Results) -> list[str]:
         *enqueue_section(results),
         *roundtrips_section(results),
         *leftovers_section(results),
+        *backlog_section(results),
+        *consumers_section(results),
     ]

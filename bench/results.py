@@ -9,6 +9,8 @@ from typing import Any
 
 from bench.runner import RunResult
 from bench.scenarios.autoscaling import AutoscalingResult
+from bench.scenarios.backlog import BacklogResult
+from bench.scenarios.consumers import ConsumersResult
 from bench.scenarios.crash import CrashResult
 from bench.scenarios.delayed import DelayResult
 from bench.scenarios.enqueue_cost import EnqueueResult
@@ -16,6 +18,7 @@ from bench.scenarios.leftovers import LeftoverResult
 from bench.scenarios.producers import ProducerResult
 from bench.scenarios.roundtrips import RoundTripResult
 from bench.scenarios.startup import StartupResult
+from bench.scenarios.two_node_ray import TwoNodeResult
 
 
 @dataclass
@@ -38,6 +41,10 @@ class Results:
     enqueues: list[EnqueueResult] = field(default_factory=list)
     roundtrips: list[RoundTripResult] = field(default_factory=list)
     leftovers: list[LeftoverResult] = field(default_factory=list)
+    backlogs: list[BacklogResult] = field(default_factory=list)
+    consumers: list[ConsumersResult] = field(default_factory=list)
+    two_node: list[TwoNodeResult] = field(default_factory=list)
+    """Drains by taskserve-celery replicas on one and on two local Ray nodes."""
     skipped: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
@@ -67,5 +74,8 @@ class Results:
             enqueues=[EnqueueResult(**item) for item in data.get("enqueues", [])],
             roundtrips=[RoundTripResult(**item) for item in data.get("roundtrips", [])],
             leftovers=[LeftoverResult(**item) for item in data.get("leftovers", [])],
+            backlogs=[BacklogResult(**item) for item in data.get("backlogs", [])],
+            consumers=[ConsumersResult(**item) for item in data.get("consumers", [])],
+            two_node=[TwoNodeResult(**item) for item in data.get("two_node", [])],
             skipped=data["skipped"],
         )

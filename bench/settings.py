@@ -48,6 +48,27 @@ class Settings:
     """Their ``result_ttl_s``."""
     leftover_wait_s: float = 45.0
     """Longest wait past the TTL for nothing to be left."""
+    backlog_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)
+    """Backlogs measured at, smallest first (the smallest is the reference of the ratios)."""
+    backlog_largest_groups: tuple[str, ...] = ("sqlite/file", "celery/redis")
+    """Groups (``engine/broker``) that run every size of ``backlog_sizes``."""
+    backlog_others_max: int | None = 100_000
+    """Largest backlog of the other groups (None: every size on every group)."""
+    backlog_fill_threads: int = 4
+    """Producer threads that fill a backlog."""
+    backlog_enqueue_calls: int = 2000
+    """Enqueue calls (one thread) measured at each backlog size."""
+    backlog_status_reads: int = 500
+    """Status reads of random tasks of the backlog, at each size."""
+    backlog_metrics_reads: int = 100
+    """Queue-length (metrics) calls, at each size."""
+    consumer_processes: tuple[int, ...] = (1, 2, 4)
+    """Consumer processes draining one queue together."""
+    consumer_tasks: int = 3000
+    """Tasks of the backlog they drain, per run."""
+    two_node_tasks: int = 3000
+    """Tasks drained by taskserve-celery replicas on one and on two local Ray nodes
+    (0: that variant is not run)."""
 
     def with_overrides(self, repetitions: int | None, tasks: int | None) -> Settings:
         """These settings with the command line's overrides applied."""
@@ -92,6 +113,13 @@ QUICK = replace(
     leftover_tasks=50,
     leftover_ttl_s=2.0,
     leftover_wait_s=40.0,
+    backlog_sizes=(1_000, 20_000),
+    backlog_others_max=None,
+    backlog_enqueue_calls=1000,
+    backlog_status_reads=300,
+    backlog_metrics_reads=50,
+    consumer_tasks=600,
+    two_node_tasks=1000,
 )
 SMOKE = replace(
     QUICK,
@@ -108,5 +136,12 @@ SMOKE = replace(
     leftover_tasks=10,
     leftover_ttl_s=1.0,
     leftover_wait_s=10.0,
+    backlog_sizes=(100, 500),
+    backlog_enqueue_calls=50,
+    backlog_status_reads=50,
+    backlog_metrics_reads=10,
+    consumer_processes=(1, 2),
+    consumer_tasks=40,
+    two_node_tasks=0,
 )
 PRESETS = {settings.preset: settings for settings in (FULL, QUICK, SMOKE)}

@@ -24,7 +24,18 @@ from bench.results import Results
 from bench.runner import RunPlan, run, size_tasks
 from bench.settings import Settings
 from bench.tasks import TASK_LABELS
-from bench.usage_suite import USAGE_SCENARIOS, enqueues, leftovers, producers, roundtrips
+from bench.usage_suite import (
+    CONSUMERS,
+    TWO_NODE_GROUP,
+    USAGE_SCENARIOS,
+    backlogs,
+    consumer_processes,
+    enqueues,
+    leftovers,
+    producers,
+    roundtrips,
+    two_node_consumers,
+)
 
 THROUGHPUT = "throughput"
 CRASH = "crash"
@@ -32,7 +43,13 @@ SERVE = "serve"
 AUTOSCALING = "autoscaling"
 DELAY = "delay"
 SCENARIOS = (THROUGHPUT, CRASH, DELAY, *USAGE_SCENARIOS, SERVE, AUTOSCALING)
-_USAGE_RUNS = dict(zip(USAGE_SCENARIOS, (producers, enqueues, roundtrips, leftovers), strict=True))
+_USAGE_RUNS = dict(
+    zip(
+        USAGE_SCENARIOS,
+        (producers, enqueues, roundtrips, leftovers, backlogs, consumer_processes),
+        strict=True,
+    )
+)
 
 Log = Callable[[str], None]
 _T = TypeVar("_T")
@@ -115,6 +132,11 @@ class Suite:
             if name in scenarios:
                 for engine, broker in reachable_groups:
                     measure_group(self, engine, broker)
+        if CONSUMERS in scenarios and TWO_NODE_GROUP in reachable_groups:
+            if importlib.util.find_spec("ray") is None:
+                self.results.skipped.append("consumers on two Ray nodes: ray is not installed")
+            else:
+                two_node_consumers(self)
         if SERVE in scenarios or AUTOSCALING in scenarios:
             if importlib.util.find_spec("ray") is None:
                 self.results.skipped.append("serve, autoscaling: ray[serve] is not installed")

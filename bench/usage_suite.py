@@ -8,7 +8,13 @@
 - ``roundtrips``: Redis commands per task for enqueue, consume and status
   read (:mod:`bench.scenarios.roundtrips`, on a private Redis);
 - ``leftovers``: what is left once the result TTL has passed
-  (:mod:`bench.scenarios.leftovers`, on a private Redis).
+  (:mod:`bench.scenarios.leftovers`, on a private Redis);
+- ``backlog``: enqueue, status read, queue length and bytes per task as the
+  backlog grows (:mod:`bench.scenarios.backlog`, on a private Redis where the
+  store is a Redis);
+- ``consumers``: 1, 2 and 4 consumer processes draining one backlog
+  (:mod:`bench.scenarios.consumers`), and taskserve-celery replicas on one
+  and on two local Ray nodes (:mod:`bench.scenarios.two_node_ray`).
 
 Every system of a group is measured in the same run, repetitions interleaved,
 so that the report's ratios against the group's baseline (its first system)
@@ -20,32 +26,61 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import redis_private
-from bench.brokers import POSTGRES, SQLITE_FILE
+from bench.brokers import POSTGRES, REDIS, SQLITE_FILE
 from bench.contenders import TASKSERVE, Contender, concurrency_of, contenders
-from bench.isolated import run_isolated
+from bench.isolated import TIMEOUT_S, run_isolated
 from bench.runner import RunPlan, run
+from bench.scenarios.backlog import BacklogResult, measure_backlog
+from bench.scenarios.consumers import drain_with_consumers
 from bench.scenarios.enqueue_cost import enqueue_cost
 from bench.scenarios.leftovers import LeftoverResult
 from bench.scenarios.producers import ProducerPlan, run_with_producer
 from bench.scenarios.roundtrips import RoundTripResult
+from bench.scenarios.two_node_ray import drain_on_nodes
+from bench.tasks import TASK_LABELS
 
 if TYPE_CHECKING:
+    from bench.settings import Settings
     from bench.suite import Suite
 
 PRODUCERS = "producers"
 ENQUEUE = "enqueue"
 ROUNDTRIPS = "roundtrips"
 LEFTOVERS = "leftovers"
-USAGE_SCENARIOS = (PRODUCERS, ENQUEUE, ROUNDTRIPS, LEFTOVERS)
+BACKLOG = "backlog"
+CONSUMERS = "consumers"
+USAGE_SCENARIOS = (PRODUCERS, ENQUEUE, ROUNDTRIPS, LEFTOVERS, BACKLOG, CONSUMERS)
 UNLIMITED_DRAIN_WAIT = 3.0
 """After an unlimited producer, how long its backlog is waited for, in producer windows."""
 
 
+TWO_NODE_GROUP = ("celery", REDIS)
+"""The group whose adapter the two-node variant deploys."""
+BACKLOG_FILL_RATE_FLOOR = 50.0
+"""Slowest fill (tasks/s) a backlog measurement's time limit allows for."""
+
+
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{1000 * seconds:.1f} ms"
+
+
+def side_by_side(engine: str, broker: str) -> list[Contender]:
+    """The group's baseline (its raw engine; for sqlite taskserve itself) and
+    taskserve's adapter."""
+    members = contenders(engine, broker)
+    return list(dict.fromkeys([members[0], *(c for c in members if c.system == TASKSERVE)]))
+
+
+def backlog_sizes(settings: Settings, engine: str, broker: str) -> list[int]:
+    """The backlog sizes measured on a group: every size on the groups of
+    ``backlog_largest_groups``, up to ``backlog_others_max`` on the others."""
+    limit = settings.backlog_others_max
+    if limit is None or f"{engine}/{broker}" in settings.backlog_largest_groups:
+        return list(settings.backlog_sizes)
+    return [size for size in settings.backlog_sizes if size <= limit]
 
 
 def baseline_rate(suite: Suite, contender: Contender, task: str) -> float | None:
@@ -206,3 +241,103 @@ def leftovers(suite: Suite, engine: str, broker: str) -> None:
         suite.log(
             f"{contender.key:32} {result.tasks} tasks, TTL {result.result_ttl_s:g}s: {cleared}"
         )
+
+
+def backlogs(suite: Suite, engine: str, broker: str) -> None:
+    """Costs at each backlog size of the group's raw engine and taskserve adapter."""
+    uses_redis = broker not in (SQLITE_FILE, POSTGRES)
+    if uses_redis and not redis_private.available():
+        suite.results.skipped.append(f"backlog: {engine}/{broker}: redis-server is not installed")
+        return
+    settings = suite.settings
+    for size in backlog_sizes(settings, engine, broker):
+        for contender in side_by_side(engine, broker):
+            kwargs: dict[str, Any] = {
+                "key": contender.key,
+                "broker": broker,
+                "size": size,
+                "fill_threads": settings.backlog_fill_threads,
+                "enqueue_calls": settings.backlog_enqueue_calls,
+                "status_reads": settings.backlog_status_reads,
+                "metrics_reads": settings.backlog_metrics_reads,
+                "workdir": str(suite.workdir),
+            }
+            if uses_redis:
+                limit = TIMEOUT_S + size / BACKLOG_FILL_RATE_FLOOR
+                target = "bench.scenarios.backlog:measure_backlog"
+                data = suite.measure(
+                    f"{contender.key} backlog {size}",
+                    partial(run_isolated, target, kwargs, suite.workdir, limit),
+                )
+                result = None if data is None else BacklogResult(**data)
+            else:
+                result = suite.measure(
+                    f"{contender.key} backlog {size}", partial(measure_backlog, **kwargs)
+                )
+            if result is None:
+                continue
+            suite.results.backlogs.append(result)
+            suite.checkpoint(suite.results)
+            shown = "-" if result.bytes_per_task is None else f"{result.bytes_per_task:,.0f} B"
+            suite.log(
+                f"{contender.key:32} backlog {size:>9,}  fill {result.fill_rate:6.0f}/s  "
+                f"enqueue {result.enqueue_rate:6.0f}/s  status p50 {_ms(result.status_p50_s)} "
+                f"p99 {_ms(result.status_p99_s)}  length p50 {_ms(result.metrics_p50_s)} "
+                f"p99 {_ms(result.metrics_p99_s)}  {shown} per task ({result.store})"
+            )
+
+
+def consumer_processes(suite: Suite, engine: str, broker: str) -> None:
+    """The group's raw engine and taskserve adapter drained by 1, 2, 4 consumer processes."""
+    settings = suite.settings
+    concurrency = concurrency_of(engine, settings.concurrency)
+    for repetition in range(1, settings.repetitions + 1):
+        for processes in settings.consumer_processes:
+            for contender in side_by_side(engine, broker):
+                found = suite.measure(
+                    f"{contender.key} {processes} consumers #{repetition}",
+                    partial(
+                        drain_with_consumers,
+                        contender.key,
+                        tuple(TASK_LABELS),
+                        settings.consumer_tasks,
+                        processes,
+                        concurrency,
+                        settings.backlog_fill_threads,
+                        suite.workdir,
+                    ),
+                )
+                for result in found or []:
+                    suite.results.consumers.append(result)
+                    cpu = " ".join(f"{100 * s / result.cpu_window_s:3.0f}%" for s in result.cpu_s)
+                    suite.log(
+                        f"{contender.key:32} {result.task:10} {processes} consumer(s) "
+                        f"#{repetition}  {result.throughput:7.0f} tasks/s over "
+                        f"{result.drain_s:5.2f}s  CPU per process {cpu}"
+                    )
+                suite.checkpoint(suite.results)
+
+
+def two_node_consumers(suite: Suite) -> None:
+    """taskserve-celery (Redis) replicas on one and on two local Ray nodes."""
+    settings = suite.settings
+    if not settings.two_node_tasks:
+        return
+    found = suite.measure(
+        "consumers on two Ray nodes",
+        partial(
+            drain_on_nodes,
+            settings.two_node_tasks,
+            settings.concurrency,
+            settings.backlog_fill_threads,
+            suite.workdir,
+        ),
+    )
+    for result in found or []:
+        suite.results.two_node.append(result)
+        suite.log(
+            f"taskserve-celery on {result.nodes} Ray node(s), replicas per node "
+            f"{result.replicas_per_node}: {result.throughput:7.0f} tasks/s over "
+            f"{result.drain_s:5.2f}s"
+        )
+    suite.checkpoint(suite.results)

@@ -48,6 +48,7 @@ class RawRQTrial(Trial):
         self.queue = _queue(f"bench-raw-{options.run_id}")
         self.connection = self.queue.connection
         self.worker_name = f"bench-{options.run_id}"
+        self.worker_names: list[str] = []
         self.sent: list[str] = []
 
     def enqueue(self, task: str, args: Sequence[Any] = ()) -> str:
@@ -64,8 +65,12 @@ class RawRQTrial(Trial):
         return False
 
     def consumer(self) -> ConsumerCommand:
+        """A consumer named apart from the others of this queue (RQ refuses a
+        second live worker of the same name)."""
+        name = f"{self.worker_name}-{len(self.worker_names)}"
+        self.worker_names.append(name)
         return bench_consumer(
-            "raw_rq", worker_class=self.worker_class, queue=self.queue.name, name=self.worker_name
+            "raw_rq", worker_class=self.worker_class, queue=self.queue.name, name=name
         )
 
     def close(self) -> None:
@@ -76,9 +81,10 @@ class RawRQTrial(Trial):
         workers = [w.decode() for w in client.smembers(f"rq:workers:{name}")]
         if workers:  # a worker killed without unregistering
             client.srem("rq:workers", *workers)
-        keys += [f"rq:workers:{name}", f"rq:worker:{self.worker_name}", *workers]
+        keys += [f"rq:workers:{name}", *(f"rq:worker:{w}" for w in self.worker_names), *workers]
         for job_id in self.sent:
             keys += [f"rq:job:{job_id}", f"rq:results:{job_id}", f"rq:executions:{job_id}"]
+            keys.append(f"rq:queue:{name}:intermediate:first_seen:{job_id}")
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
         client.srem("rq:queues", f"rq:queue:{name}")
