@@ -266,6 +266,8 @@ def test_a_version_3_sqlite_database_gets_the_progress_column(tmp_path: Path) ->
         db.execute("ALTER TABLE tasks DROP COLUMN priority")  # nor priority (version 5)
         db.execute("ALTER TABLE dead_letters DROP COLUMN priority")
         db.execute("ALTER TABLE tasks DROP COLUMN progress")
+        for column in ("webhook_url", "webhook_events", "webhook_progress", "webhook_progress_at"):
+            db.execute(f"ALTER TABLE tasks DROP COLUMN {column}")  # nor the webhook (version 7)
         db.execute("UPDATE schema_version SET version = 3")
     store = SqlTaskStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)
     try:

@@ -355,6 +355,8 @@ def test_a_version_5_sqlite_database_gets_the_listing_index(tmp_path: Path) -> N
     old.close()
     with sqlite3.connect(path) as db:  # the layout of version 5
         db.execute("DROP INDEX tasks_created")
+        for column in ("webhook_url", "webhook_events", "webhook_progress", "webhook_progress_at"):
+            db.execute(f"ALTER TABLE tasks DROP COLUMN {column}")  # nor the webhook (version 7)
         db.execute("UPDATE schema_version SET version = 5")
     store = SqlTaskStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)
     try:
@@ -379,7 +381,7 @@ def test_a_new_sqlite_database_has_the_listing_index(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "new.db") as db:
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "tasks_created" in names
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
 
 
 @pytest.fixture(scope="module")
@@ -405,6 +407,8 @@ def test_a_version_5_postgres_schema_gets_the_listing_index(postgres_database: s
     earlier = [_queued(old, n, at=time.time() - 10 + n) for n in range(3)]
     with old.dialect.connection() as db:  # the layout of version 5
         db.execute(f"DROP INDEX {schema}.tasks_created")
+        for column in ("webhook_url", "webhook_events", "webhook_progress", "webhook_progress_at"):
+            db.execute(f"ALTER TABLE {schema}.tasks DROP COLUMN {column}")  # nor the webhook (v7)
         db.execute(f"UPDATE {schema}.schema_version SET version = 5")
     old.close()
     store = _postgres_store(postgres_database, schema)

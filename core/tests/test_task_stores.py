@@ -360,6 +360,8 @@ def test_a_version_4_sqlite_database_gets_the_priority_column(tmp_path: Path) ->
         db.execute(
             "CREATE INDEX tasks_leased ON tasks (queue, visible_at) WHERE status = 'STARTED'"
         )
+        for column in ("webhook_url", "webhook_events", "webhook_progress", "webhook_progress_at"):
+            db.execute(f"ALTER TABLE tasks DROP COLUMN {column}")  # nor the webhook (version 7)
         db.execute("UPDATE schema_version SET version = 4")
     store = SqlTaskStore(SqliteDialect(path, 5.0), "q", result_ttl_s=60)
     try:

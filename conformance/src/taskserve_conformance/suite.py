@@ -32,6 +32,7 @@ from taskserve_conformance.groups.result_ttl import ResultTTLTests
 from taskserve_conformance.groups.retry import RetryTests
 from taskserve_conformance.groups.retry_task import RetryTaskTests
 from taskserve_conformance.groups.time_limits import TimeLimitTests
+from taskserve_conformance.groups.webhooks import WebhookTests
 
 TEST_GROUPS: tuple[type, ...] = (
     CapabilityTests,
@@ -54,6 +55,7 @@ TEST_GROUPS: tuple[type, ...] = (
     TimeLimitTests,
     BatchingTests,
     TaskListingTests,
+    WebhookTests,
     ChaosTests,
 )
 """Every test group, in SPEC order; the chaos run last."""

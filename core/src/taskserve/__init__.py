@@ -58,6 +58,7 @@ from taskserve.redaction import REVEAL_SECRETS, SecretUrl, redact_url, secret_va
 from taskserve.registry import installed_adapters, resolve_adapter
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
+from taskserve.webhooks.settings import DEFAULT_WEBHOOK_EVENTS, WebhookEvent, WebhookSettings
 
 _LAZY: dict[str, str] = {
     # Ray Serve integration (Ray is imported only when a Serve feature is used).
@@ -108,6 +109,7 @@ __all__ = [
     "BrokerUnavailable",
     "CancelOutcome",
     "Capability",
+    "DEFAULT_WEBHOOK_EVENTS",
     "ConfigError",
     "IdempotencyKeyReused",
     "InvalidArgument",
@@ -149,6 +151,8 @@ __all__ = [
     "UndecodableMessage",
     "UnknownTask",
     "UnsupportedCapability",
+    "WebhookEvent",
+    "WebhookSettings",
     "current_task",
     "hookimpl",
     "installed_adapters",

@@ -54,6 +54,7 @@ from taskserve.redaction import redact_url
 from taskserve.scheduling import due_time, task_priority
 from taskserve.serialization import TaskMessage, build_message
 from taskserve.states import TaskState
+from taskserve.webhooks.targets import WebhookTarget, webhook_target
 
 logger = logging.getLogger(__name__)
 
@@ -392,6 +393,8 @@ class TaskProcessorAdapter(ABC):
         delay_s: float | None = None,
         eta: datetime | None = None,
         priority: int | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Collection[str] | None = None,
         **options: Any,
     ) -> TaskResult:
         """Enqueue a task; return its PENDING :class:`TaskResult`.
@@ -400,6 +403,16 @@ class TaskProcessorAdapter(ABC):
         ``max_payload_bytes``, raises :class:`PayloadError` and nothing is sent.
         With ``idempotency_key``, a second call with the same key returns the
         first task instead of enqueuing another.
+
+        With ``webhook_url`` (WEBHOOKS) the queue's consumers POST a signed event
+        (Standard Webhooks) there for each of ``webhook_events`` (names of
+        :class:`~taskserve.webhooks.WebhookEvent`; default: succeeded, failed,
+        cancelled), retried until accepted, at least once under a stable id.
+        The URL must be http(s) and, unless the config's
+        ``webhooks.allow_private_targets`` is set, name public addresses only;
+        the config must hold ``webhooks.signing_secret``
+        (:class:`ConfigError` otherwise). A bad URL or event name raises
+        :class:`InvalidArgument` naming it.
 
         With ``delay_s`` (seconds from now) or ``eta`` (an aware datetime) the
         task waits until it is due (DELAYED_TASKS): PENDING with ``due_at`` set,
@@ -425,6 +438,8 @@ class TaskProcessorAdapter(ABC):
                 delay_s=delay_s,
                 eta=eta,
                 priority=priority,
+                webhook_url=webhook_url,
+                webhook_events=webhook_events,
                 **options,
             )
         due = due_time(delay_s, eta)
@@ -442,6 +457,7 @@ class TaskProcessorAdapter(ABC):
             not_before = due
         if idempotency_key is not None:
             self.require(Capability.IDEMPOTENCY_KEYS)
+        webhook = self._webhook(webhook_url, webhook_events)
         message = build_message(
             task_name=task_name,
             args=args,
@@ -453,11 +469,20 @@ class TaskProcessorAdapter(ABC):
             not_before=not_before,
             expires_at=engine_options.expires_at,
             priority=priority,
+            webhook_url=webhook.url if webhook else None,
+            webhook_events=tuple(e.value for e in webhook.events) if webhook else None,
         )
         result = self._enqueue(message, idempotency_key)
         if result.id == message.id:
             emit("enqueued", self._event(result))
         return result
+
+    def _webhook(self, url: Any, events: Any) -> WebhookTarget | None:
+        """The webhook an enqueue asks for, checked (None for none)."""
+        if url is None and events is None:
+            return None
+        self.require(Capability.WEBHOOKS)
+        return webhook_target(url, events, self.config.webhooks)
 
     def get_task_status_sync(self, task_id: TaskIdLike) -> TaskResult:
         """The task's current :class:`TaskResult`.
@@ -505,8 +530,8 @@ class TaskProcessorAdapter(ABC):
         return CancelOutcome(id=task_id, cancelled=changed, status=status, message=message)
 
     def retry_task_sync(self, task_id: TaskIdLike) -> TaskResult:
-        """Enqueue a finished task's original payload again, with its priority,
-        under a new id linked to the old one (``retried_from``)."""
+        """Enqueue a finished task's original payload again, with its priority
+        and webhook, under a new id linked to the old one (``retried_from``)."""
         original = self._get_message(task_id_of(task_id))
         if self.routing and original.queue_name:
             return self.for_queue(original.queue_name).retry_task_sync(original.id)
@@ -516,6 +541,8 @@ class TaskProcessorAdapter(ABC):
             original.kwargs,
             retried_from=original.id,
             priority=original.priority,
+            webhook_url=original.webhook_url,
+            webhook_events=original.webhook_events,
         )
 
     # -- routing (an adapter built from its typed config alone) -------------

@@ -82,6 +82,12 @@ class Capability(enum.StrEnum):
         "one call, up to that many or what arrived within batch_wait_timeout_s, each task "
         "keeping its own status, result, attempts, lease and cancel?",
     )
+    WEBHOOKS = (
+        "webhooks",
+        "Are the webhooks a task asks for (enqueue with webhook_url) sent signed the "
+        "Standard Webhooks way, retried until accepted, at least once across consumer "
+        "crashes under stable event ids, and refused for private targets unless allowed?",
+    )
     TASK_LISTING = (
         "task_listing",
         "Does list_tasks_sync list the queue's live task records newest first, filtered by "

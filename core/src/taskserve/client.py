@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -50,6 +50,8 @@ from taskserve.models import (
 )
 from taskserve.scheduling import due_time, task_priority
 from taskserve.states import TaskState
+from taskserve.webhooks.targets import webhook_events as checked_webhook_events
+from taskserve.webhooks.targets import webhook_url as checked_webhook_url
 
 DEFAULT_POLL_INTERVAL_S = 0.25
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -122,9 +124,16 @@ def _submit_body(
     delay_s: float | None = None,
     eta: datetime | None = None,
     priority: int | None = None,
+    webhook_url: str | None = None,
+    webhook_events: Collection[str] | None = None,
 ) -> dict[str, Any]:
     due_time(delay_s, eta)  # the same checks as the server's, before any request
     task_priority(priority)
+    if webhook_url is not None:  # the server checks the host too, and its secret
+        checked_webhook_url(webhook_url)
+    if webhook_events is not None:
+        checked_webhook_events(webhook_events)
+
     body: dict[str, Any] = {
         "task_name": task_name,
         "args": list(args or []),
@@ -136,6 +145,10 @@ def _submit_body(
         body["eta"] = eta.isoformat()
     if priority is not None:
         body["priority"] = priority
+    if webhook_url is not None:
+        body["webhook_url"] = webhook_url
+    if webhook_events is not None:
+        body["webhook_events"] = [str(event) for event in webhook_events]
     return body
 
 
@@ -238,13 +251,19 @@ class TaskClient:
         delay_s: float | None = None,
         eta: datetime | None = None,
         priority: int | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Collection[str] | None = None,
     ) -> TaskHandle:
         """Enqueue a task and return its handle at once; with ``delay_s`` or
-        ``eta`` (an aware datetime) it runs no earlier than that, and with
-        ``priority`` (0-9) before ready tasks of lower priorities."""
+        ``eta`` (an aware datetime) it runs no earlier than that, with
+        ``priority`` (0-9) before ready tasks of lower priorities, and with
+        ``webhook_url`` the queue POSTs signed events there (``webhook_events``;
+        default: succeeded, failed, cancelled)."""
         response = self._http.post(
             self._url("/submit"),
-            json=_submit_body(task_name, args, kwargs, delay_s, eta, priority),
+            json=_submit_body(
+                task_name, args, kwargs, delay_s, eta, priority, webhook_url, webhook_events
+            ),
             headers=_headers(idempotency_key),
         )
         _raise_for(response)
@@ -415,13 +434,19 @@ class AsyncTaskClient:
         delay_s: float | None = None,
         eta: datetime | None = None,
         priority: int | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Collection[str] | None = None,
     ) -> AsyncTaskHandle:
         """Enqueue a task and return its handle at once; with ``delay_s`` or
-        ``eta`` (an aware datetime) it runs no earlier than that, and with
-        ``priority`` (0-9) before ready tasks of lower priorities."""
+        ``eta`` (an aware datetime) it runs no earlier than that, with
+        ``priority`` (0-9) before ready tasks of lower priorities, and with
+        ``webhook_url`` the queue POSTs signed events there (``webhook_events``;
+        default: succeeded, failed, cancelled)."""
         response = await self._http.post(
             self._url("/submit"),
-            json=_submit_body(task_name, args, kwargs, delay_s, eta, priority),
+            json=_submit_body(
+                task_name, args, kwargs, delay_s, eta, priority, webhook_url, webhook_events
+            ),
             headers=_headers(idempotency_key),
         )
         _raise_for(response)

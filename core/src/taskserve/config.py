@@ -28,6 +28,7 @@ from pydantic import (
 from taskserve.adapter_config import AdapterConfig, OpaqueAdapterConfig
 from taskserve.errors import AdapterNotFound, ConfigError
 from taskserve.selection import canonical_selector, config_model_for
+from taskserve.webhooks.settings import WebhookSettings
 
 QUEUE_NAME_MAX = 200
 """Longest queue name accepted."""
@@ -181,6 +182,16 @@ class TaskProcessorConfig(BaseModel):
             "ignoring the interruption) before its consumer reports itself unhealthy "
             "and stops renewing the task's lease, so that the task is delivered again "
             "to another consumer after lease_s."
+        ),
+    )
+
+    webhooks: WebhookSettings = Field(
+        default_factory=WebhookSettings,
+        description=(
+            "Completion webhooks of this queue's tasks: the Standard Webhooks signing "
+            "secret (required before a task may ask for a webhook), whether private "
+            "targets are allowed, the delivery timeout and retry schedule, the progress "
+            "event interval (see taskserve.webhooks.WebhookSettings)."
         ),
     )
 

@@ -37,7 +37,10 @@ What is here, by job:
 * listing a queue's recent tasks (a store's ``recent``): :func:`listing_limit`
   checks its ``limit`` (1 to :data:`MAX_TASK_LIST_LIMIT`);
 * consumers: :class:`ConsumerBase` (engines with their own transport),
-  :class:`PollingConsumer` (queue stores), :class:`Reconciler`.
+  :class:`PollingConsumer` (queue stores), :class:`Reconciler`;
+* webhooks: :class:`WebhookOutbox` (a store keeping its tasks' webhook events,
+  written in the same step as each state change), :class:`WebhookDelivery`
+  (an entry a sender claims), :class:`WebhookEvent`, :class:`WebhookSettings`.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ from taskserve.engine.store import (
     QueueStore,
     Republish,
     TaskStore,
+    WebhookOutbox,
     WorkerDirectory,
 )
 from taskserve.engine.store_adapter import StoreAdapter
@@ -123,6 +127,8 @@ from taskserve.scheduling import (
 )
 from taskserve.serialization import WIRE_VERSION, TaskMessage, dumps_json, new_task_id
 from taskserve.states import TaskState
+from taskserve.webhooks.events import WebhookDelivery
+from taskserve.webhooks.settings import WebhookEvent, WebhookSettings
 
 if TYPE_CHECKING:
     from taskserve.engine.redis.store import RedisTaskStore, redis_unavailable
@@ -220,6 +226,10 @@ __all__ = [
     "UndecodableMessage",
     "UnknownTask",
     "UnsupportedCapability",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WebhookOutbox",
+    "WebhookSettings",
     "WorkerDirectory",
     "batch_options",
     "current_task",

@@ -202,6 +202,10 @@ class TaskMessage:
     """Unix time after which the task is not run any more (it ends CANCELLED)."""
     priority: int | None = None
     """The task's priority, 0 to 9, higher first (None: the lowest, 0)."""
+    webhook_url: str | None = None
+    """Where the task's webhook events are sent (checked at enqueue); None: no webhook."""
+    webhook_events: tuple[str, ...] | None = None
+    """The events the webhook is sent for (names of ``taskserve.webhooks.WebhookEvent``)."""
 
     def with_seq(self, seq: int | None) -> TaskMessage:
         """This message as published under publish number ``seq``."""
@@ -236,6 +240,8 @@ class TaskMessage:
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
+        if self.webhook_url is not None:
+            data["webhook"] = {"url": self.webhook_url, "events": list(self.webhook_events or ())}
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     def to_bytes(self) -> bytes:
@@ -265,6 +271,14 @@ class TaskMessage:
         """Build a message from its decoded JSON object."""
         if not isinstance(data, dict):
             raise PayloadError("message must be a JSON object")
+        webhook = data.get("webhook")
+        if webhook is not None and not (
+            isinstance(webhook, dict)
+            and isinstance(webhook.get("url"), str)
+            and isinstance(webhook.get("events"), list)
+            and all(isinstance(e, str) for e in webhook["events"])
+        ):
+            raise PayloadError("message 'webhook' must be an object with 'url' and 'events'")
         try:
             message = cls(
                 id=data["id"],
@@ -278,6 +292,8 @@ class TaskMessage:
                 not_before=_optional_time(data, "not_before"),
                 expires_at=_optional_time(data, "expires_at"),
                 priority=data.get("priority"),
+                webhook_url=webhook["url"] if webhook else None,
+                webhook_events=tuple(webhook["events"]) if webhook else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PayloadError(f"message lacks or mistypes a field: {e}") from e
@@ -318,8 +334,11 @@ def build_message(
     not_before: float | None = None,
     expires_at: float | None = None,
     priority: int | None = None,
+    webhook_url: str | None = None,
+    webhook_events: tuple[str, ...] | None = None,
 ) -> TaskMessage:
-    """Check the arguments and build a message; nothing is sent.
+    """Check the arguments and build a message; nothing is sent (the webhook,
+    if any, is checked by the caller).
 
     Raises PayloadError if an argument is not JSON or the encoded message is
     larger than ``max_payload_bytes``.
@@ -345,6 +364,8 @@ def build_message(
         not_before=not_before,
         expires_at=expires_at,
         priority=priority,
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
     )
     size = len(message.to_bytes())
     if size > max_payload_bytes:

@@ -178,6 +178,8 @@ def test_a_version_4_schema_gets_the_priority_column(make_store: StoreFactory, s
             f"CREATE INDEX tasks_leased ON {schema}.tasks (queue, visible_at)"
             " WHERE status = 'STARTED'"
         )
+        for column in ("webhook_url", "webhook_events", "webhook_progress", "webhook_progress_at"):
+            db.execute(f"ALTER TABLE {schema}.tasks DROP COLUMN {column}")  # nor the webhook (v7)
         db.execute(f"UPDATE {schema}.schema_version SET version = 4")
     store = make_store()
     urgent = _queued_at(store, 3)

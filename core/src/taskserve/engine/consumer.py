@@ -66,6 +66,7 @@ from taskserve.errors import PayloadError, RecordingFailed
 from taskserve.models import TaskError
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
+from taskserve.webhooks.sender import webhook_sender
 
 logger = logging.getLogger("taskserve.consumer")
 
@@ -189,6 +190,8 @@ class ConsumerBase(ABC):
             housekeeping_every_s=housekeeping_every_s,
             name=f"taskserve-{name}-leases",
         )
+        self.webhooks = webhook_sender(store, config, self.owner)
+        """Delivers the queue's webhook events (None without a signing secret)."""
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -203,6 +206,8 @@ class ConsumerBase(ABC):
             raise
         self._started_at = time.monotonic()
         self._beat(force=True)
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     def alive(self) -> bool:
         """Whether the consumer runs: not stopped, lease keeper and engine alive,
@@ -266,6 +271,8 @@ class ConsumerBase(ABC):
         self._stop_engine(abandoned=bool(leftover))
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.webhooks is not None:
+            self.webhooks.stop()
 
     def _awaited(self) -> bool:
         """Whether a delivery is held that a stop waits for (lock held)."""

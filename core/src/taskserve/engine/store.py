@@ -70,6 +70,20 @@ finished keeps its last report. When expiry is set: when
 a task becomes terminal (finish, cancel, a cancel found at begin). A record
 that is not terminal never expires.
 
+Webhooks. A task enqueued with a webhook keeps its URL and subscribed events
+in its record. Every row above that moves such a task into a state it asked to
+hear about also writes, in the same atomic step, an entry of the store's
+webhook outbox (:class:`WebhookOutbox`): ``begin``/``claim`` that start it
+(``started``, one per attempt), ``write_progress`` (``progress``, at most one
+per interval: a report coalesces into the progress entry not tried yet),
+``finish`` (``succeeded``, ``failed`` and ``dead_lettered``, or ``cancelled``
+when a cancel wins), ``cancel``, ``schedule_retry`` and a cancel found at
+``begin`` (``cancelled``). A crash can then only make an event be sent
+again, under its stable id, never lose it. A SQL store makes its
+single-statement steps transactions for this once told to
+(:meth:`WebhookOutbox.expect_webhooks`); before that, it writes the entry
+right after the step.
+
 A store is per queue: it is built for one ``queue_name`` and its result TTL.
 Dead-letter queues are named explicitly in the dead-letter operations.
 
@@ -92,6 +106,8 @@ from typing import Any, Protocol, runtime_checkable
 from taskserve.models import DeadLetter, TaskError, TaskResult
 from taskserve.serialization import TaskMessage
 from taskserve.states import TaskState
+from taskserve.webhooks.events import WebhookDelivery
+from taskserve.webhooks.settings import WebhookSettings
 
 
 def stored_error(text: str | bytes) -> TaskError:
@@ -358,3 +374,36 @@ class WorkerDirectory(Protocol):
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Name -> statistics of every consumer of the queue alive now."""
+
+
+@runtime_checkable
+class WebhookOutbox(Protocol):
+    """A store that keeps the webhook events of its queue's tasks until they
+    are delivered (see the module docstring for when entries are written).
+
+    Any consumer of the queue may deliver any entry: :meth:`claim_webhooks`
+    leases due entries to one sender, and an entry whose sender died becomes
+    due again when its lease runs out. Entries are delivered at least once;
+    their ids are the events' stable ids.
+    """
+
+    def expect_webhooks(self, settings: WebhookSettings) -> None:
+        """Tasks of this queue may ask for webhooks under ``settings``: write
+        every entry in the same transaction as its state change, even where
+        that costs one (a consumer whose config has a signing secret calls
+        this before it starts)."""
+
+    def claim_webhooks(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        """Lease up to ``limit`` entries due now (oldest due first) to ``owner``
+        for ``lease_s`` seconds, each with its tries counted (this one
+        included)."""
+
+    def finish_webhook(self, event_id: str) -> None:
+        """Delete entry ``event_id`` (delivered, or given up)."""
+
+    def retry_webhook(self, event_id: str, owner: str, delay_s: float, error: str) -> None:
+        """Make entry ``event_id``, leased by ``owner``, due again after ``delay_s``
+        (nothing if another sender has taken it over)."""
+
+    def pending_webhooks(self) -> int:
+        """How many entries of the queue wait to be delivered."""

@@ -26,6 +26,8 @@ from taskserve.models import (
 )
 from taskserve.scheduling import MAX_DELAY_S, MAX_PRIORITY, MIN_PRIORITY
 from taskserve.states import TaskState
+from taskserve.webhooks.settings import WebhookEvent
+from taskserve.webhooks.targets import MAX_WEBHOOK_URL_LENGTH
 
 
 class SubmitRequest(BaseModel):
@@ -67,6 +69,26 @@ class SubmitRequest(BaseModel):
         description=(
             "Priority within the queue, 0 (lowest, the default) to 9: a consumer with a "
             "free slot starts higher priorities first."
+        ),
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_WEBHOOK_URL_LENGTH,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$",
+        description=(
+            "Where to POST the task's webhook events (http or https), signed the Standard "
+            "Webhooks way; a host that is or resolves to a private address is refused "
+            "unless the queue allows private targets."
+        ),
+    )
+    webhook_events: list[WebhookEvent] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(WebhookEvent),
+        description=(
+            "The events the webhook is sent for (default: succeeded, failed, cancelled); "
+            "needs webhook_url. A queue without a signing secret refuses webhooks (409)."
         ),
     )
 

@@ -395,6 +395,8 @@ def task_router(
                 delay_s=body.delay_s,
                 eta=body.eta,
                 priority=body.priority,
+                webhook_url=body.webhook_url,
+                webhook_events=body.webhook_events,
             )
             return ok(accepted(request, task), 202)
 

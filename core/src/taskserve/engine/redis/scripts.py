@@ -35,6 +35,24 @@ local function new_record(task_key, id, queue, name, payload, now, retried_from)
     'payload', payload, 'status', 'PENDING', 'attempts', 0,
     'created_at', now, 'updated_at', now, 'retried_from', retried_from)
 end
+-- the outbox entry of webhook event `event` of the task, if it asked for that
+-- event (an entry of the same id is kept); due at `due` (default: now). Its id
+-- is evt_<task id>_<event>, with _<number> when a number is given.
+local function webhook_event(task_key, event, attempt, data, now, outbox, entry_prefix, number, due)
+  local url = redis.call('HGET', task_key, 'webhook_url')
+  if not url or url == '' then return end
+  local events = redis.call('HGET', task_key, 'webhook_events') or ''
+  if not string.find(events, ',' .. event .. ',', 1, true) then return end
+  local task_id = redis.call('HGET', task_key, 'id')
+  local id = 'evt_' .. task_id .. '_' .. event
+  if number then id = id .. '_' .. number end
+  local key = entry_prefix .. id
+  if redis.call('EXISTS', key) == 1 then return end
+  redis.call('HSET', key, 'id', id, 'task_id', task_id,
+    'task_name', redis.call('HGET', task_key, 'name') or '', 'event', event, 'url', url,
+    'attempt', attempt, 'data', data or '', 'created_at', now, 'deliveries', 0, 'owner', '')
+  redis.call('ZADD', outbox, due or now, id)
+end
 """
 
 SWEEP_STEP = 3
@@ -49,7 +67,7 @@ as many entries as the queue has live records, even if it is never read."""
 # KEYS: task, idempotency ('' = none), waiting, seq, scheduled, tasks (the
 #       queue's listing), tasks-sweep (where the listing's sweep is)
 # ARGV: id, queue, name, payload, now, retried_from, task key prefix,
-#       due ('' = publish now)
+#       due ('' = publish now), webhook url ('' = none), webhook events
 # -> {id, seq}: seq 0 = the idempotency key's existing task; id '' = id in use;
 # with a due time the task waits in scheduled (not published) and seq is -1.
 # A new task enters the listing at its creation time, and SWEEP_STEP entries of
@@ -66,6 +84,9 @@ if KEYS[2] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'', 0} end
 new_record(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[1], 'webhook_url', ARGV[9], 'webhook_events', ARGV[10])
+end
 redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])
 sweep_listing(KEYS[6], KEYS[7], ARGV[7], """
     + str(SWEEP_STEP)
@@ -84,8 +105,9 @@ return {ARGV[1], seq}
 """
 )
 
-# KEYS: task, running, waiting, seen, tasks (the queue's listing)
-# ARGV: id, queue, name, payload, now, lease deadline, max attempts, ttl, owner, seq ('' = none)
+# KEYS: task, running, waiting, seen, tasks (the queue's listing), webhook outbox
+# ARGV: id, queue, name, payload, now, lease deadline, max attempts, ttl, owner, seq ('' = none),
+#       webhook entry prefix
 # -> {attempt, started, running elsewhere, lease deadline}
 BEGIN = (
     _COMMON
@@ -114,20 +136,23 @@ if n > tonumber(ARGV[7]) then
   return {n, 0, 0, ''}
 end
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  webhook_event(KEYS[1], 'cancelled', n, false, ARGV[5], KEYS[6], ARGV[11])
   redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[5])
   redis.call('ZREM', KEYS[2], ARGV[1])
   expire(KEYS[1], ARGV[8])
   return {n, 0, 0, ''}
 end
+webhook_event(KEYS[1], 'started', n, false, ARGV[5], KEYS[6], ARGV[11], n)
 redis.call('HSET', KEYS[1], 'status', 'STARTED', 'updated_at', ARGV[5], 'owner', ARGV[9])
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
 return {n, 1, 0, ''}
 """
 )
 
-# KEYS: task, running, waiting, scheduled, dlq order, dlq records
+# KEYS: task, running, waiting, scheduled, dlq order, dlq records, webhook outbox
 # ARGV: id, status, now, ttl, result ('' = none), error ('' = none),
-#       dlq id ('' = none), dlq json, attempts ('' = keep)
+#       dlq id ('' = none), dlq json, attempts ('' = keep), webhook entry prefix,
+#       the event's data (a succeeded or failed event), the dead-lettered event's data
 FINISH = (
     _COMMON
     + """
@@ -137,16 +162,29 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st or is_terminal(st) then return 0 end
 -- A cancel accepted while the task ran wins over the run's outcome (SPEC 5.2).
+local attempt = ARGV[9]
+if attempt == '' then attempt = redis.call('HGET', KEYS[1], 'attempts') or 0 end
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  webhook_event(KEYS[1], 'cancelled', attempt, false, ARGV[3], KEYS[7], ARGV[10])
   redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[3])
   expire(KEYS[1], ARGV[4])
   return 1
 end
--- The dead letter first: a script stopped by an error keeps its earlier writes,
--- so a failed dead-letter write must leave the status untouched.
+-- The dead letter and the webhook events first: a script stopped by an error
+-- keeps its earlier writes, so a failed write must leave the status untouched.
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
   redis.call('ZADD', KEYS[5], ARGV[3], ARGV[7])
+end
+if ARGV[2] == 'SUCCESS' then
+  webhook_event(KEYS[1], 'succeeded', attempt, ARGV[11], ARGV[3], KEYS[7], ARGV[10])
+elseif ARGV[2] == 'FAILURE' then
+  webhook_event(KEYS[1], 'failed', attempt, ARGV[11], ARGV[3], KEYS[7], ARGV[10])
+  if ARGV[7] ~= '' then
+    webhook_event(KEYS[1], 'dead_lettered', attempt, ARGV[12], ARGV[3], KEYS[7], ARGV[10])
+  end
+else
+  webhook_event(KEYS[1], 'cancelled', attempt, false, ARGV[3], KEYS[7], ARGV[10])
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
@@ -157,7 +195,8 @@ return 1
 """
 )
 
-# KEYS: task, running, scheduled; ARGV: id, now, error, ttl, due
+# KEYS: task, running, scheduled, webhook outbox
+# ARGV: id, now, error, ttl, due, webhook entry prefix
 RETRY = (
     _COMMON
     + """
@@ -166,6 +205,8 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if not st or is_terminal(st) then return 0 end
 -- A cancel accepted while the task ran wins over the run's outcome (SPEC 5.2).
 if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  webhook_event(KEYS[1], 'cancelled', redis.call('HGET', KEYS[1], 'attempts') or 0, false,
+    ARGV[2], KEYS[4], ARGV[6])
   redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[2])
   expire(KEYS[1], ARGV[4])
   return 1
@@ -191,13 +232,16 @@ if ARGV[6] == '1' then return redis.call('HINCRBY', KEYS[1], 'unrecorded', 1) en
 return 0
 """
 
-# KEYS: task, running, waiting, scheduled; ARGV: id, now, ttl  ->  {changed, status}
+# KEYS: task, running, waiting, scheduled, webhook outbox
+# ARGV: id, now, ttl, webhook entry prefix  ->  {changed, status}
 CANCEL = (
     _COMMON
     + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {-1, ''} end
 if st == 'PENDING' or st == 'RETRY' then
+  webhook_event(KEYS[1], 'cancelled', redis.call('HGET', KEYS[1], 'attempts') or 0, false,
+    ARGV[2], KEYS[5], ARGV[4])
   redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[2])
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
@@ -358,14 +402,39 @@ return out
 """
 )
 
-# KEYS: task; ARGV: owner, progress json
-# -> 1 when written: the task is STARTED under this owner's lease (else nothing, 0)
-PROGRESS = """
+# KEYS: task, webhook outbox
+# ARGV: owner, progress json, now, the progress event's data, webhook entry prefix,
+#       progress event interval
+# -> 1 when written: the task is STARTED under this owner's lease (else nothing, 0).
+# A task that asked for progress events gets one: the report coalesces into its
+# last progress entry while that one was never tried, else it makes the next
+# (number webhook_progress + 1), due one interval after the last at the earliest.
+PROGRESS = (
+    _COMMON
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'STARTED' then return 0 end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local events = redis.call('HGET', KEYS[1], 'webhook_events') or ''
+if string.find(events, ',progress,', 1, true) then
+  local attempt = redis.call('HGET', KEYS[1], 'attempts') or 0
+  local count = tonumber(redis.call('HGET', KEYS[1], 'webhook_progress') or '0')
+  local last = ARGV[5] .. 'evt_' .. redis.call('HGET', KEYS[1], 'id') .. '_progress_' .. count
+  if count > 0 and redis.call('HGET', last, 'deliveries') == '0' then
+    redis.call('HSET', last, 'data', ARGV[4], 'attempt', attempt, 'created_at', ARGV[3])
+  else
+    local now, interval = tonumber(ARGV[3]), tonumber(ARGV[6])
+    local at = tonumber(redis.call('HGET', KEYS[1], 'webhook_progress_at') or '')
+    local due = now
+    if at and at + interval > now then due = at + interval end
+    count = redis.call('HINCRBY', KEYS[1], 'webhook_progress', 1)
+    redis.call('HSET', KEYS[1], 'webhook_progress_at', due)
+    webhook_event(KEYS[1], 'progress', attempt, ARGV[4], ARGV[3], KEYS[2], ARGV[5], count, due)
+  end
+end
 redis.call('HSET', KEYS[1], 'progress', ARGV[2])
 return 1
 """
+)
 
 
 PURGE_SWEEP_STEP = 500
@@ -380,3 +449,51 @@ SWEEP = (
 return sweep_listing(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 """
 )
+
+
+WEBHOOK_FIELDS = (
+    "id",
+    "task_id",
+    "task_name",
+    "event",
+    "url",
+    "attempt",
+    "data",
+    "created_at",
+    "deliveries",
+)
+"""The fields of a webhook outbox entry :data:`CLAIM_WEBHOOKS` returns, in its order."""
+
+# KEYS: webhook outbox (zset: event ids by due time)
+# ARGV: now, lease deadline, owner, most entries, webhook entry prefix
+# -> {{fields of WEBHOOK_FIELDS}, ...}: the due entries, each leased to owner until the
+# deadline with its tries counted; an id whose entry is gone leaves the outbox.
+CLAIM_WEBHOOKS = (
+    """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,
+    tonumber(ARGV[4]))) do
+  local key = ARGV[5] .. id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('HINCRBY', key, 'deliveries', 1)
+    redis.call('HSET', key, 'owner', ARGV[3])
+    table.insert(out, redis.call('HMGET', key, '"""
+    + "', '".join(WEBHOOK_FIELDS)
+    + """'))
+  end
+end
+return out
+"""
+)
+
+# KEYS: webhook outbox, entry; ARGV: id, owner, due, error
+# -> 1 when rescheduled (the entry is still leased by owner), else 0
+RETRY_WEBHOOK = """
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'owner', '', 'last_error', ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""

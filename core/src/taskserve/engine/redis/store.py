@@ -42,6 +42,13 @@ Keys (``prefix`` defaults to ``taskserve``)::
     {prefix}:dlq:{name}:order          zset: dead-letter ids by time
     {prefix}:dlq:{name}:records        hash: dead-letter id -> JSON record
     {prefix}:workers:{queue}           hash: consumer name -> JSON {until, stats}
+    {prefix}:webhooks:{queue}          zset: webhook event ids by due time (the outbox)
+    {prefix}:webhook:{event id}        hash: one webhook event to deliver
+
+Webhooks. A task's record keeps its webhook (``webhook_url``, ``webhook_events``,
+and the count and due time of its last progress event); each script that moves
+the task into a state it asked to hear about writes the event's outbox entry
+before the new status, in the same script (see :mod:`taskserve.engine.store`).
 
 The listing. Every new record enters ``tasks`` (scored by ``created_at``)
 in the script that creates it, and leaves it in the one that discards it. A
@@ -73,6 +80,15 @@ from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.redaction import redact_url
 from taskserve.serialization import MAX_DECODE_DEPTH, TaskMessage, loads_stored, text_depth
 from taskserve.states import TaskState
+from taskserve.webhooks.events import (
+    WebhookDelivery,
+    dead_letter_data,
+    error_data,
+    events_text,
+    progress_data,
+    result_data,
+)
+from taskserve.webhooks.settings import WebhookEvent, WebhookSettings
 
 try:
     import redis
@@ -218,6 +234,9 @@ class RedisTaskStore:
         self._workers_key = base % "workers"
         self._tasks_key = base % "tasks"
         self._sweep_key = base % "tasks-sweep"
+        self._outbox_key = base % "webhooks"
+        self._entry_prefix = f"{prefix}:webhook:"
+        self._webhooks = WebhookSettings()
         self._ledger_keys = [
             self._waiting_key,
             self._scheduled_key,
@@ -240,6 +259,8 @@ class RedisTaskStore:
         self._progress = self.client.register_script(scripts.PROGRESS)
         self._list = self.client.register_script(scripts.LIST)
         self._sweep = self.client.register_script(scripts.SWEEP)
+        self._claim_webhooks = self.client.register_script(scripts.CLAIM_WEBHOOKS)
+        self._retry_webhook = self.client.register_script(scripts.RETRY_WEBHOOK)
 
     # -- keys --------------------------------------------------------------
     def task_key(self, task_id: str) -> str:
@@ -316,6 +337,8 @@ class RedisTaskStore:
                 message.retried_from or "",
                 f"{self.prefix}:task:",
                 "" if due is None else due,
+                message.webhook_url or "",
+                events_text(message.webhook_events or ()) if message.webhook_url else "",
             ],
         )
         task_id, seq = _text(raw_id), int(raw_seq)
@@ -445,8 +468,9 @@ class RedisTaskStore:
                 self._running_key,
                 self._waiting_key,
                 self._scheduled_key,
+                self._outbox_key,
             ],
-            args=[task_id, time.time(), self._ttl],
+            args=[task_id, time.time(), self._ttl, self._entry_prefix],
         )
         if int(changed) < 0:
             raise TaskNotFound(task_id)
@@ -465,6 +489,7 @@ class RedisTaskStore:
                 self._waiting_key,
                 self._seen_key,
                 self._tasks_key,
+                self._outbox_key,
             ],
             args=[
                 message.id,
@@ -477,6 +502,7 @@ class RedisTaskStore:
                 self._ttl,
                 owner,
                 "" if message.ledger_mark is None else message.ledger_mark,
+                self._entry_prefix,
             ],
         )
         return Begun(
@@ -501,6 +527,11 @@ class RedisTaskStore:
         order_key, records_key = self.dead_letter_keys(
             dead_letter.queue_name if dead_letter else "-"
         )
+        if status is TaskState.SUCCESS:
+            data = result_data(result_json, self._webhooks.max_result_bytes)
+        else:
+            data = error_data(error) if status is TaskState.FAILURE else ""
+        lettered = dead_letter_data(error, dead_letter.queue_name) if dead_letter else ""
         return bool(
             self._call(
                 self._finish,
@@ -511,6 +542,7 @@ class RedisTaskStore:
                     self._scheduled_key,
                     order_key,
                     records_key,
+                    self._outbox_key,
                 ],
                 args=[
                     task_id,
@@ -522,6 +554,9 @@ class RedisTaskStore:
                     dead_letter.id if dead_letter else "",
                     dead_letter.model_dump_json() if dead_letter else "",
                     "" if attempts is None else attempts,
+                    self._entry_prefix,
+                    data,
+                    lettered,
                 ],
             )
         )
@@ -533,8 +568,20 @@ class RedisTaskStore:
         return bool(
             self._call(
                 self._retry,
-                keys=[self.task_key(task_id), self._running_key, self._scheduled_key],
-                args=[task_id, now, error.model_dump_json(), self._ttl, now + delay_s],
+                keys=[
+                    self.task_key(task_id),
+                    self._running_key,
+                    self._scheduled_key,
+                    self._outbox_key,
+                ],
+                args=[
+                    task_id,
+                    now,
+                    error.model_dump_json(),
+                    self._ttl,
+                    now + delay_s,
+                    self._entry_prefix,
+                ],
             )
         )
 
@@ -576,7 +623,16 @@ class RedisTaskStore:
         return bool(
             int(
                 self._call(
-                    self._progress, keys=[self.task_key(task_id)], args=[owner, progress_json]
+                    self._progress,
+                    keys=[self.task_key(task_id), self._outbox_key],
+                    args=[
+                        owner,
+                        progress_json,
+                        time.time(),
+                        progress_data(progress_json),
+                        self._entry_prefix,
+                        self._webhooks.progress_interval_s,
+                    ],
                 )
             )
         )
@@ -671,6 +727,62 @@ class RedisTaskStore:
         """Tasks published and not yet begun (in the engine's queue, or lost)."""
         return int(self._call(self.client.zcard, self._waiting_key))
 
+    # -- webhook events (WebhookOutbox) ------------------------------------------------
+    def expect_webhooks(self, settings: WebhookSettings) -> None:
+        """Tasks of this queue may ask for webhooks under ``settings`` (every
+        script writes its events already; the settings give the progress
+        interval and the largest result an event carries)."""
+        self._webhooks = settings
+
+    def claim_webhooks(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        """Lease up to ``limit`` due entries of the queue to ``owner``."""
+        now = time.time()
+        raw = self._call(
+            self._claim_webhooks,
+            keys=[self._outbox_key],
+            args=[now, now + lease_s, owner, limit, self._entry_prefix],
+        )
+        known = {e.value for e in WebhookEvent}
+        found = []
+        for entry in raw:
+            fields = dict(zip(scripts.WEBHOOK_FIELDS, (_text(v) or "" for v in entry), strict=True))
+            if fields["event"] not in known:
+                continue  # an event of a later version waits for a sender that knows it
+            found.append(
+                WebhookDelivery(
+                    id=fields["id"],
+                    task_id=fields["task_id"],
+                    task_name=fields["task_name"] or None,
+                    queue_name=self.queue_name,
+                    event=WebhookEvent(fields["event"]),
+                    url=fields["url"],
+                    attempt=int(fields["attempt"] or 0),
+                    data=fields["data"] or None,
+                    created_at=float(fields["created_at"] or now),
+                    deliveries=int(fields["deliveries"] or 1),
+                )
+            )
+        return found
+
+    def finish_webhook(self, event_id: str) -> None:
+        """Delete an entry (delivered or given up)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self._outbox_key, event_id)
+        pipe.delete(self._entry_prefix + event_id)
+        self._call(pipe.execute)
+
+    def retry_webhook(self, event_id: str, owner: str, delay_s: float, error: str) -> None:
+        """Make an entry leased by ``owner`` due again after ``delay_s``."""
+        self._call(
+            self._retry_webhook,
+            keys=[self._outbox_key, self._entry_prefix + event_id],
+            args=[event_id, owner, time.time() + delay_s, error[:2000]],
+        )
+
+    def pending_webhooks(self) -> int:
+        """Entries of the queue not delivered yet."""
+        return int(self._call(self.client.zcard, self._outbox_key))
+
     # -- consumers alive (WorkerDirectory) ------------------------------------------
     def beat(self, name: str, stats: Mapping[str, Any], ttl_s: float) -> None:
         """Record consumer ``name`` alive for ``ttl_s`` seconds, with ``stats``."""
@@ -757,7 +869,15 @@ class RedisTaskStore:
         """Delete everything this queue keeps: task records, the ledger,
         idempotency keys, and the given dead-letter queues."""
         queue = self.queue_name
-        keys: list[Any] = [*self._ledger_keys, self._workers_key, self._tasks_key, self._sweep_key]
+        keys: list[Any] = [
+            *self._ledger_keys,
+            self._workers_key,
+            self._tasks_key,
+            self._sweep_key,
+            self._outbox_key,
+        ]
+        events: list[Any] = self.client.zrange(self._outbox_key, 0, -1)
+        keys += [self._entry_prefix + str(_text(event_id)) for event_id in events]
         for dead_letter_queue in dead_letter_queues:
             if dead_letter_queue:
                 keys += self.dead_letter_keys(dead_letter_queue)

@@ -29,6 +29,7 @@ from taskserve.engine.sql.dialect import Executor, SqlDialect
 from taskserve.engine.sql.store import SqlTaskStore
 from taskserve.engine.store import Begun, QueueCounts, Republish
 from taskserve.serialization import TaskMessage
+from taskserve.webhooks.settings import WebhookEvent
 
 RECONCILE_BATCH = 500
 """Most tasks one reconcile step publishes per reason."""
@@ -165,12 +166,13 @@ class SqlLedgerStore(SqlTaskStore):
                 )
             row = db.execute(
                 self._sql(
-                    "SELECT status, visible_at > {now}, visible_at, attempts, cancel_requested"
-                    " FROM {tasks} WHERE id = ?"
+                    "SELECT status, visible_at > {now}, visible_at, attempts, cancel_requested,"
+                    " name, webhook_url, webhook_events FROM {tasks} WHERE id = ?"
                 ),
                 (message.id,),
             ).fetchall()[0]
-            status, live, deadline, attempts, cancel = row
+            status, live, deadline, attempts, cancel = row[:5]
+            hook = row[5:]
             if status in ("SUCCESS", "FAILURE", "CANCELLED"):
                 db.execute(self._sql("DELETE FROM {ledger} WHERE id = ?"), (message.id,))
                 return Begun(attempt=0, started=False)
@@ -200,6 +202,7 @@ class SqlLedgerStore(SqlTaskStore):
                     ),
                     (attempt, self.result_ttl_s, message.id),
                 )
+                self._event(db, message.id, hook, WebhookEvent.CANCELLED, attempt)
                 return Begun(attempt=attempt, started=False)
             db.execute(
                 self._sql(
@@ -208,6 +211,7 @@ class SqlLedgerStore(SqlTaskStore):
                 ),
                 (attempt, owner, lease_s, message.id),
             )
+            self._event(db, message.id, hook, WebhookEvent.STARTED, attempt)
             return Begun(attempt=attempt, started=True)
 
         return self._write(work)
@@ -332,7 +336,7 @@ class SqlLedgerStore(SqlTaskStore):
         """Delete everything this queue keeps (tests and tools)."""
 
         def work(db: Executor) -> None:
-            for table in ("ledger", "ledger_samples", "tasks", "workers"):
+            for table in ("ledger", "ledger_samples", "tasks", "workers", "webhook_outbox"):
                 db.execute(
                     self._sql(f"DELETE FROM {{{table}}} WHERE queue = ?"), (self.queue_name,)
                 )

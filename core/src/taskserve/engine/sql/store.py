@@ -34,8 +34,19 @@ from taskserve.errors import BrokerUnavailable, TaskIdInUse, TaskNotFound
 from taskserve.models import DeadLetter, DeadLetterKind, TaskError, TaskResult
 from taskserve.serialization import TaskMessage, loads_stored
 from taskserve.states import TaskState
+from taskserve.webhooks.events import (
+    WebhookDelivery,
+    dead_letter_data,
+    error_data,
+    event_id,
+    events_text,
+    progress_data,
+    result_data,
+    subscribed,
+)
+from taskserve.webhooks.settings import WebhookEvent, WebhookSettings
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Version 1: the layout of taskserve 0.1 (no version table). Version 2: the
 ``unrecorded`` column and partial indexes of queued and leased rows. Version 3:
 the ``workers`` table (consumers alive, :class:`~taskserve.engine.store.WorkerDirectory`).
@@ -44,7 +55,10 @@ the ``priority`` column (0 to 9, higher first; 0 for the rows of older versions)
 kept by dead letters too (NULL: none), and the indexes of queued and leased rows
 in the claim's order (priority, then ``visible_at``). Version 6: the index of a
 queue's rows by creation time (``queue, created_at, id``), which a listing of
-recent tasks reads newest first."""
+recent tasks reads newest first. Version 7: the task's webhook (``webhook_url``,
+``webhook_events``, and ``webhook_progress``/``webhook_progress_at``, the count
+and due time of its last progress event) and the ``webhook_outbox`` table of
+events to deliver."""
 
 _CREATED_INDEX = "CREATE INDEX IF NOT EXISTS {tasks_created} ON {tasks} (queue, created_at, id)"
 """The index of version 6 (in :data:`_SCHEMA` too)."""
@@ -69,7 +83,11 @@ CREATE TABLE IF NOT EXISTS {tasks} (
     idempotency_key TEXT,
     unrecorded INTEGER NOT NULL DEFAULT 0,
     progress TEXT,
-    priority INTEGER NOT NULL DEFAULT 0
+    priority INTEGER NOT NULL DEFAULT 0,
+    webhook_url TEXT,
+    webhook_events TEXT,
+    webhook_progress INTEGER NOT NULL DEFAULT 0,
+    webhook_progress_at {float}
 );
 CREATE INDEX IF NOT EXISTS {tasks_expiry} ON {tasks} (expires_at)
     WHERE expires_at IS NOT NULL;
@@ -100,7 +118,23 @@ CREATE TABLE IF NOT EXISTS {workers} (
     alive_until {float} NOT NULL,
     stats TEXT NOT NULL,
     PRIMARY KEY (queue, name)
-)
+);
+CREATE TABLE IF NOT EXISTS {webhook_outbox} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    task_name TEXT,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    data TEXT,
+    created_at {float} NOT NULL,
+    due_at {float} NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS {webhook_outbox_due} ON {webhook_outbox} (queue, due_at)
 """
 
 _MIGRATIONS: dict[int, str] = {
@@ -127,6 +161,28 @@ DROP INDEX IF EXISTS {tasks_queued_v2};
 DROP INDEX IF EXISTS {tasks_leased_v2}
 """,
     6: _CREATED_INDEX,
+    7: """
+ALTER TABLE {tasks} ADD COLUMN webhook_url TEXT;
+ALTER TABLE {tasks} ADD COLUMN webhook_events TEXT;
+ALTER TABLE {tasks} ADD COLUMN webhook_progress INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE {tasks} ADD COLUMN webhook_progress_at {float};
+CREATE TABLE IF NOT EXISTS {webhook_outbox} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    task_name TEXT,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    data TEXT,
+    created_at {float} NOT NULL,
+    due_at {float} NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS {webhook_outbox_due} ON {webhook_outbox} (queue, due_at)
+""",
 }
 """Statements that take a database from the version before to this one."""
 
@@ -149,6 +205,12 @@ _DEAD_LETTER_COLUMNS = (
     "id, kind, queue, source_queue, task_id, task_name, args, kwargs, raw, error,"
     " attempts, enqueued_at, failed_at, priority"
 )
+
+_HOOK_COLUMNS = "name, webhook_url, webhook_events"
+"""What a statement that may announce a webhook event returns of its row (the
+task's name, webhook URL and subscribed events), in this order."""
+
+_OUTBOX_COLUMNS = "id, task_id, task_name, event, url, attempt, data, created_at, deliveries"
 
 _T = TypeVar("_T")
 
@@ -199,7 +261,14 @@ class SqlTaskStore:
         self.result_ttl_s = result_ttl_s
         self._schema_ready = False
         # Tables, and the index of version 1 that the migration drops.
-        names = ("tasks", "dead_letters", "schema_version", "workers", "tasks_deliverable")
+        names = (
+            "tasks",
+            "dead_letters",
+            "schema_version",
+            "workers",
+            "tasks_deliverable",
+            "webhook_outbox",
+        )
         # The indexes of versions 2 to 4 (queue, visible_at), which migration 5
         # drops to create them again in the claim's order.
         replaced = {"tasks_queued_v2": "tasks_queued", "tasks_leased_v2": "tasks_leased"}
@@ -210,6 +279,7 @@ class SqlTaskStore:
             "tasks_leased",
             "tasks_created",
             "dead_letters_queue",
+            "webhook_outbox_due",
         )
         self._slots = (
             {name: dialect.table(name) for name in names}
@@ -223,6 +293,10 @@ class SqlTaskStore:
             }
         )
         self._cache: dict[str, str] = {}
+        self._webhooks = WebhookSettings()
+        self._atomic_events = False
+        """Whether single-statement steps run as transactions, so that the webhook
+        event they announce is written with them (:meth:`expect_webhooks`)."""
 
     # -- statements and errors ----------------------------------------------------
     def _sql(self, template: str) -> str:
@@ -342,9 +416,10 @@ class SqlTaskStore:
             cursor = db.execute(
                 self._sql(
                     "INSERT INTO {tasks} (id, queue, name, payload, status, created_at,"
-                    " updated_at, visible_at, retried_from, idempotency_key, priority)"
+                    " updated_at, visible_at, retried_from, idempotency_key, priority,"
+                    " webhook_url, webhook_events)"
                     " VALUES (?, ?, ?, ?, 'PENDING', ?, {now},"
-                    " CASE WHEN ? > {now} THEN ? ELSE {now} END, ?, ?, ?)"
+                    " CASE WHEN ? > {now} THEN ? ELSE {now} END, ?, ?, ?, ?, ?)"
                     " ON CONFLICT DO NOTHING"
                 ),
                 (
@@ -358,6 +433,8 @@ class SqlTaskStore:
                     message.retried_from,
                     idempotency_key,
                     message.priority or 0,
+                    message.webhook_url,
+                    events_text(message.webhook_events or ()) if message.webhook_url else None,
                 ),
             )
             if cursor.rowcount == 1:
@@ -508,14 +585,19 @@ class SqlTaskStore:
         live = " AND (expires_at IS NULL OR expires_at > {now})"
 
         def work(db: Executor) -> tuple[bool, TaskState]:
-            if db.execute(
+            cancelled = db.execute(
                 self._sql(
                     "UPDATE {tasks} SET status = 'CANCELLED', lease_owner = NULL,"
                     " updated_at = {now}, expires_at = {now} + ?"
-                    f" WHERE id = ? AND status IN {_QUEUED}" + live + " RETURNING id"
+                    f" WHERE id = ? AND status IN {_QUEUED}"
+                    + live
+                    + f" RETURNING attempts, {_HOOK_COLUMNS}"
                 ),
                 (self.result_ttl_s, task_id),
-            ).fetchall():
+            ).fetchall()
+            if cancelled:
+                row = cancelled[0]
+                self._event(db, task_id, row[1:], WebhookEvent.CANCELLED, int(row[0]))
                 return True, TaskState.CANCELLED
             if db.execute(
                 self._sql(
@@ -549,7 +631,7 @@ class SqlTaskStore:
         # Expired leases first: a crashed consumer's task runs again within its
         # lease, however long the queue behind it. COALESCE looks at the queued
         # rows only when no lease has run out; one statement, one round trip.
-        rows = self._run(
+        statement = self._sql(
             "UPDATE {tasks} SET"
             " status = CASE WHEN attempts + 1 > ? THEN status"
             "   WHEN cancel_requested = 1 THEN 'CANCELLED' ELSE 'STARTED' END,"
@@ -557,35 +639,55 @@ class SqlTaskStore:
             "   THEN {now} + ? ELSE expires_at END,"
             " attempts = attempts + 1, lease_owner = ?, visible_at = {now} + ?,"
             f" updated_at = {{now}} WHERE id = COALESCE({leased}, {queued})"
-            " RETURNING id, payload, attempts, status",
-            (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s)
-            + (self.queue_name,) * 2,
+            f" RETURNING id, payload, attempts, status, {_HOOK_COLUMNS}"
         )
-        if not rows:
-            return None
-        row = rows[0]
-        attempt = int(row[2])
-        started = row[3] == TaskState.STARTED.value and attempt <= max_attempts
-        return Claimed(
-            task_id=str(row[0]),
-            payload=bytes(row[1]),
-            begun=Begun(attempt=attempt, started=started),
-        )
+
+        def work(db: Executor) -> Claimed | None:
+            rows = db.execute(
+                statement,
+                (max_attempts, max_attempts, self.result_ttl_s, owner, lease_s)
+                + (self.queue_name,) * 2,
+            ).fetchall()
+            if not rows:
+                return None
+            row = rows[0]
+            task_id, attempt = str(row[0]), int(row[2])
+            started = row[3] == TaskState.STARTED.value and attempt <= max_attempts
+            if started:
+                self._event(db, task_id, row[4:], WebhookEvent.STARTED, attempt)
+            elif row[3] == TaskState.CANCELLED.value:
+                self._event(db, task_id, row[4:], WebhookEvent.CANCELLED, attempt)
+            return Claimed(
+                task_id=task_id,
+                payload=bytes(row[1]),
+                begun=Begun(attempt=attempt, started=started),
+            )
+
+        return self._write(work, atomic=self._atomic_events)
 
     def begin(self, message: TaskMessage, owner: str, lease_s: float, max_attempts: int) -> Begun:
         """Begin a delivery of ``message`` that was not claimed from this store
         (a queue store's deliveries come from :meth:`claim`)."""
-        rows = self._run(
-            "UPDATE {tasks} SET status = 'STARTED', attempts = attempts + 1, lease_owner = ?,"
-            " visible_at = {now} + ?, updated_at = {now}"
-            f" WHERE id = ? AND (status IN {_QUEUED}"
-            " OR (status = 'STARTED' AND visible_at <= {now})) RETURNING attempts",
-            (owner, lease_s, message.id),
-        )
-        if not rows:
-            return Begun(attempt=0, started=False)
-        attempt = int(rows[0][0])
-        return Begun(attempt=attempt, started=attempt <= max_attempts)
+
+        def work(db: Executor) -> Begun:
+            rows = db.execute(
+                self._sql(
+                    "UPDATE {tasks} SET status = 'STARTED', attempts = attempts + 1,"
+                    " lease_owner = ?, visible_at = {now} + ?, updated_at = {now}"
+                    f" WHERE id = ? AND (status IN {_QUEUED}"
+                    " OR (status = 'STARTED' AND visible_at <= {now}))"
+                    f" RETURNING attempts, {_HOOK_COLUMNS}"
+                ),
+                (owner, lease_s, message.id),
+            ).fetchall()
+            if not rows:
+                return Begun(attempt=0, started=False)
+            attempt = int(rows[0][0])
+            if attempt <= max_attempts:
+                self._event(db, message.id, rows[0][1:], WebhookEvent.STARTED, attempt)
+            return Begun(attempt=attempt, started=attempt <= max_attempts)
+
+        return self._write(work, atomic=self._atomic_events)
 
     def finish(
         self,
@@ -608,7 +710,8 @@ class SqlTaskStore:
                     " result = CASE WHEN cancel_requested = 1 THEN NULL ELSE ? END,"
                     " error = COALESCE(?, error), attempts = COALESCE(?, attempts),"
                     " lease_owner = NULL, updated_at = {now}, expires_at = {now} + ?"
-                    f" WHERE id = ? AND status NOT IN {_TERMINAL} RETURNING cancel_requested"
+                    f" WHERE id = ? AND status NOT IN {_TERMINAL}"
+                    f" RETURNING cancel_requested, attempts, {_HOOK_COLUMNS}"
                 ),
                 (
                     status.value,
@@ -621,18 +724,29 @@ class SqlTaskStore:
             ).fetchall()
             if not rows:
                 return False
-            if dead_letter is not None and not rows[0][0]:
+            cancelled, attempt, hook = bool(rows[0][0]), int(rows[0][1]), rows[0][2:]
+            if dead_letter is not None and not cancelled:
                 self._insert_dead_letter(db, dead_letter)
+            if cancelled or status is TaskState.CANCELLED:
+                self._event(db, task_id, hook, WebhookEvent.CANCELLED, attempt)
+            elif status is TaskState.SUCCESS:
+                data = result_data(result_json, self._webhooks.max_result_bytes)
+                self._event(db, task_id, hook, WebhookEvent.SUCCEEDED, attempt, data)
+            else:
+                self._event(db, task_id, hook, WebhookEvent.FAILED, attempt, error_data(error))
+                if dead_letter is not None:
+                    data = dead_letter_data(error, dead_letter.queue_name)
+                    self._event(db, task_id, hook, WebhookEvent.DEAD_LETTERED, attempt, data)
             return True
 
-        # Without a dead letter it is one statement, committed on its own.
-        return self._write(work, atomic=dead_letter is not None)
+        # Without a dead letter (or webhooks) it is one statement, committed on its own.
+        return self._write(work, atomic=dead_letter is not None or self._atomic_events)
 
     def schedule_retry(self, task_id: str, error: TaskError, delay_s: float) -> bool:
         """Set RETRY, deliverable after ``delay_s``; a pending cancel wins."""
 
         def work(db: Executor) -> bool:
-            changed = db.execute(
+            rows = db.execute(
                 self._sql(
                     "UPDATE {tasks} SET error = ?, lease_owner = NULL, updated_at = {now},"
                     " visible_at = {now} + ?, unrecorded = 0,"
@@ -640,12 +754,16 @@ class SqlTaskStore:
                     " expires_at = CASE WHEN cancel_requested = 1 THEN {now} + ?"
                     "   ELSE expires_at END"
                     f" WHERE id = ? AND status NOT IN {_TERMINAL}"
+                    f" RETURNING status, attempts, {_HOOK_COLUMNS}"
                 ),
                 (error.model_dump_json(), delay_s, self.result_ttl_s, task_id),
-            ).rowcount
-            if changed:
-                self.dialect.after_queueing(db, self.queue_name)
-            return bool(changed)
+            ).fetchall()
+            if not rows:
+                return False
+            if rows[0][0] == TaskState.CANCELLED.value:
+                self._event(db, task_id, rows[0][2:], WebhookEvent.CANCELLED, int(rows[0][1]))
+            self.dialect.after_queueing(db, self.queue_name)
+            return True
 
         return self._write(work)
 
@@ -701,12 +819,26 @@ class SqlTaskStore:
     def write_progress(self, task_id: str, owner: str, progress_json: str) -> bool:
         """Make ``progress_json`` the row's progress if it is STARTED under
         ``owner``'s lease (one statement: checked and written together)."""
-        rows = self._run(
-            "UPDATE {tasks} SET progress = ?"
-            " WHERE id = ? AND status = 'STARTED' AND lease_owner = ? RETURNING id",
-            (progress_json, task_id, owner),
-        )
-        return bool(rows)
+
+        def work(db: Executor) -> bool:
+            rows = db.execute(
+                self._sql(
+                    "UPDATE {tasks} SET progress = ?"
+                    " WHERE id = ? AND status = 'STARTED' AND lease_owner = ?"
+                    f" RETURNING attempts, webhook_progress, {_HOOK_COLUMNS}"
+                ),
+                (progress_json, task_id, owner),
+            ).fetchall()
+            if not rows:
+                return False
+            attempt, count, hook = int(rows[0][0]), int(rows[0][1] or 0), rows[0][2:]
+            if hook[1] is not None and subscribed(hook[2], WebhookEvent.PROGRESS):
+                self._progress_event(
+                    db, task_id, hook, attempt, count, progress_data(progress_json)
+                )
+            return True
+
+        return self._write(work, atomic=self._atomic_events)
 
     def cancel_requested(self, task_ids: Sequence[str]) -> list[str]:
         """Which of ``task_ids`` have a pending cancel request."""
@@ -744,6 +876,136 @@ class SqlTaskStore:
             queued=by_status.get("PENDING", 0) + by_status.get("RETRY", 0),
             in_flight=by_status.get("STARTED", 0),
         )
+
+    # -- webhook events (WebhookOutbox) -------------------------------------------------
+    def expect_webhooks(self, settings: WebhookSettings) -> None:
+        """Tasks of this queue may ask for webhooks: from now on every step that
+        announces an event is one transaction with the event's entry."""
+        self._webhooks = settings
+        self._atomic_events = True
+
+    def _event(
+        self,
+        db: Executor,
+        task_id: str,
+        hook: Sequence[Any],
+        event: WebhookEvent,
+        attempt: int,
+        data: str | None = None,
+    ) -> None:
+        """Write the outbox entry of ``event`` if the task (``hook``: its name,
+        webhook URL and events) asked for it; an entry of the same id is kept."""
+        name, url, events = hook
+        if url is None or not subscribed(events, event):
+            return
+        number = attempt if event is WebhookEvent.STARTED else None
+        self._add_event(
+            db, event_id(task_id, event, number), task_id, name, url, event, attempt, data
+        )
+
+    def _add_event(
+        self,
+        db: Executor,
+        entry_id: str,
+        task_id: str,
+        name: Any,
+        url: str,
+        event: WebhookEvent,
+        attempt: int,
+        data: str | None,
+        due_at: float | None = None,
+    ) -> None:
+        db.execute(
+            self._sql(
+                "INSERT INTO {webhook_outbox} (id, queue, task_id, task_name, event, url,"
+                " attempt, data, created_at, due_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, {now}, COALESCE(?, {now}))"
+                " ON CONFLICT (id) DO NOTHING"
+            ),
+            (entry_id, self.queue_name, task_id, name, event.value, url, attempt, data, due_at),
+        )
+
+    def _progress_event(
+        self, db: Executor, task_id: str, hook: Sequence[Any], attempt: int, count: int, data: str
+    ) -> None:
+        """A report coalesces into the task's last progress entry while that one
+        was never tried; else it makes the next one, due one interval after the
+        last at the earliest."""
+        if (
+            count
+            and db.execute(
+                self._sql(
+                    "UPDATE {webhook_outbox} SET data = ?, attempt = ?, created_at = {now}"
+                    " WHERE id = ? AND deliveries = 0 RETURNING id"
+                ),
+                (data, attempt, event_id(task_id, WebhookEvent.PROGRESS, count)),
+            ).fetchall()
+        ):
+            return
+        interval = self._webhooks.progress_interval_s
+        rows = db.execute(
+            self._sql(
+                "UPDATE {tasks} SET webhook_progress = webhook_progress + 1,"
+                " webhook_progress_at = CASE WHEN webhook_progress_at IS NULL"
+                "   OR webhook_progress_at + ? <= {now} THEN {now}"
+                "   ELSE webhook_progress_at + ? END"
+                " WHERE id = ? RETURNING webhook_progress, webhook_progress_at"
+            ),
+            (interval, interval, task_id),
+        ).fetchall()
+        number, due_at = int(rows[0][0]), float(rows[0][1])
+        entry_id = event_id(task_id, WebhookEvent.PROGRESS, number)
+        name, url, _ = hook
+        self._add_event(
+            db, entry_id, task_id, name, url, WebhookEvent.PROGRESS, attempt, data, due_at
+        )
+
+    def claim_webhooks(self, owner: str, lease_s: float, limit: int) -> list[WebhookDelivery]:
+        """Lease up to ``limit`` due entries of the queue to ``owner``."""
+        rows = self._run(
+            "UPDATE {webhook_outbox} SET lease_owner = ?, due_at = {now} + ?,"
+            " deliveries = deliveries + 1 WHERE id IN (SELECT id FROM {webhook_outbox}"
+            " WHERE queue = ? AND due_at <= {now} ORDER BY due_at LIMIT ?"
+            + self.dialect.skip_locked
+            + f") RETURNING {_OUTBOX_COLUMNS}",
+            (owner, lease_s, self.queue_name, limit),
+        )
+        known = {e.value for e in WebhookEvent}
+        return [
+            WebhookDelivery(
+                id=str(r[0]),
+                task_id=str(r[1]),
+                task_name=r[2],
+                queue_name=self.queue_name,
+                event=WebhookEvent(r[3]),
+                url=str(r[4]),
+                attempt=int(r[5]),
+                data=r[6],
+                created_at=float(r[7]),
+                deliveries=int(r[8]),
+            )
+            for r in rows
+            if r[3] in known  # an event of a later version waits for a sender that knows it
+        ]
+
+    def finish_webhook(self, event_id: str) -> None:
+        """Delete an entry (delivered or given up)."""
+        self._run("DELETE FROM {webhook_outbox} WHERE id = ? RETURNING id", (event_id,))
+
+    def retry_webhook(self, event_id: str, owner: str, delay_s: float, error: str) -> None:
+        """Make an entry leased by ``owner`` due again after ``delay_s``."""
+        self._run(
+            "UPDATE {webhook_outbox} SET due_at = {now} + ?, lease_owner = NULL, last_error = ?"
+            " WHERE id = ? AND lease_owner = ? RETURNING id",
+            (delay_s, error[:2000], event_id, owner),
+        )
+
+    def pending_webhooks(self) -> int:
+        """Entries of the queue not delivered yet."""
+        rows = self._run(
+            "SELECT count(*) FROM {webhook_outbox} WHERE queue = ?", (self.queue_name,)
+        )
+        return int(rows[0][0])
 
     # -- consumers alive (WorkerDirectory) ---------------------------------------------
     def beat(self, name: str, stats: Mapping[str, Any], ttl_s: float) -> None:
