@@ -63,7 +63,28 @@ events to deliver."""
 _CREATED_INDEX = "CREATE INDEX IF NOT EXISTS {tasks_created} ON {tasks} (queue, created_at, id)"
 """The index of version 6 (in :data:`_SCHEMA` too)."""
 
-_SCHEMA = """
+_WEBHOOK_OUTBOX = """
+CREATE TABLE IF NOT EXISTS {webhook_outbox} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    task_name TEXT,
+    event TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    data TEXT,
+    created_at {float} NOT NULL,
+    due_at {float} NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS {webhook_outbox_due} ON {webhook_outbox} (queue, due_at)
+"""
+"""The outbox of version 7 (in :data:`_SCHEMA` too): webhook events to deliver."""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS {tasks} (
     id TEXT PRIMARY KEY,
     queue TEXT NOT NULL,
@@ -119,23 +140,9 @@ CREATE TABLE IF NOT EXISTS {workers} (
     stats TEXT NOT NULL,
     PRIMARY KEY (queue, name)
 );
-CREATE TABLE IF NOT EXISTS {webhook_outbox} (
-    id TEXT PRIMARY KEY,
-    queue TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    task_name TEXT,
-    event TEXT NOT NULL,
-    url TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    data TEXT,
-    created_at {float} NOT NULL,
-    due_at {float} NOT NULL,
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS {webhook_outbox_due} ON {webhook_outbox} (queue, due_at)
 """
+    + _WEBHOOK_OUTBOX
+)
 
 _MIGRATIONS: dict[int, str] = {
     2: """
@@ -166,23 +173,8 @@ ALTER TABLE {tasks} ADD COLUMN webhook_url TEXT;
 ALTER TABLE {tasks} ADD COLUMN webhook_events TEXT;
 ALTER TABLE {tasks} ADD COLUMN webhook_progress INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE {tasks} ADD COLUMN webhook_progress_at {float};
-CREATE TABLE IF NOT EXISTS {webhook_outbox} (
-    id TEXT PRIMARY KEY,
-    queue TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    task_name TEXT,
-    event TEXT NOT NULL,
-    url TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    data TEXT,
-    created_at {float} NOT NULL,
-    due_at {float} NOT NULL,
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS {webhook_outbox_due} ON {webhook_outbox} (queue, due_at)
-""",
+"""
+    + _WEBHOOK_OUTBOX,
 }
 """Statements that take a database from the version before to this one."""
 
