@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -25,15 +26,11 @@ from taskserve import (
 )
 from taskserve.http import HttpSettings, create_task_app
 
+# The browser, and its flags, of the dashboard's tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "tests"))
+from test_dashboard_browser import launch_chromium
+
 TOKEN = "screenshot-token"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def main() -> None:
@@ -90,9 +87,7 @@ def main() -> None:
         consumer.cancel_task_sync(late.id)
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-            )
+            browser = launch_chromium(playwright)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/dashboard/")
             page.fill("#token-input", TOKEN)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Playwright, expect, sync_playwright
 
 from taskserve import (
     DeadLetter,
@@ -36,6 +36,7 @@ from taskserve_conformance.waiting import wait_for_status, wait_until
 pytestmark = pytest.mark.xdist_group("browser")
 
 CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium, which scripts/ensure_browser.sh installs."""
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -44,6 +45,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+"""Its flags: no sandbox (containers), no GPU, nothing fetched in the background."""
 TOKEN = "dashboard-admin-token"
 UI_TIMEOUT_MS = 10_000
 STORE_TIMEOUT_S = 10.0
@@ -126,13 +128,23 @@ def serve_dashboard(tmp_path: Path, settings: HttpSettings) -> Iterator[Served]:
         adapter.shutdown()
 
 
+def launch_chromium(playwright: Playwright) -> Browser:
+    """:data:`CHROMIUM`, headless with :data:`CHROMIUM_ARGS` (also the browser of
+    docs/make_dashboard_screenshot.py); :class:`FileNotFoundError` naming the
+    install script if it is missing."""
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(f"{CHROMIUM} is missing: run scripts/ensure_browser.sh")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure_browser.sh", pytrace=False)
     expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            launched = launch_chromium(playwright)
+        except FileNotFoundError as e:
+            pytest.fail(str(e), pytrace=False)
         yield launched
         launched.close()
 

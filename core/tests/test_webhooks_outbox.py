@@ -279,12 +279,8 @@ def _hooked(store: Any, receiver: WebhookReceiver) -> TaskMessage:
     return message
 
 
-def test_the_sender_delivers_signed_events_and_retries_refusals(
-    store: Any, receiver: WebhookReceiver
-) -> None:
-    receiver.answers = [500, 503]
-    message = _hooked(store, receiver)
-    sender = WebhookSender(store, _settings(), "q", OWNER)
+def _send_until_none_pending(store: Any, sender: WebhookSender) -> None:
+    """Let ``sender`` send until ``store`` has no pending event (10 s at most), then stop it."""
     try:
         deadline = time.monotonic() + 10
         while store.pending_webhooks() and time.monotonic() < deadline:
@@ -292,6 +288,15 @@ def test_the_sender_delivers_signed_events_and_retries_refusals(
             time.sleep(0.02)
     finally:
         sender.stop()
+
+
+def test_the_sender_delivers_signed_events_and_retries_refusals(
+    store: Any, receiver: WebhookReceiver
+) -> None:
+    receiver.answers = [500, 503]
+    message = _hooked(store, receiver)
+    sender = WebhookSender(store, _settings(), "q", OWNER)
+    _send_until_none_pending(store, sender)
     tries = receiver.received(f"evt_{message.id}_cancelled")
     assert [r.status for r in tries] == [500, 503, 200]
     assert len({r.body for r in tries}) == 1
@@ -305,15 +310,9 @@ def test_the_sender_gives_up_after_the_last_try(
 ) -> None:
     receiver.answers = [500] * 10
     message = _hooked(store, receiver)
-    sender = WebhookSender(store, _settings(max_deliveries=3), "q", OWNER)
     caplog.set_level(logging.WARNING, "taskserve.webhooks")
-    try:
-        deadline = time.monotonic() + 10
-        while store.pending_webhooks() and time.monotonic() < deadline:
-            sender.send_due()
-            time.sleep(0.02)
-    finally:
-        sender.stop()
+    sender = WebhookSender(store, _settings(max_deliveries=3), "q", OWNER)
+    _send_until_none_pending(store, sender)
     assert len(receiver.received()) == 3 and sender.given_up == 1
     assert f"gave up on webhook event evt_{message.id}_cancelled" in caplog.text
     assert "after 3 tries" in caplog.text and "HTTP 500" in caplog.text

@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import pytest
 
-from taskserve import Capability, TaskProcessorAdapter, TaskState
+from taskserve import Capability, TaskProcessorAdapter, TaskResult, TaskState
 from taskserve_conformance.configs import ConfigFactory
-from taskserve_conformance.consumers import BATCH_HANDLERS_SPEC, ConsumerPool
+from taskserve_conformance.consumers import BATCH_HANDLERS_SPEC, ConsumerPool, ConsumerProcess
 from taskserve_conformance.deadlines import Deadlines
 from taskserve_conformance.gating import requires
 from taskserve_conformance.handlers import BATCH_MAX_SIZE, BATCH_WAIT_S
@@ -47,6 +47,27 @@ def _calls(journal: Journal, task_ids: list[str]) -> list[tuple[int, tuple[str, 
 def _batches(journal: Journal, task_ids: list[str]) -> list[tuple[str, ...]]:
     """The ids of the tasks of each call that ran any of ``task_ids``."""
     return [ids for _, ids in _calls(journal, task_ids)]
+
+
+def _gated_batch_started(
+    producer: TaskProcessorAdapter,
+    consumers: ConsumerPool,
+    journal: Journal,
+    deadlines: Deadlines,
+) -> tuple[str, list[TaskResult], ConsumerProcess]:
+    """A full batch of ``batch_wait_for_gate`` tasks running in one consumer
+    started for them: the gate they wait for, the tasks, and the consumer."""
+    gate = f"batch-{uuid.uuid4().hex[:8]}"
+    tasks = [
+        producer.enqueue_task_sync("batch_wait_for_gate", [gate, i]) for i in range(BATCH_MAX_SIZE)
+    ]
+    consumer = consumers.start(concurrency=BATCH_MAX_SIZE, handlers=BATCH_HANDLERS_SPEC)
+    wait_until(
+        lambda: all(journal.runs(t.id) for t in tasks),
+        deadlines.pickup,
+        "the batch of the tasks did not start",
+    )
+    return gate, tasks, consumer
 
 
 @requires(Capability.BATCHING)
@@ -152,18 +173,8 @@ class BatchingTests:
         journal: Journal,
         deadlines: Deadlines,
     ) -> None:
-        gate = f"batch-{uuid.uuid4().hex[:8]}"
-        tasks = [
-            producer.enqueue_task_sync("batch_wait_for_gate", [gate, i])
-            for i in range(BATCH_MAX_SIZE)
-        ]
+        gate, tasks, _ = _gated_batch_started(producer, consumers, journal, deadlines)
         ids = [t.id for t in tasks]
-        consumers.start(concurrency=BATCH_MAX_SIZE, handlers=BATCH_HANDLERS_SPEC)
-        wait_until(
-            lambda: all(journal.runs(t) for t in ids),
-            deadlines.pickup,
-            "the batch of the tasks did not start",
-        )
         [batch] = _batches(journal, ids)
         assert sorted(batch) == sorted(ids), "the tasks did not run in one call"
         victim = tasks[1]
@@ -192,18 +203,8 @@ class BatchingTests:
         deadlines: Deadlines,
         record_property: Callable[[str, object], None],
     ) -> None:
-        gate = f"crash-{uuid.uuid4().hex[:8]}"
-        tasks = [
-            producer.enqueue_task_sync("batch_wait_for_gate", [gate, i])
-            for i in range(BATCH_MAX_SIZE)
-        ]
+        gate, tasks, victim = _gated_batch_started(producer, consumers, journal, deadlines)
         ids = [t.id for t in tasks]
-        victim = consumers.start(concurrency=BATCH_MAX_SIZE, handlers=BATCH_HANDLERS_SPEC)
-        wait_until(
-            lambda: all(journal.runs(t) for t in ids),
-            deadlines.pickup,
-            "the batch did not start",
-        )
         [(pid, batch)] = _calls(journal, ids)
         assert pid == victim.pid and sorted(batch) == sorted(ids)
         victim.kill()

@@ -27,21 +27,22 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
 
 import pytest
 from standardwebhooks import Webhook
 
-from taskserve import Capability, TaskProcessorConfig, TaskState
+from taskserve import Capability, TaskProcessorAdapter, TaskProcessorConfig, TaskState
 from taskserve_conformance.configs import ConfigFactory
 from taskserve_conformance.consumers import ConsumerPool
 from taskserve_conformance.deadlines import Deadlines
 from taskserve_conformance.gating import requires
 from taskserve_conformance.journal import Journal
-from taskserve_conformance.producers import ProducerFactory
 from taskserve_conformance.waiting import hold_for, wait_for_status, wait_until
 from taskserve_conformance.webhook_receiver import Received, WebhookReceiver
+
+_T = TypeVar("_T")
 
 SECRET = "whsec_" + base64.b64encode(b"taskserve conformance webhooks!!").decode()
 """The signing secret of every webhook test config."""
@@ -61,10 +62,6 @@ BURST_REPORTS, BURST_SPACING_S = 40, 0.05
 """The progress burst: 40 reports in about two seconds."""
 
 
-def _config(make_config: ConfigFactory) -> TaskProcessorConfig:
-    return make_config(webhooks=SETTINGS)
-
-
 def _verified(request: Received) -> Any:
     """The request's event, its signature verified with ``standardwebhooks``."""
     event = Webhook(SECRET).verify(request.body, request.headers)
@@ -72,13 +69,25 @@ def _verified(request: Received) -> Any:
     return event
 
 
+def _wait_received(
+    receiver: WebhookReceiver,
+    condition: Callable[[], _T | Literal[False] | None],
+    timeout: float,
+    message: str,
+) -> _T:
+    """:func:`wait_until` ``condition``, naming the event ids received if it times out."""
+    return wait_until(
+        condition, timeout, message, describe=lambda: f"received: {sorted(receiver.ids())}"
+    )
+
+
 def _event(receiver: WebhookReceiver, event_id: str, timeout: float) -> Any:
     """The verified event ``event_id`` once it has been received."""
-    first = wait_until(
+    first = _wait_received(
+        receiver,
         lambda: receiver.received(event_id),
         timeout,
         f"webhook event {event_id} was not received",
-        describe=lambda: f"received: {sorted(receiver.ids())}",
     )
     return _verified(first[0])
 
@@ -92,6 +101,12 @@ class WebhookTests:
     """§12.1: signed, complete, retried, rate-bounded, at least once across crashes."""
 
     @pytest.fixture
+    def config(self, make_config: ConfigFactory) -> TaskProcessorConfig:
+        """The test's default config, with :data:`SETTINGS` as its ``webhooks``
+        (the producer, deadlines and consumers of the test are on it)."""
+        return make_config(webhooks=SETTINGS)
+
+    @pytest.fixture
     def receiver(self) -> Iterator[WebhookReceiver]:
         """A webhook receiver on 127.0.0.1, stopped at the end of the test."""
         made = WebhookReceiver()
@@ -100,14 +115,13 @@ class WebhookTests:
 
     def test_a_succeeded_task_sends_one_signed_event(
         self,
-        make_config: ConfigFactory,
-        make_producer: ProducerFactory,
+        config: TaskProcessorConfig,
+        producer: TaskProcessorAdapter,
         consumers: ConsumerPool,
+        deadlines: Deadlines,
         receiver: WebhookReceiver,
     ) -> None:
-        config = _config(make_config)
-        producer, deadlines = make_producer(config), Deadlines(config)
-        consumers.start(config, concurrency=1)
+        consumers.start(concurrency=1)
         task = producer.enqueue_task_sync("echo", ["hello"], webhook_url=receiver.url)
         event = _event(receiver, f"evt_{task.id}_succeeded", deadlines.run())
         assert event["type"] == "task.succeeded"
@@ -134,14 +148,13 @@ class WebhookTests:
 
     def test_a_failed_task_sends_its_attempts_failure_and_dead_letter(
         self,
-        make_config: ConfigFactory,
-        make_producer: ProducerFactory,
+        config: TaskProcessorConfig,
+        producer: TaskProcessorAdapter,
         consumers: ConsumerPool,
+        deadlines: Deadlines,
         receiver: WebhookReceiver,
     ) -> None:
-        config = _config(make_config)
-        producer, deadlines = make_producer(config), Deadlines(config)
-        consumers.start(config, concurrency=1)
+        consumers.start(concurrency=1)
         task = producer.enqueue_task_sync(
             "always_fail",
             webhook_url=receiver.url,
@@ -150,11 +163,11 @@ class WebhookTests:
         attempts = config.max_attempts
         started = [f"evt_{task.id}_started_{n}" for n in range(1, attempts + 1)]
         wanted = {*started, f"evt_{task.id}_failed", f"evt_{task.id}_dead_lettered"}
-        wait_until(
+        _wait_received(
+            receiver,
             lambda: wanted <= receiver.ids(),
             deadlines.retries() + deadlines.pickup,
             "the failed task's events were not all received",
-            describe=lambda: f"received: {sorted(receiver.ids())}",
         )
         for number, event_id in enumerate(started, 1):
             event = _verified(receiver.received(event_id)[0])
@@ -176,18 +189,16 @@ class WebhookTests:
     @requires(Capability.CANCEL_PENDING)
     def test_a_refused_delivery_is_tried_again_until_it_is_accepted(
         self,
-        make_config: ConfigFactory,
-        make_producer: ProducerFactory,
+        producer: TaskProcessorAdapter,
         consumers: ConsumerPool,
+        deadlines: Deadlines,
         receiver: WebhookReceiver,
     ) -> None:
-        config = _config(make_config)
-        producer, deadlines = make_producer(config), Deadlines(config)
         receiver.answers = [500, 500]
         # Cancelled by the producer while no consumer runs: the event waits in the store.
         task = producer.enqueue_task_sync("echo", webhook_url=receiver.url)
         assert producer.cancel_task_sync(task.id).status is TaskState.CANCELLED
-        consumers.start(config, concurrency=1)
+        consumers.start(concurrency=1)
         event_id = f"evt_{task.id}_cancelled"
         tries = wait_until(
             lambda: len(receiver.received(event_id)) >= 3 and receiver.received(event_id),
@@ -209,15 +220,13 @@ class WebhookTests:
     @requires(Capability.PROGRESS)
     def test_progress_events_are_rate_bounded_and_the_last_report_is_sent(
         self,
-        make_config: ConfigFactory,
-        make_producer: ProducerFactory,
+        producer: TaskProcessorAdapter,
         consumers: ConsumerPool,
+        deadlines: Deadlines,
         journal: Journal,
         receiver: WebhookReceiver,
     ) -> None:
-        config = _config(make_config)
-        producer, deadlines = make_producer(config), Deadlines(config)
-        consumers.start(config, concurrency=1)
+        consumers.start(concurrency=1)
         task = producer.enqueue_task_sync(
             "progress_burst",
             [BURST_REPORTS, BURST_SPACING_S],
@@ -230,11 +239,11 @@ class WebhookTests:
             done = any(e["data"]["progress"]["fraction"] == 1.0 for e in events)
             return events if done else []
 
-        events = wait_until(
+        events = _wait_received(
+            receiver,
             last_report_sent,
             deadlines.run(seconds=BURST_REPORTS * BURST_SPACING_S),
             "the last progress report was not sent",
-            describe=lambda: f"received: {sorted(receiver.ids())}",
         )
         _event(receiver, f"evt_{task.id}_succeeded", deadlines.run())
         numbers = sorted(
@@ -259,16 +268,15 @@ class WebhookTests:
     @requires(Capability.CRASH_REDELIVERY)
     def test_no_event_is_lost_when_a_consumer_dies_mid_task_and_mid_delivery(
         self,
-        make_config: ConfigFactory,
-        make_producer: ProducerFactory,
+        config: TaskProcessorConfig,
+        producer: TaskProcessorAdapter,
         consumers: ConsumerPool,
+        deadlines: Deadlines,
         journal: Journal,
         receiver: WebhookReceiver,
     ) -> None:
-        config = _config(make_config)
-        producer, deadlines = make_producer(config), Deadlines(config)
         receiver.hold()  # the first consumer's deliveries hang
-        victim = consumers.start(config, concurrency=1)
+        victim = consumers.start(concurrency=1)
         gate = f"webhooks-{uuid.uuid4().hex[:12]}"
         task = producer.enqueue_task_sync(
             "wait_for_gate",
@@ -285,7 +293,7 @@ class WebhookTests:
         victim.kill()  # in the middle of the task and of that delivery
         receiver.release()
         journal.open_gate(gate)
-        consumers.start(config, concurrency=1)
+        consumers.start(concurrency=1)
         wanted = {first, f"evt_{task.id}_started_2", f"evt_{task.id}_succeeded"}
         wait_until(
             lambda: wanted <= receiver.ids() and len(receiver.received(first)) >= 2,
