@@ -19,4 +19,14 @@ scripts/ensure_browser.sh
 # cores. The Serve tests form three xdist groups (serve-ray-1 to -3), each run
 # by one worker on its one Ray: three Ray instances, not one per worker, since
 # an idle Ray costs a tenth of a core. The other workers take the rest.
-.venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-5}" --dist loadgroup "$@"
+.venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-5}" --dist loadgroup --ignore=examples/tests "$@"
+
+# The examples start a Ray of their own each, as a user would: they run one
+# after another once the Serve groups' Rays are gone, so that no more than one
+# Ray starts on the machine at a time. Exit status 5 is pytest's "no test
+# selected" (arguments that select none of them).
+status=0
+.venv/bin/pytest -n 0 examples/tests "$@" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+    exit "$status"
+fi
