@@ -11,7 +11,7 @@ scripts/ensure_browser.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy core/src plugins/*/src conformance/src bench examples/example_ray.py examples/deploy/app.py
+.venv/bin/mypy core/src plugins/*/src conformance/src bench examples/example_ray.py examples/deploy/app.py examples/embeddings
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 
 # Tests wait on brokers and consumer processes far more than they compute, so
@@ -19,7 +19,7 @@ scripts/ensure_browser.sh
 # cores. The Serve tests form three xdist groups (serve-ray-1 to -3), each run
 # by one worker on its one Ray: three Ray instances, not one per worker, since
 # an idle Ray costs a tenth of a core. The other workers take the rest.
-.venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-5}" --dist loadgroup --ignore=examples/tests "$@"
+.venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-5}" --dist loadgroup "$@"
 
 # The examples start a Ray of their own each, as a user would: they run one
 # after another once the Serve groups' Rays are gone, so that no more than one
