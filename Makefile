@@ -12,7 +12,7 @@ lint:
 	scripts/bootstrap.sh
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy core/src plugins/*/src conformance/src bench examples/example_ray.py examples/deploy/app.py
+	.venv/bin/mypy core/src plugins/*/src conformance/src bench examples/example_ray.py examples/deploy/app.py examples/embeddings
 	.venv/bin/lint-imports --no-cache
 
 bench:  ## Benchmarks (not part of the tests)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.compare import summaries
 from bench.plot import plot
+from bench.plot_batching import plot_batching
 from bench.report import write
 from bench.results import Results
 from bench.settings import PRESETS
@@ -78,5 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     found = summaries(results.runs)
     if found:
         plot(found, output / "throughput.png")
+    if results.batching:
+        plot_batching(results.batching, output / "batching.png")
     write(results, output / "RESULTS.md", NOTES)
     _log(f"results written to {output}")

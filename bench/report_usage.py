@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from bench.brokers import RABBITMQ
 from bench.contenders import GROUPS, Contender, contenders
 from bench.report import _BROKER_NAMES, DASH, TIMES, _contender, _table
+from bench.report_batching import batching_section
 from bench.results import Results
 from bench.scenarios.backlog import BacklogResult
 from bench.scenarios.consumers import ConsumersResult
@@ -561,4 +562,5 @@ def usage_sections(results: Results) -> list[str]:
         *leftovers_section(results),
         *backlog_section(results),
         *consumers_section(results),
+        *batching_section(results),
     ]

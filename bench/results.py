@@ -10,6 +10,7 @@ from typing import Any
 from bench.runner import RunResult
 from bench.scenarios.autoscaling import AutoscalingResult
 from bench.scenarios.backlog import BacklogResult
+from bench.scenarios.batching import BatchingResult
 from bench.scenarios.consumers import ConsumersResult
 from bench.scenarios.crash import CrashResult
 from bench.scenarios.delayed import DelayResult
@@ -45,6 +46,8 @@ class Results:
     consumers: list[ConsumersResult] = field(default_factory=list)
     two_node: list[TwoNodeResult] = field(default_factory=list)
     """Drains by taskserve-celery replicas on one and on two local Ray nodes."""
+    batching: list[BatchingResult] = field(default_factory=list)
+    """Drains of the batched model task at each batch size."""
     skipped: list[str] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
@@ -77,5 +80,6 @@ class Results:
             backlogs=[BacklogResult(**item) for item in data.get("backlogs", [])],
             consumers=[ConsumersResult(**item) for item in data.get("consumers", [])],
             two_node=[TwoNodeResult(**item) for item in data.get("two_node", [])],
+            batching=[BatchingResult(**item) for item in data.get("batching", [])],
             skipped=data["skipped"],
         )

@@ -69,6 +69,14 @@ class Settings:
     two_node_tasks: int = 3000
     """Tasks drained by taskserve-celery replicas on one and on two local Ray nodes
     (0: that variant is not run)."""
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    """``batch_max_size`` values of the batching scenario (each one a handler of
+    :mod:`bench.batch_model`)."""
+    batch_concurrency: int = 64
+    """Consumer concurrency of the batching scenario: twice the largest batch, so
+    that the next batch gathers while one runs."""
+    batch_target_s: float = 3.0
+    """Seconds of the model's own work in each backlog the batching scenario drains."""
 
     def with_overrides(self, repetitions: int | None, tasks: int | None) -> Settings:
         """These settings with the command line's overrides applied."""
@@ -120,6 +128,7 @@ QUICK = replace(
     backlog_metrics_reads=50,
     consumer_tasks=600,
     two_node_tasks=1000,
+    batch_target_s=2.0,
 )
 SMOKE = replace(
     QUICK,
@@ -143,5 +152,7 @@ SMOKE = replace(
     consumer_processes=(1, 2),
     consumer_tasks=40,
     two_node_tasks=0,
+    batch_sizes=(1, 8),
+    batch_target_s=0.3,
 )
 PRESETS = {settings.preset: settings for settings in (FULL, QUICK, SMOKE)}

@@ -22,6 +22,7 @@ from bench.contenders import GROUPS, RAY, TASKSERVE, Contender, concurrency_of, 
 from bench.machine import describe
 from bench.results import Results
 from bench.runner import RunPlan, run, size_tasks
+from bench.scenarios.batching import BATCHING, batching
 from bench.settings import Settings
 from bench.tasks import TASK_LABELS
 from bench.usage_suite import (
@@ -42,7 +43,7 @@ CRASH = "crash"
 SERVE = "serve"
 AUTOSCALING = "autoscaling"
 DELAY = "delay"
-SCENARIOS = (THROUGHPUT, CRASH, DELAY, *USAGE_SCENARIOS, SERVE, AUTOSCALING)
+SCENARIOS = (THROUGHPUT, CRASH, DELAY, *USAGE_SCENARIOS, BATCHING, SERVE, AUTOSCALING)
 _USAGE_RUNS = dict(
     zip(
         USAGE_SCENARIOS,
@@ -132,6 +133,9 @@ class Suite:
             if name in scenarios:
                 for engine, broker in reachable_groups:
                     measure_group(self, engine, broker)
+        if BATCHING in scenarios:
+            for engine, broker in reachable_groups:
+                batching(self, engine, broker)
         if CONSUMERS in scenarios and TWO_NODE_GROUP in reachable_groups:
             if importlib.util.find_spec("ray") is None:
                 self.results.skipped.append("consumers on two Ray nodes: ray is not installed")

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from bench.batch_model import bound_rate
 from bench.brokers import REDIS, reachable
 from bench.report import render
 from bench.results import Results
 from bench.scenarios.backlog import BacklogResult
+from bench.scenarios.batching import BatchingResult, backlog_size
 from bench.scenarios.consumers import ConsumersResult
 from bench.scenarios.enqueue_cost import EnqueueResult
 from bench.scenarios.leftovers import LeftoverResult
@@ -294,3 +296,63 @@ def test_report_of_backlog_and_consumers() -> None:
         "| raw Celery | Redis | no-op | 1 | 400 | 1.00\u00d7 | baseline | 25 (25) | 0.50 |"
     )
     assert lines[first + 1].startswith("| taskserve-celery | Redis | no-op | 1 |")
+
+
+def test_batching_smoke_on_sqlite(tmp_path: Path) -> None:
+    data = _smoke(tmp_path, "sqlite", "batching")
+    settings = data["settings"]
+    drains = {run["batch_max_size"]: run for run in data["batching"]}
+    assert set(drains) == set(settings["batch_sizes"]) == {1, 8}
+    for size, run in drains.items():
+        assert run["key"] == "sqlite/file/taskserve"
+        assert run["tasks"] == backlog_size(size, settings["batch_target_s"])
+        assert run["concurrency"] == settings["batch_concurrency"] and run["throughput"] > 0
+        assert run["cpu_s"] > 0
+    assert drains[1]["calls"] == drains[1]["tasks"]  # one task per call
+    assert drains[8]["tasks"] / 8 <= drains[8]["calls"] < drains[8]["tasks"]  # batched
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## Batched handlers" in report and "![batching](batching.png)" in report
+    assert (tmp_path / "batching.png").stat().st_size > 0
+
+
+def test_report_of_batching() -> None:
+    def drain(key: str, size: int, rate: float) -> BatchingResult:
+        tasks = 10 * size
+        return BatchingResult(
+            key, size, 64, tasks, rate, tasks / rate, 10, 0.02 * tasks, bound_rate(size)
+        )
+
+    results = Results(
+        settings={
+            "preset": "quick",
+            "repetitions": 2,
+            "tasks": None,
+            "calibration_tasks": 100,
+            "target_s": 2.0,
+            "latency_samples": 5,
+            "concurrency": 8,
+            "batch_target_s": 2.0,
+        },
+        machine={"CPU": "test"},
+        started="now",
+        batching=[
+            drain("rq/redis/taskserve", 1, 40.0),
+            drain("sqlite/file/taskserve", 8, 300.0),
+            drain("sqlite/file/taskserve", 1, 40.0),
+            drain("sqlite/file/taskserve", 1, 50.0),
+            drain("sqlite/file/taskserve", 32, 810.0),
+        ],
+    )
+    report = render(results)
+    assert "| adapter, broker | batch_max_size 1 | batch_max_size 8 | batch_max_size 32 |" in report
+    assert "| sqlite, file | 45 | 300 (6.7\u00d7) | 810 (18.0\u00d7) |" in report
+    assert "| rq, Redis | 40 | \u2013 | \u2013 |" in report
+    assert "| *the model alone (bound)* | 49 | 333 (6.8\u00d7) | 889 (18.2\u00d7) |" in report
+    sqlite_first = (
+        "| sqlite, file | 1 | 10 | 45 (40\u201350) | 1.00\u00d7 | 92% | 1.0 (1.0\u20131.0) "
+        "| 20.00 (20.00\u201320.00) |"
+    )
+    lines = report.splitlines()  # detail rows in the order of the groups
+    assert lines.index(sqlite_first) < lines.index(
+        "| rq, Redis | 1 | 10 | 40 | 1.00\u00d7 | 82% | 1.0 | 20.00 |"
+    )

@@ -334,6 +334,20 @@ def test_pdf_template(start: Callable[..., Example]) -> None:
     assert "Pages: 2" in run.text, run.output
 
 
+def test_embeddings(start: Callable[..., Example]) -> None:
+    """``python examples/embeddings/run.py``: 64 documents embedded by a batched
+    handler in fewer calls than tasks, a bad task failing alone, and a question's
+    nearest document of its topic."""
+    run = start([PYTHON, "examples/embeddings/run.py"])
+    status = run.wait(START_TIMEOUT_S + TASK_TIMEOUT_S)
+    assert status == 0, f"{run} ended with status {status}:\n{run.output}"
+    run.assert_clean()
+    calls = re.search(r"^embedded 64 documents in (\d+) handler calls", run.text, re.M)
+    assert calls is not None and int(calls.group(1)) < 64, run.output
+    assert "the task without a text failed alone: embed takes text=" in run.text, run.output
+    assert re.search(r"^  0\.\d{3}  \[astronomy\] ", run.text, re.M), run.output
+
+
 def test_document_indexing(start: Callable[..., Example], tmp_path: Path) -> None:
     """``python examples/document_indexing.py``: the guide's application, as
     written, until Ctrl-C."""
