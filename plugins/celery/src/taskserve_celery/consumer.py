@@ -8,8 +8,9 @@ then acknowledged. What is Celery's own here:
 
 * settling a message: acknowledge, or hand it back with a requeue (RabbitMQ
   puts it back where it was, kombu's Redis transport behind the queue); every
-  write on a RabbitMQ connection takes the wire lock (py-amqp connections are
-  not thread-safe);
+  settlement and every write of the consumer thread takes the wire lock
+  (py-amqp connections are not thread-safe, and kombu's Redis transport would
+  exhaust its pool of connections under a burst of acknowledgements);
 * delivering again later when the store cannot take a task back: on RabbitMQ a
   copy is published at the tail of the queue and the original acknowledged
   (a requeued message would come straight back); on Redis the message is
@@ -25,7 +26,6 @@ ledger publishes them when due.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -89,12 +89,11 @@ class CeleryConsumer(ConsumerBase):
             publish=publish,
             engine_depth=engine_depth,
         )
-        # py-amqp connections are not thread-safe: acknowledgements from the pool
-        # threads and the consumer thread's own writes take turns. kombu's Redis
-        # transport acknowledges through pooled Redis connections instead.
-        self.wire_lock: AbstractContextManager[Any] = (
-            threading.Lock() if broker_kind is BrokerKind.AMQP else contextlib.nullcontext()
-        )
+        # Settlements from the pool threads and the consumer thread's own writes
+        # take turns. py-amqp connections are not thread-safe; kombu's Redis
+        # transport takes a connection from a pool of ten per acknowledgement,
+        # and a burst of them (a batch ending) would exhaust it.
+        self.wire_lock: AbstractContextManager[Any] = threading.Lock()
         self._app = app
         self.transport = broker_kind.value
         self._mirror_dead_letter = mirror_dead_letter
