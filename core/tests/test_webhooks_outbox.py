@@ -31,8 +31,10 @@ from taskserve import (
 from taskserve.adapters.sqlite.dialect import SqliteDialect
 from taskserve.engine.progress import check_progress, progress_json
 from taskserve.kit import LedgerStore, QueueStore, SqlTaskStore, TaskStore, WebhookOutbox
+from taskserve.plugins import get_plugin_manager
 from taskserve.serialization import build_message
 from taskserve.webhooks.events import events_text
+from taskserve.webhooks.hooks import SenderWakeHooks
 from taskserve.webhooks.sender import WebhookSender
 from taskserve.webhooks.settings import WebhookSettings, new_signing_secret
 from taskserve_conformance.webhook_receiver import WebhookReceiver
@@ -384,3 +386,43 @@ def test_the_sender_runs_beside_the_consumer_only_with_a_secret(tmp_path: Path) 
         )
     finally:
         adapter.shutdown()
+
+
+def test_the_queues_lifecycle_events_wake_the_sender(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """With a poll interval of a minute, events are still sent as their tasks
+    move: the sender is a lifecycle hook plugin while it runs, and only then."""
+    config = TaskProcessorConfig(
+        queue_name="woken",
+        adapter_config={"path": str(tmp_path / "q.db"), "poll_interval_s": 0.01},
+        webhooks=_settings(poll_interval_s=60.0).model_dump(mode="json", context=REVEAL_SECRETS),
+    )
+    adapter = instantiate_adapter_from_config(config)
+    adapter.register_task_handle(lambda: "done", "quick")
+    adapter.start_consumer()
+    manager = get_plugin_manager()
+
+    def registered() -> int:
+        return sum(isinstance(p, SenderWakeHooks) for p in manager.get_plugins())
+
+    def delivered(count: int) -> None:
+        tasks = [
+            adapter.enqueue_task_sync(
+                "quick", webhook_url=receiver.url, webhook_events=["succeeded"]
+            )
+            for _ in range(count)
+        ]
+        expected = {f"evt_{t.id}_succeeded" for t in tasks}
+        deadline = time.monotonic() + 20
+        while not expected <= set(receiver.ids()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert expected <= set(receiver.ids()), "the sender waited for its poll"
+
+    try:
+        assert registered() == 1
+        delivered(1)  # sent, then the sender waits (up to its poll interval)
+        delivered(3)  # woken by the tasks' events
+    finally:
+        adapter.shutdown()
+    assert registered() == 0

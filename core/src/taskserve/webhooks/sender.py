@@ -6,7 +6,10 @@ entry in the step that records the state change, and a consumer's
 ``concurrency`` requests at once. It claims due entries with a lease
 (``WebhookSettings.lease_s``), so a consumer that dies while sending loses
 nothing: its entries come due again and any live consumer of the queue sends
-them. Each try is a signed POST of the event's body (:mod:`.signing`,
+them. The sender is a lifecycle hook plugin while it runs
+(:mod:`.hooks`): its queue's events wake it, so that a delivery begins as soon
+as its state change is recorded; the outbox, not the hook, is what it sends.
+Each try is a signed POST of the event's body (:mod:`.signing`,
 :func:`~taskserve.webhooks.events.event_body`); a 2xx answer deletes the
 entry, anything else (a non-2xx status, a network error or timeout, a target
 refused as private at delivery time) schedules the next try
@@ -27,9 +30,11 @@ from urllib.parse import urlsplit, urlunsplit
 from taskserve.config import TaskProcessorConfig
 from taskserve.engine.pool import DaemonThreadExecutor
 from taskserve.engine.store import TaskStore, WebhookOutbox
+from taskserve.plugins import get_plugin_manager
 from taskserve.redaction import redact_url
 from taskserve.webhooks.backoff import next_try_at
 from taskserve.webhooks.events import WebhookDelivery, event_body
+from taskserve.webhooks.hooks import SenderWakeHooks
 from taskserve.webhooks.settings import WebhookSettings
 from taskserve.webhooks.signing import Signer
 from taskserve.webhooks.targets import Resolver, WebhookTargetRefused, pinned_address, resolve_host
@@ -103,6 +108,8 @@ class WebhookSender:
             headers={"user-agent": "taskserve-webhooks"},
         )
         self._stop = threading.Event()
+        self._woken = threading.Event()
+        self._hooks = SenderWakeHooks(self)
         self._thread: threading.Thread | None = None
         self._pool: DaemonThreadExecutor | None = None
         self._lock = threading.Lock()
@@ -115,9 +122,10 @@ class WebhookSender:
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
-        """Start the sending thread."""
+        """Start the sending thread, woken by the queue's lifecycle events."""
         if self._thread is not None:
             return
+        get_plugin_manager().register(self._hooks)
         self._pool = DaemonThreadExecutor(self.settings.concurrency, "taskserve-webhooks-send")
         self._thread = threading.Thread(
             target=self._loop, name=f"taskserve-webhooks-{self.queue_name[:40]}", daemon=True
@@ -132,12 +140,20 @@ class WebhookSender:
         """Stop claiming, wait up to ``timeout`` s for the tries under way, and
         close the connections; entries left leased come due after their lease."""
         self._stop.set()
+        self._woken.set()
+        manager = get_plugin_manager()
+        if manager.is_registered(self._hooks):
+            manager.unregister(self._hooks)
         if self._thread is not None:
             self._thread.join(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._owns_client:
             self._client.close()
+
+    def wake(self) -> None:
+        """Look for due events now rather than at the next poll."""
+        self._woken.set()
 
     def _loop(self) -> None:
         failing = False
@@ -156,7 +172,8 @@ class WebhookSender:
                     )
                 failing, sent = True, 0
             if not sent:
-                self._stop.wait(self.settings.poll_interval_s)
+                self._woken.wait(self.settings.poll_interval_s)
+                self._woken.clear()
 
     # -- one round ------------------------------------------------------------------
     def send_due(self) -> int:
