@@ -125,6 +125,7 @@ REDIS_CONNECTION_PARAMETERS = frozenset(
         "lib_version",
         "maint_notifications_config",
         "max_connections",
+        "metadata_resolver",
         "oss_cluster_maint_notifications_handler",
         "password",
         "port",
