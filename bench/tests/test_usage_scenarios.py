@@ -172,7 +172,8 @@ def test_backlog_and_consumers_smoke_on_sqlite(tmp_path: Path) -> None:
     assert set(drains) == {(task, n) for task in ("noop", "sleep_10ms") for n in (1, 2)}
     for (_, processes), run in drains.items():
         assert run["tasks"] == settings["consumer_tasks"] and run["throughput"] > 0
-        assert len(run["cpu_s"]) == processes and sum(run["cpu_s"]) > 0
+        # CPU time is read in clock ticks (10 ms): a smoke drain may use less.
+        assert len(run["cpu_s"]) == processes and min(run["cpu_s"]) >= 0
     assert data["two_node"] == []  # the smoke preset starts no Ray
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Cost as the backlog grows" in report
