@@ -119,6 +119,14 @@ def ray_processes(ray_dir: Path) -> list[int]:
     return found
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the example's process, before it starts: SIGINT does what it does in
+    a terminal. A shell without job control starts its background commands
+    with SIGINT ignored, and an ignored signal stays ignored across exec, so
+    an example started from such a test run would never see its Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Example:
     """One example process: its output, collected as it comes, and its end."""
 
@@ -135,6 +143,7 @@ class Example:
             text=True,
             errors="replace",
             start_new_session=True,  # its own process group, as a terminal gives it
+            preexec_fn=_ctrl_c_as_in_a_terminal,
         )
         self.lines: list[str] = []
         self.times: list[float] = []
