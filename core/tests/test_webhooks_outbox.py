@@ -93,6 +93,17 @@ def _settings(**fields: Any) -> WebhookSettings:
     return WebhookSettings(**(values | fields))
 
 
+def _sqlite_queue_with_webhooks(
+    tmp_path: Path, queue_name: str, **settings: Any
+) -> TaskProcessorConfig:
+    """A sqlite queue polled every 10 ms whose webhooks have ``_settings(**settings)``."""
+    return TaskProcessorConfig(
+        queue_name=queue_name,
+        adapter_config={"path": str(tmp_path / "q.db"), "poll_interval_s": 0.01},
+        webhooks=_settings(**settings).model_dump(mode="json", context=REVEAL_SECRETS),
+    )
+
+
 # -- what the store writes -------------------------------------------------------------------
 def test_every_store_keeps_an_outbox(store: TaskStore) -> None:
     assert isinstance(store, WebhookOutbox)
@@ -332,11 +343,7 @@ def test_a_private_target_is_refused_at_delivery(store: Any, receiver: WebhookRe
 
 
 def test_a_handler_never_waits_for_the_receiver(tmp_path: Path, receiver: WebhookReceiver) -> None:
-    config = TaskProcessorConfig(
-        queue_name="never-waits",
-        adapter_config={"path": str(tmp_path / "q.db"), "poll_interval_s": 0.01},
-        webhooks=_settings(timeout_s=30.0).model_dump(mode="json", context=REVEAL_SECRETS),
-    )
+    config = _sqlite_queue_with_webhooks(tmp_path, "never-waits", timeout_s=30.0)
     adapter = instantiate_adapter_from_config(config)
     adapter.register_task_handle(lambda: "done", "quick")
     receiver.hold()  # no delivery is answered
@@ -393,11 +400,7 @@ def test_the_queues_lifecycle_events_wake_the_sender(
 ) -> None:
     """With a poll interval of a minute, events are still sent as their tasks
     move: the sender is a lifecycle hook plugin while it runs, and only then."""
-    config = TaskProcessorConfig(
-        queue_name="woken",
-        adapter_config={"path": str(tmp_path / "q.db"), "poll_interval_s": 0.01},
-        webhooks=_settings(poll_interval_s=60.0).model_dump(mode="json", context=REVEAL_SECRETS),
-    )
+    config = _sqlite_queue_with_webhooks(tmp_path, "woken", poll_interval_s=60.0)
     adapter = instantiate_adapter_from_config(config)
     adapter.register_task_handle(lambda: "done", "quick")
     adapter.start_consumer()
