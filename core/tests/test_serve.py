@@ -288,6 +288,18 @@ def test_policy_never_drops_below_busy_replicas() -> None:
     assert desired == 2
 
 
+def test_policy_counts_a_replica_without_reports_as_busy() -> None:
+    """A running replica whose reports are late is not scaled away as idle."""
+    policy = QueueDepthAutoscalingPolicy(target_tasks_per_replica=1)
+    late = Context({"a": [1.0]}, depth=0)
+    late.running_replicas = ["a", "b"]
+    desired, state = policy(late)
+    assert state["taskserve"]["busy_replicas"] == 2.0
+    assert desired == 2
+    idle = Context({"a": [0.0], "b": [0.0]}, depth=0)
+    assert policy(idle)[0] == 0
+
+
 def test_policy_polls_the_broker_for_scale_from_zero(config: TaskProcessorConfig) -> None:
     producer = instantiate_adapter_from_config(config)
     for _ in range(3):

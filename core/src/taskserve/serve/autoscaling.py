@@ -8,8 +8,9 @@ the whole workload, for every adapter, through the adapter contract:
     workload = queued tasks + tasks running (in flight) + HTTP requests
     desired  = max(ceil(workload / target_tasks_per_replica), busy replicas)
 
-where a *busy* replica reported running tasks during the look-back window, so
-the decision never drops below the replicas that are working. Queued tasks
+where a *busy* replica reported running tasks during the look-back window, or
+sent no report in it (a replica not known to be idle), so the decision never
+drops below the replicas that are working. Queued tasks
 are those that can still run, as the task store counts them
 (``get_metrics_sync().queue_depth``): a task cancelled while its message is
 still on the broker is not work and is not counted. Until a replica
@@ -208,7 +209,11 @@ class QueueDepthAutoscalingPolicy:
             if self._broker is None or not depth_by_replica:
                 queue_depth = max(queue_depth, float(self._polled[0]))
             in_flight = max(in_flight, float(self._polled[1]))
-        busy = sum(1 for value in local_peak.values() if value > 0)
+        # A running replica with no report in the look-back window (a loaded
+        # machine delays reports) is not known to be idle: it counts as busy.
+        running = set(getattr(ctx, "running_replicas", None) or [])
+        silent = len(running - set(local_peak))
+        busy = sum(1 for value in local_peak.values() if value > 0) + silent
         requests = float(getattr(ctx, "total_num_requests", 0.0) or 0.0)
         known = bool(depth_by_replica or local_latest) or self._polled is not None
         return {
