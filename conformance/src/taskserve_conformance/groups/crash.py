@@ -72,16 +72,21 @@ class CrashTests:
 
     def test_repeated_kills_of_busy_consumers_lose_nothing(
         self,
-        producer: TaskProcessorAdapter,
+        make_config: ConfigFactory,
+        make_producer: ProducerFactory,
         consumers: ConsumerPool,
         journal: Journal,
-        deadlines: Deadlines,
         record_property: Callable[[str, object], None],
     ) -> None:
         """Consumers killed again and again while they hold fetched tasks: every
-        task still runs to SUCCESS, and none is left PENDING without a run."""
+        task still runs to SUCCESS, and none is left PENDING without a run.
+
+        The attempt budget outlasts the kills: a task run by each killed consumer
+        in turn may still succeed (the budget itself is the dead-letter test's)."""
         count, duration, concurrency, kills = 120, 0.2, 4, 3
-        pool = [consumers.start(concurrency=concurrency) for _ in range(2)]
+        config = make_config(max_retries=kills)
+        producer, deadlines = make_producer(config), Deadlines(config)
+        pool = [consumers.start(config, concurrency=concurrency) for _ in range(2)]
         ids = [producer.enqueue_task_sync("sleep", [duration]).id for _ in range(count)]
         started_kills = time.monotonic()
 
@@ -108,7 +113,7 @@ class CrashTests:
             victim.kill()
             killed += 1
             pool.remove(victim)
-            pool.append(consumers.start(concurrency=concurrency))
+            pool.append(consumers.start(config, concurrency=concurrency))
         assert killed >= 1, "every task ended before a consumer could be killed"
         bound = deadlines.redelivery + deadlines.run(duration, count, concurrency)
         results = [wait_for_status(producer, t, TaskState.SUCCESS, bound) for t in ids]
