@@ -121,7 +121,8 @@ class TestTaskConsumerQueueAutoscaling:
 
         for i in range(10):  # the handlers block: the queue piles up
             enqueue_from_ray.remote(config, f"data_{i}")
-        wait_for_condition(lambda: running_replicas(app, deployment) == 5, timeout=60)
+        # Four replicas start at once: on a loaded two-core machine that takes minutes.
+        wait_for_condition(lambda: running_replicas(app, deployment) == 5, timeout=150)
 
         ray.get(gate.send.remote())  # the queue drains
         wait_for_condition(lambda: running_replicas(app, deployment) == 1, timeout=60)
