@@ -10,8 +10,8 @@ the whole workload, for every adapter, through the adapter contract:
 
 where a *busy* replica reported running tasks during the look-back window, or
 sent no report in it (a replica not known to be idle), so the decision never
-drops below the replicas that are working. Queued tasks
-are those that can still run, as the task store counts them
+drops below the replicas that are working. Queued tasks are those that can
+still run, as the task store counts them
 (``get_metrics_sync().queue_depth``): a task cancelled while its message is
 still on the broker is not work and is not counted. Until a replica
 has reported (or the broker was polled) the policy keeps the current target.
@@ -79,10 +79,15 @@ def _series_values(series: Any) -> list[float]:
     return values
 
 
+def _running_replicas(ctx: Any) -> set[Any]:
+    """The replicas Serve reports running (empty when the context names none)."""
+    return set(getattr(ctx, "running_replicas", None) or [])
+
+
 def _per_replica(ctx: Any, name: str, latest: bool) -> dict[Any, float]:
     """One number per running replica for custom metric ``name``: its latest
     value (``latest``) or its peak over the look-back window."""
-    running = set(getattr(ctx, "running_replicas", None) or [])
+    running = _running_replicas(ctx)
     raw = getattr(ctx, "raw_metrics", None) or {}
     found: dict[Any, float] = {}
     for replica, series in (raw.get(name) or {}).items():
@@ -211,8 +216,7 @@ class QueueDepthAutoscalingPolicy:
             in_flight = max(in_flight, float(self._polled[1]))
         # A running replica with no report in the look-back window (a loaded
         # machine delays reports) is not known to be idle: it counts as busy.
-        running = set(getattr(ctx, "running_replicas", None) or [])
-        silent = len(running - set(local_peak))
+        silent = len(_running_replicas(ctx) - set(local_peak))
         busy = sum(1 for value in local_peak.values() if value > 0) + silent
         requests = float(getattr(ctx, "total_num_requests", 0.0) or 0.0)
         known = bool(depth_by_replica or local_latest) or self._polled is not None
