@@ -15,16 +15,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from taskserve_conformance.ports import free_port
+
 PRIVATE_ENV = "TASKSERVE_BENCH_PRIVATE_REDIS"
 """Set to ``1`` in a process whose Redis URL is a private server's."""
 
 START_TIMEOUT_S = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -45,7 +41,7 @@ class PrivateRedis:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from bench.process import REPOSITORY
 from taskserve.serve import task_consumer, task_handler
+from taskserve_conformance.ports import free_port
 
 RAY_LOGICAL_CPUS = 4
 """Logical CPUs of the local Ray; replicas ask for none."""
@@ -69,12 +69,6 @@ def _deployment(consumer_class: type, options: dict[str, Any]) -> Any:
     return serve.deployment(name="consumer", **settings)(consumer_class)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def local_serve() -> Iterator[float]:
     """Start Ray and Serve on this machine; yields the seconds that took."""
@@ -94,7 +88,7 @@ def local_serve() -> Iterator[float]:
     )
     try:
         serve.start(
-            http_options={"host": "127.0.0.1", "port": _free_port()},
+            http_options={"host": "127.0.0.1", "port": free_port()},
             logging_config={"log_level": "WARNING"},
         )
         logging.getLogger("ray.serve").setLevel(logging.WARNING)

@@ -51,6 +51,7 @@ from bench.engines.base import TrialOptions
 from bench.process import REPOSITORY
 from bench.scenarios.consumers import drain_paused
 from bench.scenarios.local_serve import consumer_deployment
+from taskserve_conformance.ports import free_port
 
 NODE_CPUS = 2
 """Logical CPUs of each node."""
@@ -80,13 +81,6 @@ class TwoNodeResult:
     drain_s: float
     cpu_s: list[float]
     cpu_window_s: float
-
-
-def free_port() -> int:
-    """A TCP port free on this machine now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def node_commands(

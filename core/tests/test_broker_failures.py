@@ -6,7 +6,6 @@ this test's own redis-server processes."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -23,20 +22,15 @@ from taskserve import BrokerUnavailable, TaskProcessorConfig
 from taskserve.engine.redis.store import RedisTaskStore, redis_unavailable
 from taskserve.http import create_task_app
 from taskserve.serialization import build_message
+from taskserve_conformance.ports import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[int]:
     """A redis-server of this test alone (paused or made a replica at will)."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             "redis-server",
@@ -113,7 +107,7 @@ def test_a_read_only_replica_is_unavailable(own_redis: int) -> None:
     store = _store(own_redis)
     store.ping()
     admin = redis.Redis(port=own_redis)
-    admin.execute_command("REPLICAOF", "127.0.0.1", str(_free_port()))  # a primary that is not
+    admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # a primary that is not
     with pytest.raises(BrokerUnavailable, match="ReadOnlyError"):
         store.insert(_message(), None)  # type: ignore[arg-type]
     with pytest.raises(BrokerUnavailable, match="read-only replica"):
@@ -159,7 +153,7 @@ def test_http_answers_503_for_a_paused_or_read_only_redis(
         assert "Timeout" in paused.json()["detail"]
         assert http.get("/health").status_code == 503
         admin.execute_command("CLIENT", "UNPAUSE")
-        admin.execute_command("REPLICAOF", "127.0.0.1", str(_free_port()))
+        admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
         read_only = http.post("/submit", json={"task_name": "t"})
         assert read_only.status_code == 503 and "ReadOnly" in read_only.json()["detail"]
         health = http.get("/health")

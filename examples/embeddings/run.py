@@ -65,7 +65,7 @@ def main() -> int:
 
     from taskserve.client import TaskClient, TaskFailed
 
-    port = free_port()
+    port = int(os.environ.get("TASKSERVE_EXAMPLE_PORT") or free_port())
     print(f"taskserve embeddings: queue engine {describe()}")
     print("starting Ray and Serve ...", flush=True)
     start_ray("embeddings/run.py", Embedder, EmbeddingAPI)

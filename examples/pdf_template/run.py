@@ -43,7 +43,7 @@ def main() -> int:
         ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(work / "files"))
     )
     threading.Thread(target=files.serve_forever, daemon=True).start()
-    api_port = free_port()
+    api_port = int(os.environ.get("TASKSERVE_EXAMPLE_PORT") or free_port())
     os.environ["PDF_FILES_URL"] = f"http://127.0.0.1:{files.server_address[1]}"
     os.environ["PDF_API_URL"] = f"http://127.0.0.1:{api_port}"
 

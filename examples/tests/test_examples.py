@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+
+from taskserve_conformance.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -84,12 +85,6 @@ T = TypeVar("T")
 
 
 # -- running an example ---------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(condition: Callable[[], T | None], timeout_s: float, what: str) -> T:
     """Poll ``condition`` until it returns a true value; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -334,7 +329,7 @@ def test_quickstart(start: Callable[..., Example]) -> None:
 
 def test_pdf_template(start: Callable[..., Example]) -> None:
     """The PDF template's runner: its server, and its client's two tasks."""
-    run = start([PYTHON, "examples/pdf_template/run.py"])
+    run = start([PYTHON, "examples/pdf_template/run.py"], TASKSERVE_EXAMPLE_PORT=str(free_port()))
     status = run.wait(START_TIMEOUT_S + TASK_TIMEOUT_S)
     assert status == 0, f"{run} ended with status {status}:\n{run.output}"
     run.assert_clean()
@@ -347,7 +342,7 @@ def test_embeddings(start: Callable[..., Example]) -> None:
     """``python examples/embeddings/run.py``: 64 documents embedded by a batched
     handler in fewer calls than tasks, a bad task failing alone, and a question's
     nearest document of its topic."""
-    run = start([PYTHON, "examples/embeddings/run.py"])
+    run = start([PYTHON, "examples/embeddings/run.py"], TASKSERVE_EXAMPLE_PORT=str(free_port()))
     status = run.wait(START_TIMEOUT_S + TASK_TIMEOUT_S)
     assert status == 0, f"{run} ended with status {status}:\n{run.output}"
     run.assert_clean()

@@ -42,7 +42,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import uuid
@@ -64,6 +63,7 @@ from taskserve.serve import get_consumer, task_consumer, task_handler
 from taskserve_conformance.configs import ConfigFactory
 from taskserve_conformance.deadlines import Deadlines
 from taskserve_conformance.gating import requires
+from taskserve_conformance.ports import free_port
 from taskserve_conformance.reporting import DELIVERY_PROPERTY, DeliveryReport
 from taskserve_conformance.waiting import wait_for_status, wait_until
 
@@ -190,12 +190,6 @@ class ServeProbe:
 
 
 # -- helpers ------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 TEST_WAIT_LOOP_S = 0.2
 """``graceful_shutdown_wait_loop_s`` of the test deployments: a deleted replica
 checks this often whether its requests are done (Serve's default 2 s would add
@@ -334,7 +328,7 @@ def _start_local_ray() -> str:
                 logging_level=logging.WARNING,
                 log_to_driver=bool(os.environ.get(RAY_LOGS_ENV)),
                 _temp_dir=temp_dir,
-                _metrics_export_port=_free_port(),
+                _metrics_export_port=free_port(),
                 _system_config={"metrics_report_interval_ms": METRICS_REPORT_INTERVAL_MS},
             )
         except Exception as e:
@@ -381,7 +375,7 @@ def start_serve_session() -> Iterator[str]:
     temp_dir: str | None = None
     if started_here:
         temp_dir = _start_local_ray()
-    port = _free_port()
+    port = free_port()
     serve.start(
         http_options={"host": "127.0.0.1", "port": port},
         logging_config={"log_level": "WARNING"},

@@ -29,14 +29,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 
+from taskserve_conformance.ports import free_port
+
 START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
