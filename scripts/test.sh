@@ -29,8 +29,9 @@ trap 'kill "$checks_pid" 2>/dev/null || true; rm -f "$checks_log"' EXIT
 # cores. The Serve tests form three xdist groups (serve-ray-1 to -3), each run
 # by one worker on its one Ray: three Ray instances, not one per worker, since
 # an idle Ray costs a tenth of a core. The examples, which start a Ray of their
-# own each as a user would, form one more group, run one after another. The
-# other workers take the rest.
+# own each as a user would, form one more group, run one after another; it is
+# collected early (pyproject.toml's testpaths), so that its worker starts on it
+# rather than ending the run with it. The other workers take the rest.
 tests_status=0
 .venv/bin/pytest -n "${TASKSERVE_TEST_WORKERS:-5}" --dist loadgroup "$@" || tests_status=$?
 

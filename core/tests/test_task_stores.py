@@ -40,9 +40,15 @@ from taskserve.kit import (
     WorkerDirectory,
 )
 from taskserve.serialization import build_message
+from taskserve_conformance.waiting import wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 OWNER = "consumer-a"
+DELAY_S = 2.0
+"""Delay of the delayed task: far longer than a loaded machine may stall between
+its insert and the claim that must not take it yet."""
+DUE_WAIT_S = 10.0
+"""Bound, past its due time, for the delayed task to be handed out."""
 ERROR = TaskError(type="ValueError", message="bad", traceback="Traceback ...")
 
 
@@ -310,11 +316,13 @@ def test_the_claim_takes_the_highest_priority_first(tmp_path: Path) -> None:
 
 def test_a_task_not_due_yet_waits_whatever_its_priority(tmp_path: Path) -> None:
     store = _sql_store(tmp_path)
-    delayed = _queued_at(store, 9, not_before=time.time() + 0.3)
+    delayed = _queued_at(store, 9, not_before=time.time() + DELAY_S)
     plain = _queued_at(store, None)
     assert _claim_all(store) == [plain.id]
-    time.sleep(0.35)
-    assert _claim_all(store) == [delayed.id]
+    due = wait_until(
+        lambda: _claim_all(store), DELAY_S + DUE_WAIT_S, "the due task was not claimed"
+    )
+    assert due == [delayed.id]
     store.close()
 
 
@@ -464,22 +472,24 @@ def test_a_key_of_an_expired_task_is_free_again(store: TaskStore, tmp_path: Path
 def test_a_delayed_task_is_pending_and_not_deliverable_before_it_is_due(
     store: TaskStore,
 ) -> None:
-    message = dataclasses.replace(_message(), not_before=time.time() + 0.3)
+    message = dataclasses.replace(_message(), not_before=time.time() + DELAY_S)
     inserted = store.insert(message, None)
     assert inserted.created and store.status(message.id).status is TaskState.PENDING
     if _is_queue(store):
         assert isinstance(store, QueueStore)
         assert store.claim(OWNER, 30, 3) is None
-        time.sleep(0.35)
-        claimed = store.claim(OWNER, 30, 3)
-        assert claimed is not None and claimed.task_id == message.id
+        claimed = wait_until(
+            lambda: store.claim(OWNER, 30, 3), DELAY_S + DUE_WAIT_S, "the due task was not claimed"
+        )
+        assert claimed.task_id == message.id
     else:
         assert inserted.scheduled and inserted.seq is None  # not to be published now
         assert isinstance(store, LedgerStore)
         assert store.counts().queued == 1 and store.unclaimed() == 0
         assert _reconcile(store) == []
-        time.sleep(0.35)
-        [due] = _reconcile(store)
+        [due] = wait_until(
+            lambda: _reconcile(store), DELAY_S + DUE_WAIT_S, "the due task was not reconciled"
+        )
         assert (due.task_id, due.reason) == (message.id, "due")
 
 
