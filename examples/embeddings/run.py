@@ -11,6 +11,8 @@ embedded to a unit vector, the task without a text failed alone, and the
 nearest document has the question's topic::
 
     python examples/embeddings/run.py
+
+Serve listens on port ``TASKSERVE_EXAMPLE_PORT`` (default: a free one).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ them), starts a local Ray sized for the template's replicas
 ``server.app``, runs ``client.py``, and shuts down::
 
     python examples/pdf_template/run.py
+
+Serve listens on port ``TASKSERVE_EXAMPLE_PORT`` (default: a free one).
 """
 
 import functools
