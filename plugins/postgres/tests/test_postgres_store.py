@@ -154,12 +154,13 @@ def _claim_all(store: SqlTaskStore) -> list[str]:
 def test_a_claim_takes_the_highest_ready_priority_first(make_store: StoreFactory) -> None:
     store = make_store()
     store.ensure_schema()
-    delayed = _queued_at(store, 9, not_before=time.time() + 3.0)  # far past a stall of the machine
+    delay_s = 3.0  # far past a stall of the machine between the inserts and the claims
+    delayed = _queued_at(store, 9, not_before=time.time() + delay_s)
     sent = [_queued_at(store, p) for p in (None, 5, 8, 0, 8, None, 1)]
     priority_of = {m.id: m.priority or 0 for m in sent}
     order = [priority_of[task_id] for task_id in _claim_all(store)]
     assert order == [8, 8, 5, 1, 0, 0, 0], "the delayed task was claimed before it was due"
-    due = wait_until(lambda: _claim_all(store), 3.0 + 10.0, "the due task was not claimed")
+    due = wait_until(lambda: _claim_all(store), delay_s + 10.0, "the due task was not claimed")
     assert due == [delayed.id]
 
 
