@@ -32,13 +32,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from taskserve_conformance.ports import free_port
+from taskserve_conformance.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -55,6 +56,8 @@ TASK_TIMEOUT_S = 60.0
 """Bound for a submitted task to finish."""
 STOP_TIMEOUT_S = 60.0
 """Bound for an example to stop after Ctrl-C (Serve drains replicas first)."""
+POLL_S = 0.2
+"""How often a wait re-checks (each check of the Ray processes reads /proc)."""
 
 UNCLEAN_OUTPUT = {
     "a traceback": re.compile(r"Traceback \(most recent call last\)"),
@@ -81,22 +84,9 @@ runs: each example starts its own Ray, on sqlite, listening on 127.0.0.1."""
 TWO_CPUS = json.dumps({"CPU": 2})
 """``RAY_OVERRIDE_RESOURCES`` of a 2-CPU machine, whatever this one has."""
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-T = TypeVar("T")
 
 
 # -- running an example ---------------------------------------------------------------
-def wait_until(condition: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """Poll ``condition`` until it returns a true value; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
 def ray_processes(ray_dir: Path) -> list[int]:
     """Pids of the live processes started on the Ray temp dir ``ray_dir``: the
     example's Ray (GCS, raylet, dashboard, workers, replicas) inherits its
@@ -235,7 +225,12 @@ def ray_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="tsx-", dir=root))
     yield path
     try:
-        wait_until(lambda: not ray_processes(path), 20, f"the Ray processes on {path} to end")
+        wait_until(
+            lambda: not ray_processes(path),
+            20,
+            f"the Ray processes on {path} did not end",
+            interval=POLL_S,
+        )
     finally:
         for pid in ray_processes(path):
             with contextlib.suppress(ProcessLookupError):
@@ -284,7 +279,7 @@ def wait_for_success(http: httpx.Client, status_path: str) -> dict[str, Any]:
         record: dict[str, Any] = http.get(status_path).json()
         return record if record["status"] in ("SUCCESS", "FAILURE", "CANCELLED") else None
 
-    record = wait_until(finished, TASK_TIMEOUT_S, f"{status_path} to finish")
+    record = wait_until(finished, TASK_TIMEOUT_S, f"{status_path} did not finish", interval=POLL_S)
     assert record["status"] == "SUCCESS", record
     return record
 
@@ -301,7 +296,7 @@ def submit_when_ready(http: httpx.Client, path: str, body: dict[str, Any], run: 
                 return response
         return None
 
-    response = wait_until(accepted, START_TIMEOUT_S, f"{run} to serve {path}")
+    response = wait_until(accepted, START_TIMEOUT_S, f"{run} did not serve {path}", interval=POLL_S)
     assert response.status_code in (200, 202), response.text
     task_id = response.json()["task_id"]
     assert isinstance(task_id, str)
